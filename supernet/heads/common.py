@@ -1,0 +1,135 @@
+"""What the one-stage heads share: the conv tower, the output layout, and post-processing."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from timm.layers import create_act_layer
+from torch import Tensor
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import boxes as box_ops
+
+from ..layers import BatchNorm2d, Conv2d
+from ..space import HeadArch
+
+STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Detection post-processing settings, fixed for a model (not searched)."""
+
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    topk_candidates: int = 1000
+    detections_per_img: int = 100
+
+
+class Tower(nn.Module):
+    """`num_convs` 3x3 conv + BN + act layers whose convs are shared across pyramid levels and
+    whose BNs are per level (levels have different statistics; EfficientDet does the same).
+    The first `num_convs` layers of the deepest build run."""
+
+    def __init__(self, in_ch: int, width: int, num_convs: int, num_levels: int, act: str):
+        super().__init__()
+        self.convs = nn.ModuleList(Conv2d(in_ch if i == 0 else width, width, 3, padding=1, bias=False) for i in range(num_convs))
+        self.norms = nn.ModuleList(nn.ModuleList(BatchNorm2d(width) for _ in range(num_levels)) for _ in range(num_convs))
+        self.act = create_act_layer(act, inplace=True)
+        for conv in self.convs:
+            nn.init.normal_(conv.weight, std=0.01)
+
+    def forward(self, features: list[Tensor], width: int, num_convs: int) -> list[Tensor]:
+        outs = []
+        for level, x in enumerate(features):
+            for conv, norms in zip(self.convs[:num_convs], self.norms[:num_convs]):
+                x = self.act(norms[level](conv(x, width)))
+            outs.append(x)
+        return outs
+
+
+def predictor(in_ch: int, out_ch: int, bias: float = 0.0) -> Conv2d:
+    conv = Conv2d(in_ch, out_ch, 3, padding=1)
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.constant_(conv.bias, bias)
+    return conv
+
+
+def prior_bias(prior: float = 0.01) -> float:
+    """Classifier bias so that every anchor starts at `prior` foreground probability (RetinaNet)."""
+    return -math.log((1 - prior) / prior)
+
+
+def flatten_level(x: Tensor, channels: int) -> Tensor:
+    """[N, A*C, H, W] -> [N, H*W*A, C], the order torchvision's AnchorGenerator emits anchors in."""
+    n, _, h, w = x.shape
+    return x.view(n, -1, channels, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, channels)
+
+
+def anchor_generator(scale: float, aspect_ratios: tuple[float, ...], octaves: int = 1) -> AnchorGenerator:
+    """Anchors of size scale x stride x 2^(i/octaves) (i < octaves) at each level."""
+    sizes = tuple(tuple(scale * s * 2 ** (i / octaves) for i in range(octaves)) for s in STRIDES)
+    return AnchorGenerator(sizes, (aspect_ratios,) * len(STRIDES))
+
+
+class OneStageHead(nn.Module):
+    """Dense head on the three neck levels: a classification and a box tower, then predictors.
+
+    Subclasses define `predict` (tower outputs -> per-level flattened tensors), `loss`, `scores`
+    and `decode`. `forward` returns the loss dict in training and detections (in the coordinates
+    of the padded input batch) in eval, as torchvision's detectors do.
+    """
+
+    def __init__(self, in_ch: int, width: int, num_convs: int, act: str, anchors: AnchorGenerator, post: PostProcess):
+        super().__init__()
+        self.cls_tower = Tower(in_ch, width, num_convs, len(STRIDES), act)
+        self.box_tower = Tower(in_ch, width, num_convs, len(STRIDES), act)
+        self.anchor_generator = anchors
+        self.post = post
+
+    def predict(self, cls_feats: list[Tensor], box_feats: list[Tensor]) -> dict[str, list[Tensor]]:
+        raise NotImplementedError
+
+    def loss(self, outputs: dict[str, Tensor], anchors: list[Tensor], targets: list[dict[str, Tensor]], num_per_level: list[int]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def scores(self, outputs: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
+        outputs = self.predict(
+            self.cls_tower(features, arch.width, arch.num_convs), self.box_tower(features, arch.width, arch.num_convs)
+        )
+        anchors = self.anchor_generator(images, features)
+        num_per_level = [o.shape[1] for o in outputs["bbox_regression"]]
+        if self.training:
+            return self.loss({k: torch.cat(v, 1) for k, v in outputs.items()}, anchors, targets, num_per_level)
+        return self.detect(outputs, anchors, images.image_sizes, num_per_level)
+
+    def detect(self, outputs: dict[str, list[Tensor]], anchors: list[Tensor], image_sizes: list[tuple[int, int]], num_per_level: list[int]) -> list[dict[str, Tensor]]:
+        """Per level: score threshold and top-k; then class-wise NMS over the levels (torchvision's recipe)."""
+        detections = []
+        for i, (anchors_i, size) in enumerate(zip(anchors, image_sizes)):
+            boxes, scores, labels = [], [], []
+            for level, anchors_l in enumerate(anchors_i.split(num_per_level)):
+                out = {k: v[level][i] for k, v in outputs.items()}
+                s = self.scores(out)
+                num_classes = s.shape[-1]
+                s = s.flatten()
+                keep = torch.where(s > self.post.score_thresh)[0]
+                s, top = s[keep].topk(min(self.post.topk_candidates, keep.numel()))
+                keep = keep[top]
+                idx = torch.div(keep, num_classes, rounding_mode="floor")
+                boxes.append(box_ops.clip_boxes_to_image(self.decode(out["bbox_regression"][idx], anchors_l[idx]), size))
+                scores.append(s)
+                labels.append(keep % num_classes)
+            boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+            keep = box_ops.batched_nms(boxes, scores, labels, self.post.nms_thresh)[: self.post.detections_per_img]
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections

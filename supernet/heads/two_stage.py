@@ -1,0 +1,112 @@
+"""Two-stage head (Faster R-CNN style): an RPN on the neck levels, RoIAlign, a conv+FC box head.
+
+torchvision's `RegionProposalNetwork` and `RoIHeads` do the anchor matching, proposal filtering,
+RoI sampling, losses and post-processing; this module only supplies elastic sub-networks and calls
+their steps with the arch's widths (their `forward` takes no such argument).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
+from torchvision.ops import MultiScaleRoIAlign
+
+from ..layers import Conv2d, ConvBnAct, Linear
+from ..space import HeadArch
+from .common import STRIDES, PostProcess, anchor_generator
+
+ROI_SIZE = 7
+
+
+class RPNHead(nn.Module):
+    """torchvision's RPN head (3x3 conv + ReLU, objectness and delta 1x1 convs) at the neck width."""
+
+    def __init__(self, in_ch: int, num_anchors: int):
+        super().__init__()
+        self.conv = Conv2d(in_ch, in_ch, 3, padding=1)
+        self.cls_logits = Conv2d(in_ch, num_anchors, 1)
+        self.bbox_pred = Conv2d(in_ch, num_anchors * 4, 1)
+        for conv in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        hidden = [F.relu(self.conv(x, x.shape[1])) for x in features]
+        return [self.cls_logits(h) for h in hidden], [self.bbox_pred(h) for h in hidden]
+
+
+class BoxHead(nn.Module):
+    """`num_convs` 3x3 conv+BN+act on the RoI features, then one FC layer of 4 x width units."""
+
+    def __init__(self, in_ch: int, width: int, num_convs: int, act: str):
+        super().__init__()
+        self.convs = nn.ModuleList(ConvBnAct(in_ch if i == 0 else width, width, 3, act=act) for i in range(num_convs))
+        self.fc = Linear(width * ROI_SIZE * ROI_SIZE, 4 * width)
+
+    def forward(self, x: Tensor, width: int, num_convs: int) -> Tensor:
+        for conv in self.convs[:num_convs]:
+            x = conv(x, width)
+        # channel-major flattening: the first `width` channels are the leading fc inputs
+        return F.relu(self.fc(x.flatten(1), 4 * width))
+
+
+class BoxPredictor(nn.Module):
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.cls_score = Linear(in_features, num_classes + 1)
+        self.bbox_pred = Linear(in_features, (num_classes + 1) * 4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class TwoStageHead(nn.Module):
+    """Labels outside are 0..K-1 like the other heads; inside, torchvision's RoIHeads reserves 0
+    for background, so they are shifted by one on the way in and out."""
+
+    def __init__(self, in_ch: int, width: int, num_convs: int, num_classes: int, act: str = "relu",
+                 anchor_scale: float = 4.0, post: PostProcess = PostProcess(nms_thresh=0.5)):
+        super().__init__()
+        anchors = anchor_generator(anchor_scale, (0.5, 1.0, 2.0))
+        self.rpn = RegionProposalNetwork(
+            anchors, RPNHead(in_ch, anchors.num_anchors_per_location()[0]),
+            fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
+            pre_nms_top_n={"training": 2000, "testing": 1000}, post_nms_top_n={"training": 2000, "testing": 1000},
+            nms_thresh=0.7,
+        )
+        self.roi = RoIHeads(
+            MultiScaleRoIAlign([str(i) for i in range(len(STRIDES))], ROI_SIZE, sampling_ratio=2),
+            BoxHead(in_ch, width, num_convs, act), BoxPredictor(4 * width, num_classes),
+            fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=512, positive_fraction=0.25, bbox_reg_weights=None,
+            score_thresh=post.score_thresh, nms_thresh=post.nms_thresh, detections_per_img=post.detections_per_img,
+        )
+
+    def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
+        rpn = self.rpn
+        objectness, deltas = rpn.head(features)
+        anchors = rpn.anchor_generator(images, features)
+        num_per_level = [o[0].numel() for o in objectness]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+        proposals, _ = rpn.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
+        losses = {}
+        if self.training:
+            labels, matched = rpn.assign_targets_to_anchors(anchors, targets)
+            loss_obj, loss_rpn_box = rpn.compute_loss(objectness, deltas, labels, rpn.box_coder.encode(matched, anchors))
+            losses = {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_rpn_box}
+            shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
+            proposals, _, labels, regression_targets = self.roi.select_training_samples(proposals, shifted)
+        # the pooler infers each level's scale from the padded batch size, which is exact
+        padded = [tuple(images.tensors.shape[-2:])] * len(proposals)
+        x = self.roi.box_roi_pool(dict(zip(map(str, range(len(features))), features)), proposals, padded)
+        class_logits, box_regression = self.roi.box_predictor(self.roi.box_head(x, arch.width, arch.num_convs))
+        if self.training:
+            loss_cls, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            return {**losses, "loss_classifier": loss_cls, "loss_box_reg": loss_box}
+        boxes, scores, labels = self.roi.postprocess_detections(class_logits, box_regression, proposals, images.image_sizes)
+        return [{"boxes": b, "scores": s, "labels": lab - 1} for b, s, lab in zip(boxes, scores, labels)]

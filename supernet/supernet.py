@@ -1,0 +1,177 @@
+"""The single-path detection supernet and the standalone detectors cut out of it."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .backbone import Backbone
+from .heads import HEADS, PostProcess
+from .io import atomic_torch_save
+from .layers import leading_slice
+from .necks import NECKS
+from .space import Arch, SearchSpace
+from .transform import Images, letterbox, restore
+
+
+class Supernet(nn.Module):
+    """Every backbone, neck and head option of `space` in one module; `forward(..., arch=...)` runs
+    exactly one path.
+
+    Follows torchvision's detection convention: `images` is a list of float [3, H, W] tensors in
+    [0, 1] (or one batch tensor); in train mode `targets` (a list of dicts with `boxes` [K, 4] xyxy
+    in image pixels and `labels` [K] in 0..num_classes-1) is required and a dict of losses is
+    returned; in eval mode a list of {"boxes", "labels", "scores"} in input-image coordinates.
+
+    Weight sharing (see `layers.py` for why widths are elastic): block types, neck and head types
+    hold separate candidates; widths use the leading channels of the widest weights; depths,
+    repeats and tower convs use the leading layers. Candidates off the path are never called, so
+    they cost nothing and their `.grad` stays None; for the partly used weights of elastic layers,
+    `preserve_off_path` keeps an optimizer step (weight decay, momentum) off the unused part.
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int, post: Optional[PostProcess] = None, drop_path: float = 0.0):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
+        self.space = space
+        self.num_classes = num_classes
+        self.post = post or PostProcess()
+        self.drop_path = drop_path
+        act = space.activation
+        self.backbone = Backbone(space.backbone, act, drop_path)
+        neck_width = max(space.neck.widths)
+        self.neck = nn.ModuleDict(
+            {t: NECKS[t](self.backbone.out_channels, neck_width, max(space.neck.repeat_choices(t)), act) for t in space.neck.types}
+        )
+        self.head = nn.ModuleDict(
+            {
+                t: HEADS[t](neck_width, max(space.head.widths), max(space.head.num_convs), num_classes, act, space.head.anchor_scale, self.post)
+                for t in space.head.types
+            }
+        )
+        self._shape_cache: dict[Arch, dict[str, tuple[int, ...]]] = {}
+
+    def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
+        if arch is None:
+            raise TypeError("Supernet.forward: pass arch=<Arch> (the path to run); see SearchSpace.sample()")
+        self.space.validate(arch)
+        if self.training:
+            _check_targets(targets, self.num_classes, len(images))
+        batch, targets, meta = letterbox(images, arch.resolution, targets)
+        features = self.backbone(batch.tensors, arch.backbone)
+        features = self.neck[arch.neck.type](features, arch.neck.width, arch.neck.repeats)
+        out = self.head[arch.head.type](features, batch, arch.head, targets)
+        return out if self.training else restore(out, meta)
+
+    # ---- standalone detectors ---------------------------------------------------------------
+    def detector_config(self, arch: Arch) -> dict:
+        """Everything besides weights that `Detector(**config)` needs: plain values only."""
+        return {
+            "arch": arch.to_dict(),
+            "num_classes": self.num_classes,
+            "activation": self.space.activation,
+            "anchor_scale": self.space.head.anchor_scale,
+            "post": asdict(self.post),
+        }
+
+    def extract(self, arch: Arch) -> "Detector":
+        """A standalone `Detector` of `arch` holding copies of this path's weights, cut to width.
+
+        The detector is built by the same modules on the one-point space of `arch`, so each of its
+        state-dict entries has the same name as the supernet entry it comes from and is its
+        leading slice: extraction is a copy by name. It is returned on this supernet's device and
+        in its train/eval mode; its outputs equal `self(images, arch=arch)` in eval mode.
+        """
+        self.space.validate(arch)
+        ref = next(self.parameters())
+        det = Detector.from_config(self.detector_config(arch)).to(device=ref.device, dtype=ref.dtype)
+        src = self.state_dict()
+        with torch.no_grad():
+            for name, t in det.state_dict().items():
+                t.copy_(src[name][leading_slice(t.shape)])
+        return det.train(self.training)
+
+    def path_shapes(self, arch: Arch) -> dict[str, tuple[int, ...]]:
+        """Name -> used (leading) shape of every parameter on `arch`'s path; other parameters are
+        not used. Computed from the standalone detector built on the meta device (no memory)."""
+        shapes = self._shape_cache.get(arch)
+        if shapes is None:
+            with torch.device("meta"):
+                det = Detector.from_config(self.detector_config(self.space.validate(arch)))
+            shapes = {name: tuple(p.shape) for name, p in det.named_parameters()}
+            if len(self._shape_cache) >= 1024:
+                self._shape_cache.pop(next(iter(self._shape_cache)))
+            self._shape_cache[arch] = shapes
+        return shapes
+
+
+class Detector(Supernet):
+    """A standalone detector: exactly one architecture, widths physically cut, no unused weights.
+
+    It is the supernet of the one-point space of `arch`: every choice has a single option, so it
+    holds only the modules of that path at their exact widths (each elastic layer runs its plain
+    torch forward). `forward(images, targets=None)` follows the same convention as the supernet's;
+    `arch=` may be passed but must be this detector's own. Save/load with `save`/`load`: the file
+    holds the state dict and the config (arch JSON included), and loads with only this library.
+    """
+
+    def __init__(self, arch: Arch, num_classes: int, activation: str = "relu", anchor_scale: float = 4.0,
+                 post: Optional[PostProcess] = None, drop_path: float = 0.0):
+        super().__init__(SearchSpace.point(arch, activation, anchor_scale), num_classes, post, drop_path)
+        self.arch = arch
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Detector":
+        try:
+            arch = Arch.from_dict(config["arch"])
+            post = PostProcess(**config.get("post", {}))
+            return cls(arch, config["num_classes"], config.get("activation", "relu"), config.get("anchor_scale", 4.0), post)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"detector config: missing or malformed field ({e})") from None
+
+    def config(self) -> dict:
+        return self.detector_config(self.arch)
+
+    def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
+        if arch is not None and arch != self.arch:
+            raise ValueError(f"arch: this Detector is {self.arch.hash()}; got a different arch {arch.hash()}")
+        return super().forward(images, targets, self.arch)
+
+    def save(self, path: str | Path) -> None:
+        """Write {"config", "state_dict"} atomically; loads with `torch.load(weights_only=True)`."""
+        atomic_torch_save({"config": self.config(), "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Detector":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: detector file not found")
+        try:
+            blob = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # corrupt or not a torch file
+            raise ValueError(f"{path}: not a readable detector file ({type(e).__name__}: {e})") from None
+        if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+            raise ValueError(f"{path}: expected a dict with 'config' and 'state_dict' (written by Detector.save)")
+        det = cls.from_config(blob["config"])
+        det.load_state_dict(blob["state_dict"])
+        return det.to(map_location)
+
+
+def _check_targets(targets: Any, num_classes: int, num_images: int) -> None:
+    if targets is None:
+        raise ValueError("targets: required in train mode (a list of {'boxes', 'labels'} per image)")
+    if len(targets) != num_images:
+        raise ValueError(f"targets: {len(targets)} entries for {num_images} images")
+    for i, t in enumerate(targets):
+        boxes, labels = t.get("boxes"), t.get("labels")
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():
+            raise ValueError(f"targets[{i}]['boxes']: expected a float tensor [K, 4] (x1, y1, x2, y2)")
+        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != boxes.shape[:1]:
+            raise ValueError(f"targets[{i}]['labels']: expected an int64 tensor [K] matching the boxes")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"targets[{i}]['labels']: values must be in 0..{num_classes - 1}")
