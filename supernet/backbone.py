@@ -6,6 +6,8 @@ from torch import Tensor
 
 from .blocks import BLOCKS
 from .layers import ConvBnAct
+from typing import Optional
+
 from .space import NUM_NECK_LEVELS, BackboneArch, BackboneSpace
 
 
@@ -16,22 +18,22 @@ class Backbone(nn.Module):
     type's name, so a state-dict key names the block type it belongs to and does not depend on
     the order of the space's lists. `forward` runs the first `depth` positions of each stage with
     the arch's block type at each; nothing else is computed. Built from a one-point space (see
-    `SearchSpace.point`) the same class is the standalone backbone of that architecture.
+    `SearchSpace.point`) with `path` set, each position holds only the path's block: the
+    standalone backbone of that architecture.
     """
 
-    def __init__(self, space: BackboneSpace, act: str = "relu", drop_path: float = 0.0):
+    def __init__(self, space: BackboneSpace, act: str = "relu", drop_path: float = 0.0, path: Optional[BackboneArch] = None):
         super().__init__()
         in_ch = max(space.stem_widths)
         self.stem = ConvBnAct(3, in_ch, 3, 2, act=act)
         self.stages = nn.ModuleList()
-        for stage in space.stages:
+        for s, stage in enumerate(space.stages):
             out_ch = max(stage.widths)
             positions = nn.ModuleList()
             for i in range(max(stage.depths)):
+                names = stage.blocks if path is None else (path.stages[s].blocks[i],)
                 positions.append(
-                    nn.ModuleDict(
-                        {name: BLOCKS[name](in_ch, out_ch, 2 if i == 0 else 1, act=act, drop_path=drop_path) for name in stage.blocks}
-                    )
+                    nn.ModuleDict({name: BLOCKS[name](in_ch, out_ch, 2 if i == 0 else 1, act=act, drop_path=drop_path) for name in names})
                 )
                 in_ch = out_ch
             self.stages.append(positions)

@@ -233,12 +233,11 @@ class SearchSpace:
     @classmethod
     def point(cls, arch: "Arch", activation: str = "relu", anchor_scale: float = 4.0) -> "SearchSpace":
         """The one-architecture space holding exactly `arch`'s choices (used to build standalone models)."""
-        blocks = sorted({b for s in arch.backbone.stages for b in s.blocks}, key=BLOCK_TYPES.index)
         return cls(
             resolutions=(arch.resolution,),
             backbone=BackboneSpace(
                 stem_widths=(arch.backbone.stem_width,),
-                stages=tuple(StageSpace((s.depth,), (s.width,), tuple(blocks)) for s in arch.backbone.stages),
+                stages=tuple(StageSpace((s.depth,), (s.width,), tuple(dict.fromkeys(s.blocks))) for s in arch.backbone.stages),
             ),
             neck=NeckSpace((arch.neck.type,), (arch.neck.width,), (arch.neck.repeats,)),
             head=HeadSpace((arch.head.type,), (arch.head.width,), (arch.head.num_convs,), anchor_scale),

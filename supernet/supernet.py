@@ -34,7 +34,8 @@ class Supernet(nn.Module):
     `preserve_off_path` keeps an optimizer step (weight decay, momentum) off the unused part.
     """
 
-    def __init__(self, space: SearchSpace, num_classes: int, post: Optional[PostProcess] = None, drop_path: float = 0.0):
+    def __init__(self, space: SearchSpace, num_classes: int, post: Optional[PostProcess] = None, drop_path: float = 0.0,
+                 *, _path: Optional[Arch] = None):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
@@ -43,7 +44,7 @@ class Supernet(nn.Module):
         self.post = post or PostProcess()
         self.drop_path = drop_path
         act = space.activation
-        self.backbone = Backbone(space.backbone, act, drop_path)
+        self.backbone = Backbone(space.backbone, act, drop_path, _path.backbone if _path else None)
         neck_width = max(space.neck.widths)
         self.neck = nn.ModuleDict(
             {t: NECKS[t](self.backbone.out_channels, neck_width, max(space.neck.repeat_choices(t)), act) for t in space.neck.types}
@@ -122,7 +123,7 @@ class Detector(Supernet):
 
     def __init__(self, arch: Arch, num_classes: int, activation: str = "relu", anchor_scale: float = 4.0,
                  post: Optional[PostProcess] = None, drop_path: float = 0.0):
-        super().__init__(SearchSpace.point(arch, activation, anchor_scale), num_classes, post, drop_path)
+        super().__init__(SearchSpace.point(arch, activation, anchor_scale), num_classes, post, drop_path, _path=arch)
         self.arch = arch
 
     @classmethod
