@@ -63,3 +63,4 @@ def test_squeeze_excite_matches_timm_at_cut_width():
     plain = cut(wide, SEModule(24, rd_channels=se_channels(24)))
     assert torch.allclose(wide(x), plain(x), atol=1e-6)
     assert wide.fc1.out_channels == se_channels(48)
+
