@@ -316,6 +316,67 @@ class SearchSpace:
         n *= len(self.head.types) * len(self.head.widths) * len(self.head.num_convs)
         return n
 
+    # ---- genes: the space as a flat list of categorical choices ------------------------------
+    def genes(self) -> list[tuple[str, tuple]]:
+        """(name, choices) of every choice, in a fixed order: what samplers and evolution work on.
+
+        Some genes are inactive for some archs (blocks past a stage's depth, neck repeats of FPN);
+        `decode` ignores them, so archs, not gene vectors, are the unit to deduplicate."""
+        genes: list[tuple[str, tuple]] = [("resolution", self.resolutions), ("backbone.stem_width", self.backbone.stem_widths)]
+        for i, s in enumerate(self.backbone.stages):
+            genes += [(f"backbone.stages[{i}].depth", s.depths), (f"backbone.stages[{i}].width", s.widths)]
+            genes += [(f"backbone.stages[{i}].blocks[{j}]", s.blocks) for j in range(max(s.depths))]
+        genes += [("neck.type", self.neck.types), ("neck.width", self.neck.widths), ("neck.repeats", self.neck.repeats)]
+        genes += [("head.type", self.head.types), ("head.width", self.head.widths), ("head.num_convs", self.head.num_convs)]
+        return genes
+
+    def decode(self, values: dict[str, Any]) -> "Arch":
+        """The arch of a full gene assignment (name -> value); inactive genes are ignored."""
+        stages = []
+        for i in range(len(self.backbone.stages)):
+            depth = values[f"backbone.stages[{i}].depth"]
+            blocks = tuple(values[f"backbone.stages[{i}].blocks[{j}]"] for j in range(depth))
+            stages.append(StageArch(width=values[f"backbone.stages[{i}].width"], blocks=blocks))
+        neck_type = values["neck.type"]
+        return self.validate(
+            Arch(
+                resolution=values["resolution"],
+                backbone=BackboneArch(stem_width=values["backbone.stem_width"], stages=tuple(stages)),
+                neck=NeckArch(neck_type, values["neck.width"], values["neck.repeats"] if neck_type in REPEATABLE_NECKS else 1),
+                head=HeadArch(values["head.type"], values["head.width"], values["head.num_convs"]),
+            )
+        )
+
+    def encode(self, arch: "Arch") -> dict[str, Any]:
+        """Gene values of `arch`; inactive genes take their first choice."""
+        self.validate(arch)
+        values = {name: choices[0] for name, choices in self.genes()}
+        values["resolution"] = arch.resolution
+        values["backbone.stem_width"] = arch.backbone.stem_width
+        for i, s in enumerate(arch.backbone.stages):
+            values[f"backbone.stages[{i}].depth"] = s.depth
+            values[f"backbone.stages[{i}].width"] = s.width
+            for j, b in enumerate(s.blocks):
+                values[f"backbone.stages[{i}].blocks[{j}]"] = b
+        values.update({"neck.type": arch.neck.type, "neck.width": arch.neck.width, "head.type": arch.head.type,
+                       "head.width": arch.head.width, "head.num_convs": arch.head.num_convs})
+        if arch.neck.type in REPEATABLE_NECKS:
+            values["neck.repeats"] = arch.neck.repeats
+        return values
+
+    def active_genes(self, values: dict[str, Any]) -> list[str]:
+        """Names of the genes that `decode(values)` reads."""
+        names = []
+        for name, _ in self.genes():
+            if ".blocks[" in name:
+                stage, j = name.split(".blocks[")
+                if int(j[:-1]) >= values[f"{stage}.depth"]:
+                    continue
+            if name == "neck.repeats" and values["neck.type"] not in REPEATABLE_NECKS:
+                continue
+            names.append(name)
+        return names
+
     # ---- maxima the supernet is built at ----------------------------------------------------
     def max_stage_widths(self) -> list[int]:
         return [max(s.widths) for s in self.backbone.stages]

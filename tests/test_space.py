@@ -203,3 +203,21 @@ def test_blocks_past_depth_are_not_choices():
     archs = list(itertools.islice((space.sample(random.Random(s)) for s in range(200)), 200))
     for a in archs:
         assert len(a.backbone.stages[1].blocks) == a.backbone.stages[1].depth
+
+
+def test_genes_encode_decode_round_trip(tiny):
+    names = [n for n, _ in tiny.genes()]
+    assert len(names) == len(set(names))
+    assert sum(len(c) for _, c in tiny.genes()) > 0
+    rng = random.Random(4)
+    for _ in range(200):
+        arch = tiny.sample(rng)
+        values = tiny.encode(arch)
+        assert set(values) == set(names)
+        assert tiny.decode(values) == arch
+        active = tiny.active_genes(values)
+        assert len(active) == 2 + sum(2 + s.depth for s in arch.backbone.stages) + (3 if arch.neck.type != "fpn" else 2) + 3
+    values = tiny.encode(tiny.smallest())
+    values["neck.type"] = "fpn"
+    values["neck.repeats"] = 2  # inactive for FPN: ignored
+    assert tiny.decode(values).neck.repeats == 1
