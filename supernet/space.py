@@ -364,18 +364,16 @@ class SearchSpace:
             values["neck.repeats"] = arch.neck.repeats
         return values
 
+    def is_active(self, name: str, values: dict[str, Any]) -> bool:
+        """Whether `decode` reads gene `name`, given the values of the genes before it."""
+        if ".blocks[" in name:
+            stage, j = name.split(".blocks[")
+            return int(j[:-1]) < values[f"{stage}.depth"]
+        return name != "neck.repeats" or values["neck.type"] in REPEATABLE_NECKS
+
     def active_genes(self, values: dict[str, Any]) -> list[str]:
         """Names of the genes that `decode(values)` reads."""
-        names = []
-        for name, _ in self.genes():
-            if ".blocks[" in name:
-                stage, j = name.split(".blocks[")
-                if int(j[:-1]) >= values[f"{stage}.depth"]:
-                    continue
-            if name == "neck.repeats" and values["neck.type"] not in REPEATABLE_NECKS:
-                continue
-            names.append(name)
-        return names
+        return [name for name, _ in self.genes() if self.is_active(name, values)]
 
     # ---- maxima the supernet is built at ----------------------------------------------------
     def max_stage_widths(self) -> list[int]:

@@ -1,0 +1,71 @@
+"""Which path(s) each training step trains.
+
+A sampler is a pure function of (seed, step) plus its own state, which it checkpoints, so every
+DDP rank trains the same path at the same step without broadcasting anything, and a resumed run
+continues the same sequence.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from .space import Arch, SearchSpace
+
+
+class UniformSampler:
+    """SPOS: one path per step, every choice drawn uniformly and independently."""
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space, self.seed = space, seed
+
+    def paths(self, step: int) -> list[Arch]:
+        return [self.space.sample(random.Random(f"{self.seed}/{step}"))]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class SandwichSampler(UniformSampler):
+    """The largest, the smallest and one random path per step, gradients accumulated (BigNAS):
+    the extremes bound the space and are trained every step."""
+
+    def paths(self, step: int) -> list[Arch]:
+        return [self.space.largest(), self.space.smallest(), *super().paths(step)]
+
+
+class FairSampler:
+    """Every value of every choice is visited equally often: each gene draws its values from a
+    shuffled round of all its choices and starts a new round only when the last one is used up
+    (FairNAS's strict fairness, spread over steps). Inactive genes (blocks past the depth) do
+    not consume their round."""
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space = space
+        self.rng = random.Random(f"{seed}/fair")
+        self.rounds: dict[str, list] = {name: [] for name, _ in space.genes()}
+
+    def paths(self, step: int) -> list[Arch]:
+        values: dict[str, Any] = {}
+        for name, choices in self.space.genes():
+            if not self.space.is_active(name, values):
+                values[name] = choices[0]
+                continue
+            pending = self.rounds[name]
+            if not pending:
+                pending.extend(self.rng.sample(choices, len(choices)))
+            values[name] = pending.pop()
+        return [self.space.decode(values)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.getstate(), "rounds": {k: list(v) for k, v in self.rounds.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.rounds = {k: list(v) for k, v in state["rounds"].items()}
+
+
+SAMPLERS = {"uniform": UniformSampler, "sandwich": SandwichSampler, "fair": FairSampler}
