@@ -9,7 +9,7 @@ that part, and the matching optimizer state, after the step.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence, Union
 
 import torch
 
@@ -18,38 +18,33 @@ from .space import Arch
 
 
 @contextmanager
-def preserve_off_path(model: torch.nn.Module, arch: Arch, optimizer: torch.optim.Optimizer) -> Iterator[None]:
-    """Around `optimizer.step()` (or `scaler.step(optimizer)`): every parameter element off `arch`'s
-    path, and its optimizer state, is bit-identical afterwards.
+def preserve_off_path(model: torch.nn.Module, archs: Union[Arch, Sequence[Arch]], optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Around `optimizer.step()` (or `scaler.step(optimizer)`): every parameter element off the
+    path(s) of `archs` (one arch, or the several whose gradients were accumulated), and its
+    optimizer state, is bit-identical afterwards.
 
     `model` is the `Supernet` (unwrap DDP first). Parameters with a gradient are protected where
-    they are not fully on the path; state tensors created by this step (e.g. the first momentum
-    buffer) are zeroed off the path, which is what they would hold had the step not seen them.
+    they are not fully on a path; state tensors created by this step (e.g. the first momentum
+    buffer) are zeroed off the paths, which is what they would hold had the step not seen them.
     Use `optimizer.zero_grad(set_to_none=True)` so fully unused parameters have no gradient.
     """
-    shapes = model.path_shapes(arch)
+    archs = [archs] if isinstance(archs, Arch) else list(archs)
+    shapes = [model.path_shapes(a) for a in archs]
     saved = []
     for name, p in model.named_parameters():
-        if p.grad is None:
+        used = [s[name] for s in shapes if name in s]
+        if p.grad is None or tuple(p.shape) in used:
             continue
-        shape = shapes.get(name)
-        if shape == tuple(p.shape):
-            continue
-        region = leading_slice(shape) if shape is not None else None
+        mask = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+        for shape in used:
+            mask[leading_slice(shape)] = True
         state = optimizer.state.get(p, {})
         before = {k: v.detach().clone() for k, v in state.items() if torch.is_tensor(v) and v.shape == p.shape}
-        saved.append((p, region, p.detach().clone(), before))
+        saved.append((p, mask, p.detach().clone(), before))
     with torch.no_grad():
         yield
-        for p, region, old, before in saved:
-            _restore(p, old, region)
+        for p, mask, old, before in saved:
+            p.copy_(torch.where(mask, p, old))
             for key, value in optimizer.state.get(p, {}).items():
                 if torch.is_tensor(value) and value.shape == p.shape:
-                    _restore(value, before.get(key, torch.zeros_like(value)), region)
-
-
-def _restore(current: torch.Tensor, old: torch.Tensor, region) -> None:
-    """Set `current` to `old` everywhere but `region` (None: everywhere)."""
-    if region is not None:
-        old[region] = current[region]
-    current.copy_(old)
+                    value.copy_(torch.where(mask, value, before.get(key, torch.zeros_like(value))))

@@ -268,3 +268,25 @@ def test_largest_tiny_arch_memory(space):
     loss.backward()
     activation_mb = sum(saved) / 2**20
     assert 1 < activation_mb < 300, activation_mb
+
+
+def test_guard_with_accumulated_paths(space):
+    """Sandwich-style steps accumulate several paths: the union of their slices may update."""
+    torch.manual_seed(0)
+    model = Supernet(space, NUM_CLASSES).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    images, targets = batch(3)
+    archs = [space.smallest(), space.sample(random.Random(8))]
+    for arch in archs:
+        sum(model(images, targets, arch=arch).values()).backward()
+    before = _snapshot(model)
+    with preserve_off_path(model, archs, opt):
+        opt.step()
+    shapes = [model.path_shapes(a) for a in archs]
+    for name, p in model.named_parameters():
+        mask = torch.zeros(p.shape, dtype=torch.bool)
+        for s in shapes:
+            if name in s:
+                mask[leading_slice(s[name])] = True
+        assert torch.equal(p[~mask], before[name][~mask]), name
+    assert not torch.equal(model.backbone.stem.conv.weight[:8], before["backbone.stem.conv.weight"][:8])
