@@ -1,0 +1,389 @@
+"""Single-path supernet training: one sampled path (or a sandwich of paths) per step.
+
+A plain loop with everything a long multi-GPU run needs: step-indexed data and paths (so every
+DDP rank trains the same path and a resumed run continues exactly), atomic checkpoints holding
+every piece of state, NaN guarding, periodic evaluation of fixed subnets, JSONL metrics and a
+progress bar.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .batches import FlipDataset, StepBatchSampler
+from .io import atomic_torch_save, atomic_write_bytes
+from .path import preserve_off_path
+from .sampler import SAMPLERS
+from .space import Arch, SearchSpace
+from .supernet import Supernet
+
+MAX_BAD_STEPS = 5
+
+
+class TrainError(RuntimeError):
+    """A run cannot go on; the message is for the user (the script prints it, exit code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    space: str = "tiny"
+    data: Optional[str] = None  # COCO 2017 layout root; None: built-in shapes data
+    train_ann: Optional[str] = None
+    train_images: Optional[str] = None
+    val_ann: Optional[str] = None
+    val_images: Optional[str] = None
+    out: str = "runs/supernet"
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    batch_size: int = 16
+    lr: float = 0.02
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    warmup: int = 100
+    weight_decay: float = 4e-5
+    amp: bool = False
+    clip_grad: Optional[float] = 10.0
+    ema: Optional[float] = None  # EMA decay, e.g. 0.9998
+    sampler: str = "uniform"
+    seed: int = 0
+    workers: int = 2
+    eval_every: int = 0  # 0: only at the end
+    ckpt_every: int = 200
+    log_every: int = 10
+    device: str = "auto"
+    eval_images: int = 200  # validation images per evaluation (a fixed subset)
+    eval_random_archs: int = 2  # evaluated besides the smallest and the largest
+    calib_batches: int = 8  # BN recalibration batches before each evaluation
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group torchrun describes in the environment; a single process otherwise."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return info
+
+
+def resolve_device(spec: str, dist_info: DistInfo) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainError(f"--device {spec}: CUDA is not available on this machine")
+        index = dist_info.local_rank if spec == "cuda" else int(spec.split(":")[1])
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if spec != "cpu":
+        raise TrainError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}")
+    return torch.device("cpu")
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(legacy=False)}
+    state["numpy"] = {**state["numpy"], "state": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in state["numpy"]["state"].items()}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {k: np.array(v, dtype=np.uint32) if isinstance(v, list) else v for k, v in numpy_state["state"].items()}
+    np.random.set_state(numpy_state)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule, sampler and data of one run in `config.out`."""
+
+    def __init__(self, config: TrainConfig, datasets: tuple, resume: bool = False):
+        self.config = config
+        self.dist = init_distributed(config.device)
+        self.device = resolve_device(config.device, self.dist)
+        if config.amp and self.device.type != "cuda":
+            raise TrainError("--amp: mixed precision needs a CUDA device (--device cuda)")
+        if config.sampler not in SAMPLERS:
+            raise TrainError(f"--sampler: expected one of {sorted(SAMPLERS)}, got {config.sampler!r}")
+        if config.optimizer not in ("sgd", "adamw"):
+            raise TrainError(f"--optimizer: expected sgd or adamw, got {config.optimizer!r}")
+        self.out = Path(config.out)
+        self.train_set, self.val_set = datasets
+        try:
+            self.space = SearchSpace.resolve(config.space)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
+        self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.dist.world)
+        if self.steps_per_epoch == 0:
+            raise TrainError(f"--batch-size {config.batch_size}: larger than the training set ({len(self.train_set)} images)")
+        self.total_steps = config.steps if config.steps else (config.epochs or 1) * self.steps_per_epoch
+        seed_everything(config.seed + self.dist.rank)
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.model = Supernet(self.space, self.train_set.num_classes).to(self.device)
+        self.optimizer = create_optimizer_v2(
+            self.model, opt="momentum" if config.optimizer == "sgd" else "adamw", lr=config.lr,
+            weight_decay=config.weight_decay, momentum=config.momentum, filter_bias_and_bn=True,
+        )
+        self.scheduler = CosineLRScheduler(
+            self.optimizer, t_initial=self.total_steps, warmup_t=config.warmup, warmup_lr_init=config.lr * 1e-3,
+            lr_min=config.lr * 1e-2, t_in_epochs=False,
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
+        self.ema = ModelEmaV3(self.model, decay=config.ema) if config.ema else None
+        self.sampler = SAMPLERS[config.sampler](self.space, config.seed)
+        self.step = 0
+        self.bad_steps = 0
+        if resume:
+            self._resume()
+        self.ddp = self.model
+        if self.dist.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # a path uses a fraction of the supernet; the same on every rank
+            )
+        rng = random.Random(f"{config.seed}/eval")
+        self.eval_archs = {"smallest": self.space.smallest(), "largest": self.space.largest()}
+        self.eval_archs.update({f"random{i}": self.space.sample(rng) for i in range(config.eval_random_archs)})
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    def checkpoint(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema else None,
+            "step": self.step,
+            "sampler": self.sampler.state_dict(),
+            "rng": _rng_state(),
+            "space": self.space.to_dict(),
+            "config": asdict(self.config),
+            "num_classes": self.model.num_classes,
+            "cat_ids": list(getattr(self.train_set, "cat_ids", [])),
+        }
+
+    def save(self, copy_as: Optional[str] = None) -> None:
+        if not self.dist.main:
+            return
+        blob = self.checkpoint()
+        atomic_torch_save(blob, self.last_path)
+        if copy_as:
+            atomic_torch_save(blob, self.out / copy_as)
+
+    def _resume(self) -> None:
+        if not self.last_path.is_file():
+            raise TrainError(f"--resume: no checkpoint at {self.last_path}")
+        try:
+            blob = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        except Exception as e:
+            raise TrainError(f"--resume: {self.last_path} is not a readable checkpoint ({type(e).__name__})") from None
+        if SearchSpace.from_dict(blob["space"]) != self.space:
+            raise TrainError(f"--resume: {self.last_path} was trained on another search space than --space {self.config.space}")
+        self.model.load_state_dict(blob["model"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        self.scaler.load_state_dict(blob["scaler"])
+        if self.ema and blob["ema"] is not None:
+            self.ema.module.load_state_dict(blob["ema"])
+        self.sampler.load_state_dict(blob["sampler"])
+        _set_rng_state(blob["rng"])
+        self.step = blob["step"]
+        if self.dist.main:
+            self._truncate_metrics(self.step)
+
+    # ---- metrics ------------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def log(self, record: dict) -> None:
+        if self.dist.main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records of steps after the checkpoint: the resumed run writes them again."""
+        if self.metrics_path.is_file():
+            keep = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            atomic_write_bytes(self.metrics_path, "".join(line + "\n" for line in keep).encode())
+
+    # ---- training -----------------------------------------------------------------------------
+    def loader(self, start: Optional[int] = None, stop: Optional[int] = None) -> DataLoader:
+        """Training batches of steps `start` (default: the current step) to `stop` (default: the end)."""
+        from .data import collate
+
+        start = self.step if start is None else start
+        stop = self.total_steps if stop is None else stop
+        sampler = StepBatchSampler(len(self.train_set), self.config.batch_size, self.config.seed, start, stop, self.dist.rank, self.dist.world)
+        return DataLoader(
+            FlipDataset(self.train_set), batch_sampler=sampler, num_workers=self.config.workers, collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.config.seed),  # else it draws from the global RNG
+        )
+
+    def _to_device(self, images, targets):
+        images = [img.to(self.device, non_blocking=True).float().div_(255) for img in images]
+        targets = [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)} for t in targets]
+        return images, targets
+
+    def train_step(self, images, targets) -> Optional[dict[str, float]]:
+        """One optimizer step over this step's path(s); None when skipped for a non-finite loss."""
+        paths = self.sampler.paths(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts: dict[str, float] = {}
+        finite = True
+        for arch in paths:
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.config.amp):
+                losses = self.ddp(images, targets, arch=arch)
+            loss = sum(losses.values()) / len(paths)
+            finite &= bool(torch.isfinite(loss))
+            self.scaler.scale(loss).backward()
+            for k, v in losses.items():
+                parts[k] = parts.get(k, 0.0) + float(v.detach()) / len(paths)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        if self.config.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.config.clip_grad)
+        with preserve_off_path(self.model, paths, self.optimizer):
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema:
+            self.ema.update(self.model, step=self.step)
+        return {"loss": sum(parts.values()), **parts}
+
+    def evaluate(self, max_images: Optional[int] = None) -> dict[str, dict]:
+        """mAP of the fixed evaluation archs with inherited weights after BN recalibration."""
+        from .bn import recalibrate_bn
+        from .data import build_loader
+        from .evaluate import evaluate
+
+        model = self.ema.module if self.ema else self.model
+        calib = self.loader(0, self.config.calib_batches)  # the same batches at every evaluation
+        val = build_loader(self.val_set, batch_size=self.config.batch_size, shuffle=False, workers=self.config.workers, seed=self.config.seed)
+        results = {}
+        devices = [self.device.index] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # evaluation must not shift training's RNG stream
+            for name, arch in self.eval_archs.items():
+                recalibrate_bn(model, arch, calib, self.config.calib_batches, self.device)
+                metrics = evaluate(model, arch, val, self.device, max_images=max_images or self.config.eval_images)
+                results[name] = {"hash": arch.hash(), **metrics}
+        return results
+
+    def run(self) -> dict:
+        """Train to `total_steps` (from the resumed step), evaluating and checkpointing on the way."""
+        cfg = self.config
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "space.json").write_text(self.space.to_json())
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main, desc="supernet", dynamic_ncols=True)
+        t0, seen = time.perf_counter(), 0
+        for images, targets in self.loader():
+            images, targets = self._to_device(images, targets)
+            self.scheduler.step_update(self.step)
+            result = self.train_step(images, targets)
+            if result is None:
+                self.bad_steps += 1
+                warnings.warn(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)")
+                if self.bad_steps >= MAX_BAD_STEPS:
+                    raise TrainError(
+                        f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row (last at step {self.step}); "
+                        f"stopping. Last good checkpoint: {self.last_path} (try a lower --lr or --clip-grad)"
+                    )
+            else:
+                self.bad_steps = 0
+            self.step += 1
+            seen += len(images) * self.dist.world
+            if result is not None and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
+                rate = seen / (time.perf_counter() - t0)
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.log({"step": self.step, **{k: round(v, 5) for k, v in result.items()}, "lr": lr, "images_per_s": round(rate, 2)})
+                bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+            bar.update(1)
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
+                self._evaluate_and_log(copy_as=f"step{self.step:07d}.pt")
+            elif self.step % cfg.ckpt_every == 0:
+                self.save()
+        bar.close()
+        final = self._evaluate_and_log(copy_as=None)
+        return {"checkpoint": str(self.last_path), "step": self.step, "eval": final}
+
+    def _evaluate_and_log(self, copy_as: Optional[str]) -> dict:
+        results = self.evaluate() if self.dist.main else {}
+        self.log({"step": self.step, "eval": results})
+        self.save(copy_as)
+        if self.dist.world > 1:
+            dist.barrier()
+        return results
+
+
+DEFAULT_DATA = Path("data/shapes")
+
+
+def build_datasets(config: TrainConfig, max_size: int) -> tuple:
+    """Train and val datasets from `--data` (COCO 2017 layout), the four override flags, or, with
+    neither, the built-in shapes data generated once under data/shapes."""
+    from .data import CocoDetection, coco_paths
+    from .shapes import generate_shapes
+
+    overrides = {k: getattr(config, k) for k in ("train_ann", "train_images", "val_ann", "val_images")}
+    try:
+        if config.data:
+            paths = coco_paths(config.data)
+        elif any(overrides.values()):
+            paths = {}
+        else:
+            paths = coco_paths(generate_shapes(DEFAULT_DATA))
+        paths.update({k: Path(v) for k, v in overrides.items() if v})
+        missing = [f"--{k.replace('_', '-')}" for k in overrides if k not in paths]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: needed when --data is not given")
+        train = CocoDetection(paths["train_images"], paths["train_ann"], max_size)
+        val = CocoDetection(paths["val_images"], paths["val_ann"], max_size)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    if train.cat_ids != val.cat_ids:
+        raise TrainError(f"{paths['val_ann']}: its categories differ from the training set's ({paths['train_ann']})")
+    return train, val

@@ -1,0 +1,149 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_supernet
+from supernet.shapes import generate_shapes
+from supernet.trainer import Trainer, TrainConfig, TrainError, build_datasets
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", train=24, val=6, size=64, seed=0)
+
+
+def config(shapes, out, **kw) -> TrainConfig:
+    base = dict(data=str(shapes), out=str(out), steps=6, batch_size=3, lr=0.01, warmup=2, workers=0, log_every=1,
+                ckpt_every=3, eval_images=4, eval_random_archs=0, calib_batches=1, device="cpu", seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in lines if "loss" in r]
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    return Trainer(cfg, build_datasets(cfg, 128), resume=resume).run()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch):
+    full = train(config(shapes, tmp_path / "full"))
+    assert full["step"] == 6 and Path(full["checkpoint"]).is_file()
+    assert set(full["eval"]) == {"smallest", "largest"}
+
+    original = Trainer.train_step
+
+    def dies_at_step_5(self, images, targets):
+        if self.step == 5:
+            raise Interrupt
+        return original(self, images, targets)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
+    with pytest.raises(Interrupt):
+        train(config(shapes, tmp_path / "cut"))
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert [s for s, _ in losses(tmp_path / "cut")] == [1, 2, 3, 4, 5]
+    resumed = train(config(shapes, tmp_path / "cut"), resume=True)  # from the step-3 checkpoint
+    assert resumed["step"] == 6
+    assert [s for s, _ in losses(tmp_path / "cut")] == [1, 2, 3, 4, 5, 6]
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # logged to 5 decimals
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+
+
+def test_sandwich_and_fair_samplers_train(shapes, tmp_path):
+    for sampler in ("sandwich", "fair"):
+        result = train(config(shapes, tmp_path / sampler, steps=2, sampler=sampler))
+        assert result["step"] == 2
+        assert all(v["map"] >= 0 for v in result["eval"].values())
+
+
+def test_repeated_nan_stops_with_last_good_checkpoint(shapes, tmp_path, monkeypatch):
+    original = Trainer.train_step
+
+    def nan_after_2(self, images, targets):
+        if self.step >= 2:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None  # what train_step reports for a non-finite loss
+        return original(self, images, targets)
+
+    monkeypatch.setattr(Trainer, "train_step", nan_after_2)
+    cfg = config(shapes, tmp_path / "nan", steps=20, ckpt_every=2)
+    with pytest.warns(UserWarning, match="non-finite loss"), pytest.raises(TrainError, match=r"NaN/inf for 5 steps.*last\.pt"):
+        train(cfg)
+    blob = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)
+    assert blob["step"] == 6  # saved at step 2, 4, 6 while steps 3.. were skipped: weights still those of step 2
+
+
+def test_non_finite_loss_is_skipped(shapes, tmp_path, monkeypatch):
+    cfg = config(shapes, tmp_path / "skip", steps=1)
+    trainer = Trainer(cfg, build_datasets(cfg, 128))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    images, targets = next(iter(trainer.loader()))
+    images, targets = trainer._to_device(images, targets)
+    real = trainer.ddp.forward
+    monkeypatch.setattr(trainer, "ddp", lambda *a, **k: {n: v * float("nan") for n, v in real(*a, **k).items()})
+    assert trainer.train_step(images, targets) is None
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "/nonexistent/coco"], "/nonexistent/coco: data folder not found"),
+        (["--space", "huge"], "--space: 'huge' is neither a preset"),
+        (["--train-ann", "x.json"], "--train-images, --val-ann, --val-images: needed when --data is not given"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
+    assert train_supernet.main(argv + ["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bad_annotations_and_resume_errors(shapes, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    argv = ["--train-ann", str(bad), "--train-images", str(shapes / "train2017"), "--val-ann", str(bad), "--val-images", str(shapes / "val2017")]
+    assert train_supernet.main(argv + ["--out", str(tmp_path / "r")]) == 2
+    assert "bad.json" in capsys.readouterr().err
+    common = ["--data", str(shapes), "--out", str(tmp_path / "r2"), "--steps", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    assert train_supernet.main(common + ["--resume"]) == 2
+    assert "--resume: no checkpoint at" in capsys.readouterr().err
+    assert train_supernet.main(common + ["--eval-images", "2"]) == 0
+    other = tmp_path / "space.json"
+    from supernet import SearchSpace
+
+    d = json.loads(SearchSpace.preset("tiny").to_json())
+    d["resolutions"] = [64]
+    other.write_text(json.dumps(d))
+    assert train_supernet.main(common + ["--resume", "--space", str(other)]) == 2
+    assert "another search space" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_identical_weights(shapes, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           str(REPO / "tests" / "ddp_worker.py"), str(shapes), str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert report["world"] == 2 and report["identical"], report
+    assert report["steps"] == 4 and report["off_path_untouched"]
+    assert "unused parameters" not in proc.stderr
