@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from .batches import FlipDataset, StepBatchSampler
 from .io import atomic_torch_save, atomic_write_bytes
 from .path import preserve_off_path
 from .sampler import SAMPLERS
-from .space import Arch, SearchSpace
+from .space import SearchSpace
 from .supernet import Supernet
 
 MAX_BAD_STEPS = 5
@@ -326,7 +326,7 @@ class Trainer:
             result = self.train_step(images, targets)
             if result is None:
                 self.bad_steps += 1
-                warnings.warn(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)")
+                warnings.warn(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)", stacklevel=2)
                 if self.bad_steps >= MAX_BAD_STEPS:
                     raise TrainError(
                         f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row (last at step {self.step}); "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.image_list import ImageList

@@ -97,8 +97,8 @@ def test_sampling_is_reproducible_and_covers_every_value(tiny):
     assert seen(lambda x: x.resolution) == set(tiny.resolutions)
     assert seen(lambda x: x.backbone.stem_width) == set(tiny.backbone.stem_widths)
     for i, stage in enumerate(tiny.backbone.stages):
-        assert seen(lambda x: x.backbone.stages[i].depth) == set(stage.depths)
-        assert seen(lambda x: x.backbone.stages[i].width) == set(stage.widths)
+        assert {x.backbone.stages[i].depth for x in archs} == set(stage.depths)
+        assert {x.backbone.stages[i].width for x in archs} == set(stage.widths)
         for j in range(max(stage.depths)):
             got = {x.backbone.stages[i].blocks[j] for x in archs if x.backbone.stages[i].depth > j}
             assert got == set(stage.blocks), (i, j)

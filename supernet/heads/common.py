@@ -29,6 +29,9 @@ class PostProcess:
     detections_per_img: int = 100
 
 
+DEFAULT_POST = PostProcess()
+
+
 class Tower(nn.Module):
     """`num_convs` 3x3 conv + BN + act layers whose convs are shared across pyramid levels and
     whose BNs are per level (levels have different statistics; EfficientDet does the same).

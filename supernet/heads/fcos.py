@@ -7,7 +7,7 @@ from torch import Tensor
 from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from .common import STRIDES, OneStageHead, PostProcess, anchor_generator, flatten_level, predictor, prior_bias
+from .common import DEFAULT_POST, OneStageHead, PostProcess, anchor_generator, flatten_level, predictor, prior_bias
 
 
 class FCOSHead(OneStageHead):
@@ -18,7 +18,7 @@ class FCOSHead(OneStageHead):
     the number of positives."""
 
     def __init__(self, in_ch: int, width: int, num_convs: int, num_classes: int, act: str = "relu",
-                 anchor_scale: float = 4.0, post: PostProcess = PostProcess(nms_thresh=0.6), center_sampling_radius: float = 1.5):
+                 anchor_scale: float = 4.0, post: PostProcess = DEFAULT_POST, center_sampling_radius: float = 1.5):
         # the "anchor" of a point is a stride-sized box: it sets the regression scale and the ranges
         super().__init__(in_ch, width, num_convs, act, anchor_generator(1.0, (1.0,)), post)
         self.num_classes = num_classes

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection._utils import BoxCoder, Matcher
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from .common import OneStageHead, PostProcess, anchor_generator, flatten_level, predictor, prior_bias
+from .common import DEFAULT_POST, OneStageHead, PostProcess, anchor_generator, flatten_level, predictor, prior_bias
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 OCTAVES = 3
@@ -20,7 +20,7 @@ class RetinaNetHead(OneStageHead):
     the number of positives of the image, then averaged over images (torchvision's recipe)."""
 
     def __init__(self, in_ch: int, width: int, num_convs: int, num_classes: int, act: str = "relu",
-                 anchor_scale: float = 4.0, post: PostProcess = PostProcess(nms_thresh=0.5)):
+                 anchor_scale: float = 4.0, post: PostProcess = DEFAULT_POST):
         super().__init__(in_ch, width, num_convs, act, anchor_generator(anchor_scale, ASPECT_RATIOS, OCTAVES), post)
         self.num_classes = num_classes
         self.num_anchors = len(ASPECT_RATIOS) * OCTAVES
@@ -42,8 +42,6 @@ class RetinaNetHead(OneStageHead):
         return self.box_coder.decode_single(deltas, anchors)
 
     def loss(self, outputs, anchors, targets, num_per_level):
-        from torchvision.ops import box_iou
-
         cls_losses, box_losses = [], []
         for logits, deltas, a, t in zip(outputs["cls_logits"], outputs["bbox_regression"], anchors, targets):
             if t["boxes"].numel() == 0:

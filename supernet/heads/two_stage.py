@@ -18,7 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..layers import Conv2d, ConvBnAct, Linear
 from ..space import HeadArch
-from .common import STRIDES, PostProcess, anchor_generator
+from .common import DEFAULT_POST, STRIDES, PostProcess, anchor_generator
 
 ROI_SIZE = 7
 
@@ -70,7 +70,7 @@ class TwoStageHead(nn.Module):
     for background, so they are shifted by one on the way in and out."""
 
     def __init__(self, in_ch: int, width: int, num_convs: int, num_classes: int, act: str = "relu",
-                 anchor_scale: float = 4.0, post: PostProcess = PostProcess(nms_thresh=0.5)):
+                 anchor_scale: float = 4.0, post: PostProcess = DEFAULT_POST):
         super().__init__()
         anchors = anchor_generator(anchor_scale, (0.5, 1.0, 2.0))
         self.rpn = RegionProposalNetwork(
