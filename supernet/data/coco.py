@@ -1,0 +1,237 @@
+"""COCO-format detection data: an images folder plus an instances JSON, read with pycocotools.
+
+Works with any tool's COCO export, not only COCO itself: category ids (which may have gaps, as
+COCO's 1..90 do) become contiguous labels 0..num_classes-1 sorted by id, and back via `cat_ids`
+for evaluation. Images are resized so their longer side is `max_size`; the model letterboxes each
+batch to the step's resolution, which is then a no-op when it equals `max_size` and a cheap
+downscale otherwise. Boxes are scaled per axis with the image, so evaluation can undo it exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+Target = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Record:
+    path: Path
+    image_id: int
+    size: tuple[int, int]  # (height, width) as the JSON states it
+    boxes: np.ndarray  # float32 [K, 4] xyxy in original pixels, clipped to the image
+    labels: np.ndarray  # int64 [K]
+
+
+class CocoDetection(Dataset):
+    """`dataset[i] -> (image, target)`: image a uint8 RGB tensor [3, H, W] with max(H, W) ==
+    `max_size`; target {"boxes": float32 [K, 4] xyxy in that image's pixels, "labels": int64 [K],
+    "image_id": the COCO id, "orig_size": (h, w), "scale": returned / original size}.
+
+    Crowd annotations are left out of the targets (COCOeval still reads them from `coco`); images
+    without annotations are kept; boxes of zero or negative size, or outside the image, are
+    dropped with one warning. `train=True` adds a random horizontal flip drawn from torch's global
+    RNG, which the DataLoader seeds per worker (see `build_loader`). Every problem with the
+    inputs, including images listed but missing on disk, raises ValueError at construction.
+    """
+
+    def __init__(self, images_dir: str | Path, ann_file: str | Path, max_size: int, train: bool = False):
+        images_dir, ann_file = Path(images_dir), Path(ann_file)
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ValueError(f"max_size: expected a positive integer, got {max_size!r}")
+        if not images_dir.is_dir():
+            raise ValueError(f"{images_dir}: images folder not found")
+        data = _load_instances(ann_file)
+        self.images_dir, self.ann_file, self.max_size, self.train = images_dir, ann_file, max_size, train
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        self.cat_ids: list[int] = [c["id"] for c in categories]
+        self.class_names: list[str] = [str(c.get("name", c["id"])) for c in categories]
+        self.num_classes = len(self.cat_ids)
+        self.records, dropped = _records(data, images_dir, ann_file, {cid: i for i, cid in enumerate(self.cat_ids)})
+        _check_files(self.records, images_dir, ann_file)
+        if dropped:
+            warnings.warn(f"{ann_file}: dropped {dropped} degenerate box(es) (zero or negative size, or outside the image)", stacklevel=2)
+        self.coco = COCO()
+        self.coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco.createIndex()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        rec = self.records[index]
+        with Image.open(rec.path) as img:
+            img = img.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB; no EXIF rotation: COCO boxes refer to the stored pixels
+        w, h = img.size
+        if (h, w) != rec.size:
+            raise ValueError(f"{rec.path}: image is {w}x{h} but {self.ann_file} lists it as {rec.size[1]}x{rec.size[0]}")
+        scale = self.max_size / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), Image.Resampling.BILINEAR)  # Pillow widens the filter when downscaling: antialiased
+        image = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+        boxes = torch.from_numpy(rec.boxes) * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+        if self.train and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+            boxes = torch.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0], boxes[:, 3]], 1)
+        target = {
+            "boxes": boxes,
+            "labels": torch.from_numpy(rec.labels),
+            "image_id": rec.image_id,
+            "orig_size": (h, w),
+            "scale": scale,
+        }
+        return image, target
+
+
+def _load_instances(ann_file: Path) -> dict:
+    if not ann_file.is_file():
+        raise ValueError(f"{ann_file}: annotation file not found")
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{ann_file}: not valid JSON ({e})") from None
+    keys = ("images", "annotations", "categories")
+    if not isinstance(data, dict):
+        raise ValueError(f"{ann_file}: expected a JSON object with {list(keys)}, got {type(data).__name__}")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(f"{ann_file}: missing key(s) {missing}; a COCO instances file has {list(keys)}")
+    for k in keys:
+        if not isinstance(data[k], list):
+            raise ValueError(f"{ann_file}: '{k}' must be a list, got {type(data[k]).__name__}")
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            raise ValueError(f"{ann_file}: categories[{i}] needs an integer 'id'")
+    ids = [c["id"] for c in data["categories"]]
+    if not ids:
+        raise ValueError(f"{ann_file}: 'categories' is empty")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{ann_file}: categories: duplicate id {next(i for i in ids if ids.count(i) > 1)}")
+    return data
+
+
+def _records(data: dict, images_dir: Path, ann_file: Path, label_of: dict[int, int]) -> tuple[list[_Record], int]:
+    """One record per image (targets precomputed in original pixels) and the number of dropped boxes."""
+    images = {}
+    for i, im in enumerate(data["images"]):
+        ok = isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str)
+        if not ok or not all(_is_int(im.get(k)) and im[k] > 0 for k in ("width", "height")):
+            raise ValueError(f"{ann_file}: images[{i}] needs an integer 'id', a 'file_name' and positive integer 'width' and 'height'")
+        if im["id"] in images:
+            raise ValueError(f"{ann_file}: images[{i}]: duplicate image id {im['id']}")
+        images[im["id"]] = im
+    boxes: dict[int, list] = {k: [] for k in images}
+    labels: dict[int, list] = {k: [] for k in images}
+    dropped = 0
+    for i, a in enumerate(data["annotations"]):
+        bbox = a.get("bbox") if isinstance(a, dict) else None
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            raise ValueError(f"{ann_file}: annotations[{i}].bbox: expected [x, y, width, height]")
+        if a.get("image_id") not in images:
+            raise ValueError(f"{ann_file}: annotations[{i}].image_id {a.get('image_id')!r} is not in 'images'")
+        if a.get("category_id") not in label_of:
+            raise ValueError(f"{ann_file}: annotations[{i}].category_id {a.get('category_id')!r} is not in 'categories'")
+        if a.get("iscrowd", 0):
+            continue
+        im = images[a["image_id"]]
+        x, y, w, h = bbox
+        x1, y1 = min(max(x, 0), im["width"]), min(max(y, 0), im["height"])
+        x2, y2 = min(max(x + w, 0), im["width"]), min(max(y + h, 0), im["height"])
+        if w <= 0 or h <= 0 or x2 <= x1 or y2 <= y1:
+            dropped += 1
+            continue
+        boxes[a["image_id"]].append((x1, y1, x2, y2))
+        labels[a["image_id"]].append(label_of[a["category_id"]])
+    records = [
+        _Record(
+            images_dir / im["file_name"],
+            im["id"],
+            (im["height"], im["width"]),
+            np.array(boxes[k], dtype=np.float32).reshape(-1, 4),
+            np.array(labels[k], dtype=np.int64),
+        )
+        for k, im in images.items()
+    ]
+    return records, dropped
+
+
+def _check_files(records: list[_Record], images_dir: Path, ann_file: Path) -> None:
+    on_disk = set(os.listdir(images_dir))  # one listing instead of a stat per image (COCO train has 118k)
+    missing = [r.path for r in records if not (r.path.parent == images_dir and r.path.name in on_disk) and not r.path.is_file()]
+    if missing:
+        raise ValueError(f"{missing[0]}: listed in {ann_file} but not found ({len(missing)} of {len(records)} images missing)")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def collate(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
+    """Lists, not stacked tensors: images differ in size and targets in box count."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch already seeds each worker from the loader's generator; numpy and random follow it
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int,
+                 distributed: bool = False, drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose order and augmentation follow from `seed`.
+
+    Shuffling and each worker's RNG (hence the flips) come from a generator seeded with `seed`;
+    with `workers=0` the flips use the main process's global torch RNG, which the caller seeds.
+    With `distributed=True` a seeded DistributedSampler shards the data across ranks: call
+    `loader.sampler.set_epoch(epoch)` every epoch so the shuffle changes.
+    """
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=workers > 0,
+        drop_last=drop_last,
+    )
+
+
+def coco_paths(root: str | Path) -> dict[str, Path]:
+    """The COCO 2017 layout under `root`: {"train_images", "train_ann", "val_images", "val_ann"}."""
+    root = Path(root)
+    paths = {
+        "train_images": root / "train2017",
+        "train_ann": root / "annotations" / "instances_train2017.json",
+        "val_images": root / "val2017",
+        "val_ann": root / "annotations" / "instances_val2017.json",
+    }
+    if not root.is_dir():
+        raise ValueError(f"{root}: data folder not found (expected train2017/, val2017/ and annotations/instances_{{train,val}}2017.json)")
+    missing = [str(p.relative_to(root)) for k, p in paths.items() if not (p.is_dir() if k.endswith("images") else p.is_file())]
+    if missing:
+        raise ValueError(f"{root}: not the COCO 2017 layout; missing {', '.join(missing)}")
+    return paths

@@ -1,0 +1,93 @@
+"""COCO box mAP of one path of a model on a COCO-format loader, scored by pycocotools' COCOeval.
+
+Scoring against the dataset's own annotation file (crowd regions, area ranges and all) is what
+makes numbers comparable with published COCO results; detections are therefore mapped back to
+original image pixels and COCO category ids first.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Optional, Sequence
+
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .space import Arch
+
+METRICS = ("map", "ap50", "ap75", "aps", "apm", "apl")  # the first six of COCOeval.stats, in order
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader, device: torch.device | str,
+             max_images: Optional[int] = None, progress: bool = False) -> dict[str, float]:
+    """{"map" (AP@[.5:.95]), "ap50", "ap75", "aps", "apm", "apl"} of `model(images, arch=arch)`.
+
+    `model` is a `Supernet` (with the path `arch`) or a standalone `Detector` (`arch` None or its
+    own); it runs in eval mode and its mode is restored afterwards. `loader` yields
+    `CocoDetection` batches (`train=False`: no flips), evaluated in order, the first `max_images`
+    of them if given. Values are in [0, 1]; COCOeval reports -1 for a size range (small, medium,
+    large) with no ground truth among the evaluated images, and that is passed on as is.
+    Run it on one process: with a DistributedSampler each rank would score only its shard.
+    """
+    dataset = loader.dataset
+    if getattr(dataset, "train", False):
+        raise ValueError("loader: evaluation needs a dataset built with train=False (random flips would misplace the boxes)")
+    if getattr(model, "num_classes", len(dataset.cat_ids)) != len(dataset.cat_ids):
+        raise ValueError(f"model: predicts {model.num_classes} classes; the dataset {dataset.ann_file} has {len(dataset.cat_ids)}")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images: expected a positive integer or None, got {max_images!r}")
+    limit = len(dataset) if max_images is None else min(max_images, len(dataset))
+    was_training = model.training
+    model.eval()
+    detections: list[dict] = []
+    image_ids: list[int] = []
+    try:
+        with tqdm(total=limit, desc="eval", unit="img", disable=not progress, leave=False) as bar:
+            for images, targets in loader:
+                images, targets = images[: limit - len(image_ids)], targets[: limit - len(image_ids)]
+                outputs = model([img.to(device, non_blocking=True).float().div_(255) for img in images], arch=arch)
+                for image, target, out in zip(images, targets, outputs):
+                    image_ids.append(target["image_id"])
+                    detections.extend(to_coco(out, target, tuple(image.shape[-2:]), dataset.cat_ids))
+                bar.update(len(images))
+                if len(image_ids) >= limit:
+                    break
+    finally:
+        model.train(was_training)
+    return coco_map(dataset.coco, detections, image_ids)
+
+
+def to_coco(output: dict[str, torch.Tensor], target: dict, image_size: tuple[int, int], cat_ids: Sequence[int]) -> list[dict]:
+    """One image's detections as COCO result entries, in the original image's pixels.
+
+    The scale is undone per axis from `image_size` (the loaded image's H, W) and
+    `target["orig_size"]`: rounding makes the short side's factor differ slightly from
+    `target["scale"]`, enough to cost AP75 on small objects."""
+    (h, w), (oh, ow) = image_size, target["orig_size"]
+    boxes = output["boxes"].detach().float().cpu() * torch.tensor([ow / w, oh / h, ow / w, oh / h])
+    boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
+    return [
+        {"image_id": target["image_id"], "category_id": cat_ids[label], "bbox": box, "score": score}
+        for box, label, score in zip(boxes.tolist(), output["labels"].tolist(), output["scores"].tolist())
+    ]
+
+
+def coco_map(coco_gt: COCO, detections: list[dict], image_ids: Sequence[int]) -> dict[str, float]:
+    """COCOeval (bbox) of `detections` (COCO result dicts: image_id, category_id, bbox xywh,
+    score) on the images `image_ids` of `coco_gt`; all zeros when there are no detections."""
+    if not image_ids:
+        raise ValueError("image_ids: no images to evaluate")
+    if not detections:
+        return dict.fromkeys(METRICS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and the summary table
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections])  # loadRes adds fields in place: keep the caller's intact
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = sorted(set(image_ids))
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) for k, v in zip(METRICS, ev.stats)}
