@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -98,7 +99,7 @@ def main() -> None:
     space = SearchSpace.resolve(args.space)
     model = Supernet(space, args.num_classes).to(device)
     rng = random.Random(args.seed)
-    per_arch, t_start = [], time.perf_counter()
+    per_arch, t_start, load_start = [], time.perf_counter(), os.getloadavg()[0]
     for i in tqdm(range(args.archs), desc="archs", file=sys.stderr):
         arch = space.sample(rng)
         det = model.extract(arch)
@@ -120,6 +121,8 @@ def main() -> None:
         **{f"median_{ph}_ratio": round(float(np.median(r)), 4) for ph, r in ratios.items()},
         **{f"p90_{ph}_ratio": round(float(np.percentile(r, 90)), 4) for ph, r in ratios.items()},
         "wall_s": round(time.perf_counter() - t_start, 1),
+        # 1-min load average: well above `threads` means other processes competed for the CPU
+        "loadavg_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "per_arch": per_arch,
     }
     line = json.dumps(result)

@@ -28,14 +28,12 @@ def evaluate(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader, d
 
     `model` is a `Supernet` (with the path `arch`) or a standalone `Detector` (`arch` None or its
     own); it runs in eval mode and its mode is restored afterwards. `loader` yields
-    `CocoDetection` batches (`train=False`: no flips), evaluated in order, the first `max_images`
+    `CocoDetection` batches, evaluated in order, the first `max_images`
     of them if given. Values are in [0, 1]; COCOeval reports -1 for a size range (small, medium,
     large) with no ground truth among the evaluated images, and that is passed on as is.
     Run it on one process: with a DistributedSampler each rank would score only its shard.
     """
     dataset = loader.dataset
-    if getattr(dataset, "train", False):
-        raise ValueError("loader: evaluation needs a dataset built with train=False (random flips would misplace the boxes)")
     if getattr(model, "num_classes", len(dataset.cat_ids)) != len(dataset.cat_ids):
         raise ValueError(f"model: predicts {model.num_classes} classes; the dataset {dataset.ann_file} has {len(dataset.cat_ids)}")
     if max_images is not None and max_images < 1:

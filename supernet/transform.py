@@ -35,7 +35,7 @@ def letterbox(images: Images, resolution: int, targets: Optional[list[dict[str, 
         scale = resolution / max(h, w)
         if scale != 1.0:
             nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-            img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+            img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)[0]
         else:
             nh, nw = h, w
         batch[i, :, :nh, :nw] = (img - mean) / std  # the padding stays 0, the mean colour

@@ -44,19 +44,19 @@ class CocoDetection(Dataset):
 
     Crowd annotations are left out of the targets (COCOeval still reads them from `coco`); images
     without annotations are kept; boxes of zero or negative size, or outside the image, are
-    dropped with one warning. `train=True` adds a random horizontal flip drawn from torch's global
-    RNG, which the DataLoader seeds per worker (see `build_loader`). Every problem with the
-    inputs, including images listed but missing on disk, raises ValueError at construction.
+    dropped with one warning. No augmentation happens here: training flips are chosen per step
+    (`supernet.batches`), so a resumed run sees the same ones. Every problem with the inputs,
+    including images listed but missing on disk, raises ValueError at construction.
     """
 
-    def __init__(self, images_dir: str | Path, ann_file: str | Path, max_size: int, train: bool = False):
+    def __init__(self, images_dir: str | Path, ann_file: str | Path, max_size: int):
         images_dir, ann_file = Path(images_dir), Path(ann_file)
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"max_size: expected a positive integer, got {max_size!r}")
         if not images_dir.is_dir():
             raise ValueError(f"{images_dir}: images folder not found")
         data = _load_instances(ann_file)
-        self.images_dir, self.ann_file, self.max_size, self.train = images_dir, ann_file, max_size, train
+        self.images_dir, self.ann_file, self.max_size = images_dir, ann_file, max_size
         categories = sorted(data["categories"], key=lambda c: c["id"])
         self.cat_ids: list[int] = [c["id"] for c in categories]
         self.class_names: list[str] = [str(c.get("name", c["id"])) for c in categories]
@@ -86,9 +86,6 @@ class CocoDetection(Dataset):
             img = img.resize((nw, nh), Image.Resampling.BILINEAR)  # Pillow widens the filter when downscaling: antialiased
         image = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
         boxes = torch.from_numpy(rec.boxes) * torch.tensor([nw / w, nh / h, nw / w, nh / h])
-        if self.train and torch.rand(()) < 0.5:
-            image = image.flip(-1)
-            boxes = torch.stack([nw - boxes[:, 2], boxes[:, 1], nw - boxes[:, 0], boxes[:, 3]], 1)
         target = {
             "boxes": boxes,
             "labels": torch.from_numpy(rec.labels),
@@ -198,11 +195,8 @@ def _seed_worker(worker_id: int) -> None:
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int,
                  distributed: bool = False, drop_last: bool = False) -> DataLoader:
-    """A DataLoader whose order and augmentation follow from `seed`.
-
-    Shuffling and each worker's RNG (hence the flips) come from a generator seeded with `seed`;
-    with `workers=0` the flips use the main process's global torch RNG, which the caller seeds.
-    With `distributed=True` a seeded DistributedSampler shards the data across ranks: call
+    """A DataLoader whose order follows from `seed` (shuffling and each worker's RNG come from a
+    generator seeded with it). With `distributed=True` a seeded DistributedSampler shards the data across ranks: call
     `loader.sampler.set_epoch(epoch)` every epoch so the shuffle changes.
     """
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None

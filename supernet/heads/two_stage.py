@@ -76,13 +76,15 @@ class TwoStageHead(nn.Module):
         self.rpn = RegionProposalNetwork(
             anchors, RPNHead(in_ch, anchors.num_anchors_per_location()[0]),
             fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
-            pre_nms_top_n={"training": 2000, "testing": 1000}, post_nms_top_n={"training": 2000, "testing": 1000},
+            # fewer proposals and sampled RoIs than Faster R-CNN's R50 defaults (2000/1000, 512): the
+            # lighter budget of mobile two-stage detectors (torchvision's *_mobilenet_* use 150-1000)
+            pre_nms_top_n={"training": 2000, "testing": 1000}, post_nms_top_n={"training": 1000, "testing": 300},
             nms_thresh=0.7,
         )
         self.roi = RoIHeads(
             MultiScaleRoIAlign([str(i) for i in range(len(STRIDES))], ROI_SIZE, sampling_ratio=2),
             BoxHead(in_ch, width, num_convs, act), BoxPredictor(4 * width, num_classes),
-            fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=512, positive_fraction=0.25, bbox_reg_weights=None,
+            fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=256, positive_fraction=0.25, bbox_reg_weights=None,
             score_thresh=post.score_thresh, nms_thresh=post.nms_thresh, detections_per_img=post.detections_per_img,
         )
 
