@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -m supernet info --space tiny
+	$(BIN)/python train_supernet.py
 
 test: setup
 	$(BIN)/python -m pytest -q

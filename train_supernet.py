@@ -26,7 +26,7 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     p.add_argument("--out", default=DEFAULTS.out, help="run directory (checkpoints, metrics.jsonl)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int)
-    length.add_argument("--epochs", type=int)
+    length.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per process")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=DEFAULTS.optimizer)

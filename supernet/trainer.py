@@ -48,8 +48,8 @@ class TrainConfig:
     val_ann: Optional[str] = None
     val_images: Optional[str] = None
     out: str = "runs/supernet"
-    steps: Optional[int] = None
-    epochs: Optional[int] = None
+    steps: Optional[int] = None  # takes precedence over epochs
+    epochs: int = 20
     batch_size: int = 16
     lr: float = 0.02
     optimizer: str = "sgd"
@@ -153,7 +153,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.dist.world)
         if self.steps_per_epoch == 0:
             raise TrainError(f"--batch-size {config.batch_size}: larger than the training set ({len(self.train_set)} images)")
-        self.total_steps = config.steps if config.steps else (config.epochs or 1) * self.steps_per_epoch
+        self.total_steps = config.steps if config.steps else config.epochs * self.steps_per_epoch
         seed_everything(config.seed + self.dist.rank)
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model = Supernet(self.space, self.train_set.num_classes).to(self.device)
@@ -178,6 +178,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,  # a path uses a fraction of the supernet; the same on every rank
             )
+        self.tensorboard = _tensorboard_writer(self.out) if self.dist.main else None
         rng = random.Random(f"{config.seed}/eval")
         self.eval_archs = {"smallest": self.space.smallest(), "largest": self.space.largest()}
         self.eval_archs.update({f"random{i}": self.space.sample(rng) for i in range(config.eval_random_archs)})
@@ -238,9 +239,17 @@ class Trainer:
         return self.out / "metrics.jsonl"
 
     def log(self, record: dict) -> None:
-        if self.dist.main:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        """Append to metrics.jsonl, and to TensorBoard when it is installed."""
+        if not self.dist.main:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+            for name, metrics in record.get("eval", {}).items():
+                scalars.update({f"eval/{name}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+            for k, v in scalars.items():
+                self.tensorboard.add_scalar(k, v, record["step"])
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop records of steps after the checkpoint: the resumed run writes them again."""
@@ -357,6 +366,15 @@ class Trainer:
         if self.dist.world > 1:
             dist.barrier()
         return results
+
+
+def _tensorboard_writer(out: Path):
+    """A SummaryWriter in OUT/tensorboard when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 DEFAULT_DATA = Path("data/shapes")

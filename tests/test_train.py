@@ -147,3 +147,20 @@ def test_ddp_two_processes_gloo_identical_weights(shapes, tmp_path):
     assert report["world"] == 2 and report["identical"], report
     assert report["steps"] == 4 and report["off_path_untouched"]
     assert "unused parameters" not in proc.stderr
+
+
+COCO128 = next((p for p in (REPO.parent / "shared/data/coco128", Path("/work/shared/data/coco128")) if p.is_dir()), None)
+
+
+@pytest.mark.skipif(COCO128 is None, reason="shared/data/coco128 not found next to the repository")
+def test_trains_and_evaluates_on_real_coco128(tmp_path, capsys):
+    """A COCO-format dataset written by another tool (80 non-contiguous ids, crowd boxes, empty
+    images) through the override flags."""
+    ann, images = str(COCO128 / "instances.json"), str(COCO128 / "images")
+    argv = ["--train-ann", ann, "--train-images", images, "--val-ann", ann, "--val-images", images, "--out", str(tmp_path / "run"),
+            "--steps", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--eval-images", "4", "--log-every", "1"]
+    assert train_supernet.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["step"] == 2 and set(result["eval"]["largest"]) >= {"map", "ap50", "ap75", "aps", "apm", "apl"}
+    blob = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert blob["num_classes"] == 80 and blob["cat_ids"][:3] == [1, 2, 3] and blob["cat_ids"][-1] == 90
