@@ -1,0 +1,161 @@
+"""Timing a module the way a deployment sees it: eval mode, no grad, fixed batch size, dtype and
+memory format, warm-up, then the median of repeated runs.
+
+Shared machines are noisy in bursts of a second or two: on a 2-core VM the same op measured in
+two passes differed by a median 11-33 %. So `measure_many` times every entry once per pass,
+visiting them in a fresh shuffled order each pass, and keeps the lowest of the per-pass medians:
+a burst then spoils one pass of a few entries rather than all samples of one entry. `noise_check`
+times one reference several times and reports the spread, to warn before a build or validation.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Hashable, Optional, Protocol
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+NOISY_SPREAD = 0.05  # above this relative spread a measurement is flagged as noisy
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a latency depends on besides the model; stored with every table built."""
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch_size: int = 1
+    channels_last: bool = False
+    threads: Optional[int] = None  # CPU threads; None: leave torch's setting
+    warmup: int = 5
+    repeats: int = 20
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
+        if self.device == "cpu" and self.dtype == "fp16":
+            raise ValueError("--dtype fp16: not supported for CPU timing (use fp32 or bf16)")
+        for name in ("batch_size", "warmup", "repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Timer(Protocol):
+    def __call__(self, fn: Callable[[], object]) -> float:
+        """Milliseconds one call of `fn` takes."""
+
+
+class CpuTimer:
+    """`time.perf_counter` around the call."""
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+
+
+class CudaTimer:
+    """CUDA events around the call, synchronised: the device time, not the launch time."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        torch.cuda.synchronize(self.device)
+        self.start.record()
+        fn()
+        self.end.record()
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end)
+
+
+def default_timer(settings: Settings) -> Timer:
+    device = torch.device(settings.device)
+    return CudaTimer(device) if device.type == "cuda" else CpuTimer()
+
+
+def prepare(module: torch.nn.Module, settings: Settings) -> torch.nn.Module:
+    """The module as deployed: eval mode, on the device, in the dtype and memory format."""
+    if settings.threads is not None and settings.device == "cpu":
+        torch.set_num_threads(settings.threads)
+    if settings.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    return module.eval().to(device=settings.device, dtype=settings.torch_dtype, memory_format=settings.memory_format)
+
+
+def samples(fn: Callable[[], object], settings: Settings, timer: Optional[Timer] = None) -> list[float]:
+    """`settings.warmup` untimed calls, then `settings.repeats` timed ones (ms), under no_grad."""
+    timer = timer or default_timer(settings)
+    with torch.no_grad():
+        for _ in range(settings.warmup):
+            fn()
+        return [timer(fn) for _ in range(settings.repeats)]
+
+
+def measure(fn: Callable[[], object], settings: Settings, timer: Optional[Timer] = None) -> float:
+    """Median milliseconds of `fn` after warm-up."""
+    return statistics.median(samples(fn, settings, timer))
+
+
+def measure_many(fns: dict[Hashable, Callable[[], object]], settings: Settings, passes: int = 2, seed: int = 0,
+                 timer: Optional[Timer] = None, on_done: Optional[Callable[[Hashable, int], None]] = None) -> dict[Hashable, float]:
+    """Per key, the lowest of its per-pass medians over `passes` passes in shuffled order.
+
+    `on_done(key, pass_index)` is called after each measurement (progress bars, checkpoints)."""
+    if passes < 1:
+        raise ValueError(f"--passes: expected a positive integer, got {passes!r}")
+    rng = random.Random(seed)
+    best: dict[Hashable, float] = {}
+    keys = list(fns)
+    for p in range(passes):
+        rng.shuffle(keys)
+        for key in keys:
+            ms = measure(fns[key], settings, timer)
+            best[key] = min(ms, best.get(key, float("inf")))
+            if on_done:
+                on_done(key, p)
+    return best
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Spread of repeated medians of one reference: (max - min) / min."""
+
+    medians_ms: tuple[float, ...]
+
+    @property
+    def spread(self) -> float:
+        return (max(self.medians_ms) - min(self.medians_ms)) / min(self.medians_ms)
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread > NOISY_SPREAD
+
+    def to_dict(self) -> dict:
+        return {"medians_ms": list(self.medians_ms), "spread": round(self.spread, 4), "noisy": self.noisy}
+
+
+def noise_check(fn: Callable[[], object], settings: Settings, runs: int = 5, timer: Optional[Timer] = None) -> Noise:
+    """Time the same reference `runs` times; a spread above 5 % means the machine is busy."""
+    return Noise(tuple(measure(fn, settings, timer) for _ in range(runs)))
