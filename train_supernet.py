@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 
 from supernet.space import SearchSpace
-from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets
+from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets, init_distributed
 
 DEFAULTS = TrainConfig()
 
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     config, resume = parse(argv)
     try:
         space = SearchSpace.resolve(config.space)
+        init_distributed(config.device)  # before the data: rank 0 alone generates the default data
         trainer = Trainer(config, build_datasets(config, max(space.resolutions)), resume=resume)
         result = trainer.run()
     except (TrainError, ValueError) as e:

@@ -38,8 +38,6 @@ class Settings:
             raise ValueError(f"--dtype: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         if self.device == "cpu" and self.dtype == "fp16":
             raise ValueError("--dtype fp16: not supported for CPU timing (use fp32 or bf16)")
         for name in ("batch_size", "warmup", "repeats"):
@@ -78,15 +76,17 @@ class CudaTimer:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.start = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
+        with torch.cuda.device(device):
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
 
     def __call__(self, fn: Callable[[], object]) -> float:
-        torch.cuda.synchronize(self.device)
-        self.start.record()
-        fn()
-        self.end.record()
-        self.end.synchronize()
+        with torch.cuda.device(self.device):  # events record on the current device's stream
+            torch.cuda.synchronize(self.device)
+            self.start.record()
+            fn()
+            self.end.record()
+            self.end.synchronize()
         return self.start.elapsed_time(self.end)
 
 
@@ -96,7 +96,10 @@ def default_timer(settings: Settings) -> Timer:
 
 
 def prepare(module: torch.nn.Module, settings: Settings) -> torch.nn.Module:
-    """The module as deployed: eval mode, on the device, in the dtype and memory format."""
+    """The module as deployed: eval mode, on the device, in the dtype and memory format. (Whether
+    the device exists is checked here, not in `Settings`, so a table built on a GPU loads anywhere.)"""
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {settings.device}: CUDA is not available on this machine")
     if settings.threads is not None and settings.device == "cpu":
         torch.set_num_threads(settings.threads)
     if settings.device.startswith("cuda"):

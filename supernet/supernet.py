@@ -62,7 +62,7 @@ class Supernet(nn.Module):
             raise TypeError("Supernet.forward: pass arch=<Arch> (the path to run); see SearchSpace.sample()")
         self.space.validate(arch)
         if self.training:
-            _check_targets(targets, self.num_classes, len(images))
+            _check_targets(targets, self.num_classes, 1 if isinstance(images, Tensor) and images.dim() == 3 else len(images))
         batch, targets, meta = letterbox(images, arch.resolution, targets)
         features = self.backbone(batch.tensors, arch.backbone)
         features = self.neck[arch.neck.type](features, arch.neck.width, arch.neck.repeats)

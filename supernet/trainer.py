@@ -82,14 +82,16 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment; a single process otherwise."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return info
+def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:
+    """Resolve the device and join the process group torchrun describes in the environment (NCCL
+    on CUDA, gloo on CPU); a single process otherwise. Idempotent."""
+    info = DistInfo()
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_spec, info)
+    if info.world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info, device
 
 
 def resolve_device(spec: str, dist_info: DistInfo) -> torch.device:
@@ -98,7 +100,10 @@ def resolve_device(spec: str, dist_info: DistInfo) -> torch.device:
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise TrainError(f"--device {spec}: CUDA is not available on this machine")
-        index = dist_info.local_rank if spec == "cuda" else int(spec.split(":")[1])
+        index = dist_info.local_rank if spec == "cuda" else spec.split(":")[1]
+        if not str(index).isdigit():
+            raise TrainError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}")
+        index = int(index)
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     if spec != "cpu":
@@ -136,8 +141,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, datasets: tuple, resume: bool = False):
         self.config = config
-        self.dist = init_distributed(config.device)
-        self.device = resolve_device(config.device, self.dist)
+        self.dist, self.device = init_distributed(config.device)
         if config.amp and self.device.type != "cuda":
             raise TrainError("--amp: mixed precision needs a CUDA device (--device cuda)")
         if config.sampler not in SAMPLERS:
@@ -166,12 +170,14 @@ class Trainer:
             lr_min=config.lr * 1e-2, t_in_epochs=False,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-        self.ema = ModelEmaV3(self.model, decay=config.ema) if config.ema else None
         self.sampler = SAMPLERS[config.sampler](self.space, config.seed)
         self.step = 0
         self.bad_steps = 0
-        if resume:
-            self._resume()
+        ema_state = self._resume() if resume else None
+        # after resuming, so that a new EMA starts from the trained weights, not the random ones
+        self.ema = ModelEmaV3(self.model, decay=config.ema) if config.ema else None
+        if self.ema and ema_state is not None:
+            self.ema.module.load_state_dict(ema_state)
         self.ddp = self.model
         if self.dist.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -212,11 +218,14 @@ class Trainer:
         if copy_as:
             atomic_torch_save(blob, self.out / copy_as)
 
-    def _resume(self) -> None:
+    def _resume(self) -> Optional[dict]:
+        """Restore everything from last.pt; returns the EMA weights it holds, if any. Under DDP
+        every rank restores rank 0's RNG state: weights, data and paths continue exactly, the
+        random draws of other ranks (RPN sampling) restart from rank 0's stream."""
         if not self.last_path.is_file():
             raise TrainError(f"--resume: no checkpoint at {self.last_path}")
         try:
-            blob = torch.load(self.last_path, map_location=self.device, weights_only=True)
+            blob = torch.load(self.last_path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         except Exception as e:
             raise TrainError(f"--resume: {self.last_path} is not a readable checkpoint ({type(e).__name__})") from None
         if SearchSpace.from_dict(blob["space"]) != self.space:
@@ -225,13 +234,12 @@ class Trainer:
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         self.scaler.load_state_dict(blob["scaler"])
-        if self.ema and blob["ema"] is not None:
-            self.ema.module.load_state_dict(blob["ema"])
         self.sampler.load_state_dict(blob["sampler"])
         _set_rng_state(blob["rng"])
         self.step = blob["step"]
         if self.dist.main:
             self._truncate_metrics(self.step)
+        return blob["ema"]
 
     # ---- metrics ------------------------------------------------------------------------------
     @property
@@ -290,6 +298,10 @@ class Trainer:
             self.scaler.scale(loss).backward()
             for k, v in losses.items():
                 parts[k] = parts.get(k, 0.0) + float(v.detach()) / len(paths)
+        if self.dist.world > 1:  # gradients are already averaged: every rank must skip together
+            flag = torch.tensor(float(finite), device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag)
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -380,11 +392,23 @@ def _tensorboard_writer(out: Path):
 DEFAULT_DATA = Path("data/shapes")
 
 
+def _generate_once(root: Path) -> Path:
+    """The shapes data, written by rank 0 only while the other ranks wait (call after
+    `init_distributed`)."""
+    from .shapes import generate_shapes
+
+    first = not dist.is_initialized() or dist.get_rank() == 0
+    if first:
+        generate_shapes(root)
+    if dist.is_initialized():
+        dist.barrier()
+    return root if first else generate_shapes(root)  # complete by now: only checks
+
+
 def build_datasets(config: TrainConfig, max_size: int) -> tuple:
     """Train and val datasets from `--data` (COCO 2017 layout), the four override flags, or, with
     neither, the built-in shapes data generated once under data/shapes."""
     from .data import CocoDetection, coco_paths
-    from .shapes import generate_shapes
 
     overrides = {k: getattr(config, k) for k in ("train_ann", "train_images", "val_ann", "val_images")}
     try:
@@ -393,7 +417,7 @@ def build_datasets(config: TrainConfig, max_size: int) -> tuple:
         elif any(overrides.values()):
             paths = {}
         else:
-            paths = coco_paths(generate_shapes(DEFAULT_DATA))
+            paths = coco_paths(_generate_once(DEFAULT_DATA))
         paths.update({k: Path(v) for k, v in overrides.items() if v})
         missing = [f"--{k.replace('_', '-')}" for k in overrides if k not in paths]
         if missing:

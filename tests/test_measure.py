@@ -66,6 +66,13 @@ def test_settings_errors(kw, message):
         Settings(**kw)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_cuda_settings_load_anywhere_but_refuse_to_run_without_cuda():
+    s = Settings(device="cuda:0", dtype="fp16")  # e.g. read from a table built on a GPU
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        prepare(torch.nn.Linear(2, 2), s)
+
+
 def test_prepare_and_cpu_timer():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)).train()
     s = settings(dtype="bf16", channels_last=True, threads=1)

@@ -246,6 +246,9 @@ def test_bad_inputs_are_clear_errors(model, space):
         model([torch.rand(1, 32, 32)], arch=arch)
     with pytest.raises(ValueError, match="num_classes"):
         Supernet(space, 0)
+    model.train()
+    single = model(images[0], [targets[0]], arch=arch)  # one [3, H, W] tensor is one image
+    assert torch.isfinite(sum(single.values()))
 
 
 def test_largest_tiny_arch_memory(space):

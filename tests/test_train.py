@@ -164,3 +164,11 @@ def test_trains_and_evaluates_on_real_coco128(tmp_path, capsys):
     assert result["step"] == 2 and set(result["eval"]["largest"]) >= {"map", "ap50", "ap75", "aps", "apm", "apl"}
     blob = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert blob["num_classes"] == 80 and blob["cat_ids"][:3] == [1, 2, 3] and blob["cat_ids"][-1] == 90
+
+
+def test_ema_added_on_resume_starts_from_trained_weights(shapes, tmp_path):
+    cfg = config(shapes, tmp_path / "ema", steps=2)
+    train(cfg)
+    resumed = Trainer(config(shapes, tmp_path / "ema", steps=3, ema=0.99), build_datasets(cfg, 128), resume=True)
+    trained, ema = resumed.model.state_dict(), resumed.ema.module.state_dict()
+    assert all(torch.equal(trained[k], ema[k]) for k in trained)
