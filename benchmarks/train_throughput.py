@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from supernet import SearchSpace, Supernet, preserve_off_path
 from supernet.batches import FlipDataset, StepBatchSampler
-from supernet.data import CocoDetection, coco_paths, collate
+from supernet.data import CocoDetection, coco_paths, collate, to_model_input
 from supernet.sampler import UniformSampler
 from supernet.shapes import generate_shapes
 
@@ -79,7 +79,7 @@ def main() -> None:
     loader_rate = n / (time.perf_counter() - t0)
 
     batches = [
-        ([im.to(device).float().div_(255) for im in images], [{k: t[k].to(device) for k in ("boxes", "labels")} for t in targets])
+        (to_model_input(images, device), [{k: t[k].to(device) for k in ("boxes", "labels")} for t in targets])
         for images, targets in loader(args.steps + 1, 0)
     ]
     torch.manual_seed(args.seed)

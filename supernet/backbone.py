@@ -5,7 +5,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .blocks import BLOCKS
-from .layers import ConvBnAct
+from .layers import ConvBnAct, init_convs
 from typing import Optional
 
 from .space import NUM_NECK_LEVELS, BackboneArch, BackboneSpace
@@ -38,9 +38,7 @@ class Backbone(nn.Module):
                 in_ch = out_ch
             self.stages.append(positions)
         self.out_channels = [max(s.widths) for s in space.stages[-NUM_NECK_LEVELS:]]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward(self, x: Tensor, arch: BackboneArch) -> list[Tensor]:
         """Features of the last three stages (strides 8, 16, 32)."""

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
+from .data import to_model_input
 from .space import Arch
 
 
@@ -55,7 +56,7 @@ def recalibrate_bn(model: nn.Module, arch: Optional[Arch], loader: DataLoader, b
     ran = 0
     try:
         for images, _ in loader:
-            model([img.to(device, non_blocking=True).float().div_(255) for img in images], arch=arch)
+            model(to_model_input(images, device), arch=arch)
             ran += 1
             if ran == batches:
                 break

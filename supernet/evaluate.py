@@ -16,6 +16,7 @@ from pycocotools.cocoeval import COCOeval
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .data import to_model_input
 from .space import Arch
 
 METRICS = ("map", "ap50", "ap75", "aps", "apm", "apl")  # the first six of COCOeval.stats, in order
@@ -47,7 +48,7 @@ def evaluate(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader, d
         with tqdm(total=limit, desc="eval", unit="img", disable=not progress, leave=False) as bar:
             for images, targets in loader:
                 images, targets = images[: limit - len(image_ids)], targets[: limit - len(image_ids)]
-                outputs = model([img.to(device, non_blocking=True).float().div_(255) for img in images], arch=arch)
+                outputs = model(to_model_input(images, device), arch=arch)
                 for image, target, out in zip(images, targets, outputs):
                     image_ids.append(target["image_id"])
                     detections.extend(to_coco(out, target, tuple(image.shape[-2:]), dataset.cat_ids))

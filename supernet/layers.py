@@ -108,6 +108,13 @@ class SqueezeExcite(SEModule):
         return x * self.gate(self.fc2(s, c))
 
 
+def init_convs(module: nn.Module) -> None:
+    """He (fan-out) initialisation of every convolution in `module`, as ResNets use."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 def leading_slice(shape: torch.Size | tuple[int, ...]) -> tuple[slice, ...]:
     """Index that takes the first `shape[i]` entries of every dimension."""
     return tuple(slice(0, n) for n in shape)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from timm.layers import create_act_layer
 from torch import Tensor
 
-from .layers import BatchNorm2d, Conv2d, ConvBnAct
+from .layers import BatchNorm2d, Conv2d, ConvBnAct, init_convs
 
 
 def _up(x: Tensor, like: Tensor) -> Tensor:
@@ -30,12 +30,6 @@ class _Laterals(nn.Module):
         return [conv(f, width) for conv, f in zip(self.convs, features)]
 
 
-def _init_convs(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-
 class FPN(nn.Module):
     """Feature Pyramid Network: laterals, top-down sum with nearest upsampling, 3x3 output convs."""
 
@@ -43,7 +37,7 @@ class FPN(nn.Module):
         super().__init__()
         self.lateral = _Laterals(in_channels, width)
         self.output = nn.ModuleList(ConvBnAct(width, width, 3, act=act) for _ in in_channels)
-        _init_convs(self)
+        init_convs(self)
 
     def forward(self, features: list[Tensor], width: int, repeats: int = 1) -> list[Tensor]:
         lat = self.lateral(features, width)
@@ -77,7 +71,7 @@ class PAN(nn.Module):
         super().__init__()
         self.lateral = _Laterals(in_channels, width)
         self.cells = nn.ModuleList(PANCell(width, len(in_channels), act) for _ in range(repeats))
-        _init_convs(self)
+        init_convs(self)
 
     def forward(self, features: list[Tensor], width: int, repeats: int = 1) -> list[Tensor]:
         x = self.lateral(features, width)
@@ -141,7 +135,7 @@ class BiFPN(nn.Module):
         super().__init__()
         self.lateral = _Laterals(in_channels, width)
         self.cells = nn.ModuleList(BiFPNCell(width, len(in_channels), act) for _ in range(repeats))
-        _init_convs(self)
+        init_convs(self)
 
     def forward(self, features: list[Tensor], width: int, repeats: int = 1) -> list[Tensor]:
         x = self.lateral(features, width)

@@ -63,9 +63,14 @@ class FairSampler:
         return {"rng": self.rng.getstate(), "rounds": {k: list(v) for k, v in self.rounds.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        self.rng.setstate(python_rng_state(state["rng"]))
         self.rounds = {k: list(v) for k, v in state["rounds"].items()}
+
+
+def python_rng_state(saved) -> tuple:
+    """A `random` state as `setstate` wants it, from its checkpointed form (lists for tuples)."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
 
 
 SAMPLERS = {"uniform": UniformSampler, "sandwich": SandwichSampler, "fair": FairSampler}

@@ -26,9 +26,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .batches import FlipDataset, StepBatchSampler
+from .data import to_model_input
 from .io import atomic_torch_save, atomic_write_bytes
 from .path import preserve_off_path
-from .sampler import SAMPLERS
+from .sampler import SAMPLERS, python_rng_state
 from .space import SearchSpace
 from .supernet import Supernet
 
@@ -120,8 +121,7 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate(python_rng_state(state["python"]))
     torch.set_rng_state(state["torch"])
     numpy_state = dict(state["numpy"])
     numpy_state["state"] = {k: np.array(v, dtype=np.uint32) if isinstance(v, list) else v for k, v in numpy_state["state"].items()}
@@ -280,7 +280,7 @@ class Trainer:
         )
 
     def _to_device(self, images, targets):
-        images = [img.to(self.device, non_blocking=True).float().div_(255) for img in images]
+        images = to_model_input(images, self.device)
         targets = [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)} for t in targets]
         return images, targets
 

@@ -180,6 +180,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def to_model_input(images: list[Tensor], device: torch.device | str) -> list[Tensor]:
+    """uint8 [3, H, W] images as the models take them: float in [0, 1] on `device`."""
+    return [img.to(device, non_blocking=True).float().div_(255) for img in images]
+
+
 def collate(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
     """Lists, not stacked tensors: images differ in size and targets in box count."""
     images, targets = zip(*batch)
