@@ -1,14 +1,24 @@
 """The backbone: a stride-2 stem and four stages of elastic depth, width and block types."""
 from __future__ import annotations
 
+from typing import Iterator, Optional
+
 import torch.nn as nn
 from torch import Tensor
 
 from .blocks import BLOCKS
 from .layers import ConvBnAct, init_convs
-from typing import Optional
-
 from .space import NUM_NECK_LEVELS, BackboneArch, BackboneSpace
+
+
+def block_positions(stem_width: int, stages: list[tuple[int, int]]) -> Iterator[tuple[int, int, int, int, int]]:
+    """(stage, position, in channels, out channels, stride) of every block, for a stem width and
+    (width, depth) per stage: the one place that says how widths chain and where strides are."""
+    in_ch = stem_width
+    for s, (width, depth) in enumerate(stages):
+        for i in range(depth):
+            yield s, i, in_ch, width, 2 if i == 0 else 1
+            in_ch = width
 
 
 class Backbone(nn.Module):
@@ -24,19 +34,12 @@ class Backbone(nn.Module):
 
     def __init__(self, space: BackboneSpace, act: str = "relu", drop_path: float = 0.0, path: Optional[BackboneArch] = None):
         super().__init__()
-        in_ch = max(space.stem_widths)
-        self.stem = ConvBnAct(3, in_ch, 3, 2, act=act)
-        self.stages = nn.ModuleList()
-        for s, stage in enumerate(space.stages):
-            out_ch = max(stage.widths)
-            positions = nn.ModuleList()
-            for i in range(max(stage.depths)):
-                names = stage.blocks if path is None else (path.stages[s].blocks[i],)
-                positions.append(
-                    nn.ModuleDict({name: BLOCKS[name](in_ch, out_ch, 2 if i == 0 else 1, act=act, drop_path=drop_path) for name in names})
-                )
-                in_ch = out_ch
-            self.stages.append(positions)
+        self.stem = ConvBnAct(3, max(space.stem_widths), 3, 2, act=act)
+        widths = [(max(s.widths), max(s.depths)) for s in space.stages]
+        self.stages = nn.ModuleList(nn.ModuleList() for _ in space.stages)
+        for s, i, in_ch, out_ch, stride in block_positions(max(space.stem_widths), widths):
+            names = space.stages[s].blocks if path is None else (path.stages[s].blocks[i],)
+            self.stages[s].append(nn.ModuleDict({name: BLOCKS[name](in_ch, out_ch, stride, act=act, drop_path=drop_path) for name in names}))
         self.out_channels = [max(s.widths) for s in space.stages[-NUM_NECK_LEVELS:]]
         init_convs(self)
 

@@ -1,6 +1,7 @@
 """The single-path detection supernet and the standalone detectors cut out of it."""
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -9,10 +10,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .backbone import Backbone
+from .backbone import Backbone, block_positions
+from .blocks import BLOCKS
 from .heads import HEADS, PostProcess
 from .io import atomic_torch_save
-from .layers import leading_slice
+from .layers import ConvBnAct, leading_slice
 from .necks import NECKS
 from .space import Arch, SearchSpace
 from .transform import Images, letterbox, restore
@@ -55,7 +57,6 @@ class Supernet(nn.Module):
                 for t in space.head.types
             }
         )
-        self._shape_cache: dict[Arch, dict[str, tuple[int, ...]]] = {}
 
     def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
         if arch is None:
@@ -99,15 +100,20 @@ class Supernet(nn.Module):
 
     def path_shapes(self, arch: Arch) -> dict[str, tuple[int, ...]]:
         """Name -> used (leading) shape of every parameter on `arch`'s path; other parameters are
-        not used. Computed from the standalone detector built on the meta device (no memory)."""
-        shapes = self._shape_cache.get(arch)
-        if shapes is None:
-            with torch.device("meta"):
-                det = Detector.from_config(self.detector_config(self.space.validate(arch)))
-            shapes = {name: tuple(p.shape) for name, p in det.named_parameters()}
-            if len(self._shape_cache) >= 1024:
-                self._shape_cache.pop(next(iter(self._shape_cache)))
-            self._shape_cache[arch] = shapes
+        not used. Called every training step, so it is assembled from cached shapes of each part
+        (stem, each block, neck, head) built on the meta device, not from a whole detector; a
+        test checks it against the parameters of `extract(arch)`."""
+        self.space.validate(arch)
+        act, bb = self.space.activation, arch.backbone
+        shapes = _prefixed("backbone.stem", _param_shapes(ConvBnAct, 3, bb.stem_width, 3, 2, act=act))
+        for s, i, cin, cout, stride in block_positions(bb.stem_width, [(st.width, st.depth) for st in bb.stages]):
+            name = bb.stages[s].blocks[i]
+            shapes.update(_prefixed(f"backbone.stages.{s}.{i}.{name}", _param_shapes(BLOCKS[name], cin, cout, stride, act=act)))
+        in_channels = tuple(st.width for st in bb.stages[-len(self.backbone.out_channels):])
+        neck = arch.neck
+        shapes.update(_prefixed(f"neck.{neck.type}", _param_shapes(NECKS[neck.type], in_channels, neck.width, neck.repeats, act)))
+        head = arch.head
+        shapes.update(_prefixed(f"head.{head.type}", _param_shapes(HEADS[head.type], neck.width, head.width, head.num_convs, self.num_classes, act)))
         return shapes
 
 
@@ -161,6 +167,18 @@ class Detector(Supernet):
         det = cls.from_config(blob["config"])
         det.load_state_dict(blob["state_dict"])
         return det.to(map_location)
+
+
+@functools.lru_cache(maxsize=4096)
+def _param_shapes(factory, *args, **kwargs) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(name, shape) of the parameters of `factory(*args, **kwargs)`, built on the meta device."""
+    with torch.device("meta"):
+        module = factory(*args, **kwargs)
+    return tuple((name, tuple(p.shape)) for name, p in module.named_parameters())
+
+
+def _prefixed(prefix: str, shapes) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.{name}": shape for name, shape in shapes}
 
 
 def _check_targets(targets: Any, num_classes: int, num_images: int) -> None:
