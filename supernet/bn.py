@@ -7,19 +7,18 @@ a cumulative average fixes that at the cost of a few forward passes.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader
 
 from .data import to_model_input
 from .space import Arch
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, arch: Optional[Arch], loader: DataLoader, batches: int, device: torch.device | str) -> None:
+def recalibrate_bn(model: nn.Module, arch: Optional[Arch], loader: Iterable, batches: int, device: torch.device | str) -> None:
     """Reset and re-estimate the running statistics of the BN layers on `arch`'s path from the
     first `batches` batches of `loader` (cumulative average, no gradients).
 

@@ -322,7 +322,7 @@ class Trainer:
         from .evaluate import evaluate
 
         model = self.ema.module if self.ema else self.model
-        calib = self.loader(0, self.config.calib_batches)  # the same batches at every evaluation
+        calib = list(self.loader(0, self.config.calib_batches))  # the same batches for every arch and evaluation, decoded once
         val = build_loader(self.val_set, batch_size=self.config.batch_size, shuffle=False, workers=self.config.workers, seed=self.config.seed)
         results = {}
         devices = [self.device.index] if self.device.type == "cuda" else []
