@@ -85,10 +85,8 @@ class BackboneSpace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "stem_widths", _check_choices("stem_widths", self.stem_widths, int))
         object.__setattr__(self, "stages", tuple(self.stages))
-        if len(self.stages) < NUM_NECK_LEVELS:
-            raise ValueError(f"stages: need at least {NUM_NECK_LEVELS} stages (the last three feed the neck)")
         if len(self.stages) != 4:
-            # stem (2) x four stride-2 stages = 32 = BACKBONE_STRIDE
+            # stem (2) x four stride-2 stages = 32 = BACKBONE_STRIDE; the last three feed the neck
             raise ValueError("stages: exactly 4 stages are supported (strides 4, 8, 16, 32)")
 
 
@@ -374,10 +372,6 @@ class SearchSpace:
     def active_genes(self, values: dict[str, Any]) -> list[str]:
         """Names of the genes that `decode(values)` reads."""
         return [name for name, _ in self.genes() if self.is_active(name, values)]
-
-    # ---- maxima the supernet is built at ----------------------------------------------------
-    def max_stage_widths(self) -> list[int]:
-        return [max(s.widths) for s in self.backbone.stages]
 
 
 # ---------------------------------------------------------------------------------------------
