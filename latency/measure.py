@@ -121,24 +121,29 @@ def measure(fn: Callable[[], object], settings: Settings, timer: Optional[Timer]
     return statistics.median(samples(fn, settings, timer))
 
 
-def measure_many(fns: dict[Hashable, Callable[[], object]], settings: Settings, passes: int = 2, seed: int = 0,
-                 timer: Optional[Timer] = None, on_done: Optional[Callable[[Hashable, int], None]] = None) -> dict[Hashable, float]:
+def measure_many(factories: dict[Hashable, Callable[[], Callable[[], object]]], settings: Settings, passes: int = 2,
+                 seed: int = 0, timer: Optional[Timer] = None, done: Optional[dict[Hashable, list[float]]] = None,
+                 on_done: Optional[Callable[[Hashable, int], None]] = None) -> dict[Hashable, float]:
     """Per key, the lowest of its per-pass medians over `passes` passes in shuffled order.
 
-    `on_done(key, pass_index)` is called after each measurement (progress bars, checkpoints)."""
+    `factories[key]()` builds the callable to time; it is built for each measurement and dropped
+    after, so thousands of entries never hold their modules and inputs at once. `done` maps keys
+    to per-pass medians already measured (a resumed build) and is filled in place, so a caller
+    can checkpoint it from `on_done(key, pass_index)`, which runs after each measurement."""
     if passes < 1:
         raise ValueError(f"--passes: expected a positive integer, got {passes!r}")
     rng = random.Random(seed)
-    best: dict[Hashable, float] = {}
-    keys = list(fns)
+    done = {} if done is None else done
+    keys = list(factories)
     for p in range(passes):
-        rng.shuffle(keys)
+        rng.shuffle(keys)  # the same orders whether or not a resumed run skips some keys
         for key in keys:
-            ms = measure(fns[key], settings, timer)
-            best[key] = min(ms, best.get(key, float("inf")))
+            if len(done.setdefault(key, [])) > p:
+                continue
+            done[key].append(measure(factories[key](), settings, timer))
             if on_done:
                 on_done(key, p)
-    return best
+    return {key: min(done[key][:passes]) for key in factories}
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,30 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_json(obj: Any, path: str | Path) -> None:
+    """`json.dump` (indented) through `atomic_write_bytes`."""
+    import json
+
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def atomic_save_figure(fig: Any, path: str | Path) -> None:
+    """Save a matplotlib figure as PNG through `atomic_write_bytes`, then close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

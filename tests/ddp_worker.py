@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from supernet.layers import leading_slice
-from supernet.trainer import Trainer, TrainConfig, build_datasets
+from supernet.trainer import TrainConfig, Trainer, build_datasets
 
 shapes, out = sys.argv[1], Path(sys.argv[2])
 cfg = TrainConfig(data=shapes, out=str(out), steps=4, batch_size=2, lr=0.05, warmup=1, workers=0, log_every=1,

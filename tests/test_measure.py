@@ -35,7 +35,7 @@ def test_measure_is_the_median_after_warmup():
 
 def test_measure_many_keeps_the_lowest_pass_median_and_shuffles():
     cost = {k: float(i + 1) for i, k in enumerate("abcdef")}
-    fns = {k: (lambda k=k: k) for k in cost}
+    fns = {k: (lambda k=k: (lambda: k)) for k in cost}
     # a burst spanning every sample of the first measured entry in pass one
     timer = FakeTimer(cost, bursts=range(1, 6))
     done = []
@@ -46,6 +46,24 @@ def test_measure_many_keeps_the_lowest_pass_median_and_shuffles():
     assert sorted(first) == sorted(second) == list("abcdef") and first != second
     single = measure_many(fns, settings(), passes=1, seed=1, timer=FakeTimer(cost, bursts=range(1, 6)))
     assert single != cost  # one pass keeps the burst: why there are several
+
+
+def test_measure_many_resumes_without_remeasuring():
+    cost = {k: float(i + 1) for i, k in enumerate("abcdef")}
+    fns = {k: (lambda k=k: (lambda: k)) for k in cost}
+    full = measure_many(fns, settings(), passes=2, seed=3, timer=FakeTimer(cost))
+    done, seen = {}, []
+
+    def stop_after_seven(key, p):
+        seen.append((key, p))
+        if len(seen) == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_many(fns, settings(), passes=2, seed=3, timer=FakeTimer(cost), done=done, on_done=stop_after_seven)
+    timer = FakeTimer(cost)
+    resumed = measure_many(fns, settings(), passes=2, seed=3, timer=timer, done=done)
+    assert resumed == full and timer.calls == 5 * 5  # the 5 measurements left, 5 repeats each
 
 
 def test_noise_check_flags_spread():

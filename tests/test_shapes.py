@@ -5,7 +5,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from supernet.data import CocoDetection, coco_paths
-from supernet.shapes import generate_shapes, main
+from supernet.shapes import SIDE_RANGE, generate_shapes, main
 
 SIZE = 64
 
@@ -41,7 +41,7 @@ def test_valid_coco_with_tight_boxes(shapes, split, count):
         assert a["iscrowd"] == 0 and a["area"] > 0
         rle = a["segmentation"]  # the shape's visible pixels
         assert list(mask_utils.toBbox(rle)) == a["bbox"] and mask_utils.area(rle) == a["area"]  # tight around them
-        assert 0.1 * SIZE - 1 <= max(w, h) <= 0.5 * SIZE * 2**0.5 + 1
+        assert SIDE_RANGE[0] * SIZE - 1 <= max(w, h) <= SIDE_RANGE[1] * SIZE * 2**0.5 + 1
     image, target = ds[0]
     assert image.shape == (3, SIZE, SIZE) and target["labels"].max() < 3
 

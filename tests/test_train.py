@@ -9,7 +9,7 @@ import torch
 
 import train_supernet
 from supernet.shapes import generate_shapes
-from supernet.trainer import Trainer, TrainConfig, TrainError, build_datasets
+from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,103 @@
+"""Build and validate latency lookup tables on this machine.
+
+    python -m latency build --space coco --device cuda:0 --dtype fp16 --batch-size 1 --out luts/h100_fp16_bs1.json
+    python -m latency validate --lut luts/h100_fp16_bs1.json --samples 50
+    python -m latency build --space tiny --device cpu --threads 2 --num-classes 3 --out luts/cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from supernet.io import atomic_json
+from supernet.space import SearchSpace
+
+from .measure import Settings
+from .table import LatencyTable, build_table
+from .validate import validate_table
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    d = Settings()
+    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs before timing each entry")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per entry and pass (the median is kept)")
+    p.add_argument("--passes", type=int, default=2, help="passes over all entries in shuffled order; the lowest pass median is kept")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m latency", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="measure every op of a space and write a table")
+    b.add_argument("--space", default="tiny", help="tiny, coco, or a .yaml/.json space file")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--dtype", default="fp32", help="fp32, fp16 (CUDA) or bf16")
+    b.add_argument("--batch-size", type=int, default=1)
+    b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--threads", type=int, help="CPU threads (default: torch's current setting, recorded)")
+    b.add_argument("--num-classes", type=int, default=80, help="classes of the detectors the table is for (head and NMS cost)")
+    b.add_argument("--calib", type=int, default=20, help="random subnets timed end to end to fit the correction (0: none)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True, help="table JSON to write (resumes from OUT.partial if interrupted)")
+    _settings_args(b)
+    v = sub.add_parser("validate", help="compare a table's predictions with measured end-to-end latency")
+    v.add_argument("--lut", required=True, help="table JSON written by build")
+    v.add_argument("--samples", type=int, default=50, help="random subnets to time end to end")
+    v.add_argument("--force", action="store_true", help="validate even on another device or settings than the table's")
+    v.add_argument("--device", help="run on this device instead of the table's (needs --force if it differs)")
+    v.add_argument("--seed", type=int, help="arch sampling seed (default: the build seed + 1000)")
+    _settings_args(v)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        if args.command == "build":
+            return _build(args)
+        return _validate(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _build(args: argparse.Namespace) -> int:
+    space = SearchSpace.resolve(args.space)
+    settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats)
+    if args.num_classes < 1:
+        raise ValueError(f"--num-classes: expected a positive integer, got {args.num_classes}")
+    if args.calib < 0:
+        raise ValueError(f"--calib: expected 0 or more, got {args.calib}")
+    start = time.perf_counter()
+    table = build_table(space, settings, args.out, args.num_classes, args.passes, args.calib, args.seed,
+                        log=lambda m: print(m, file=sys.stderr))
+    corr = table.correction
+    summary = {
+        "out": str(args.out), "entries": len(table.entries), "seconds": round(time.perf_counter() - start, 1),
+        "device": table.meta["environment"]["device_name"], "noise_spread": table.meta["noise"]["spread"],
+        "correction": None if corr is None else {"kept": corr.kept, "slope": round(corr.slope, 4), "intercept_ms": round(corr.intercept, 4),
+                                                 "loo_mape_raw": round(corr.loo_mape_raw, 2), "loo_mape": round(corr.loo_mape, 2)},
+    }
+    print(f"{summary['entries']} entries measured in {summary['seconds']} s on {summary['device']}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    table = LatencyTable.load(args.lut)
+    base = table.settings
+    settings = Settings(args.device or base.device, base.dtype, base.batch_size, base.channels_last, base.threads, args.warmup, args.repeats)
+    table.check(settings, args.force)
+    if args.samples < 2:
+        raise ValueError(f"--samples: expected at least 2, got {args.samples}")
+    stem = Path(args.lut).with_suffix("")
+    result = validate_table(table, args.samples, args.passes, args.seed, settings, plot=f"{stem}.validation.png")
+    atomic_json(result, f"{stem}.validation.json")
+    print(json.dumps({k: result[k] for k in ("n", "mape", "max_ape", "kendall_tau", "spearman", "device")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

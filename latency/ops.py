@@ -1,0 +1,237 @@
+"""An architecture as the ops a latency table times, and how to run each op on its own.
+
+A subnet's forward pass is, in order: letterbox in / boxes out (`io`), the stride-2 `stem`, each
+backbone `block` at its position's widths, stride and input size, the `neck`, the `head` (towers
+and predictors), and for one-stage heads the `post`-processing (decoding, top-k, NMS). The
+two-stage head is one op, post-processing included: its proposal filtering (top-k + NMS) sits
+between its two stages, and its second stage runs on the proposals the first produced.
+
+An op's key names everything its time depends on within one table; what is the same for a whole
+table (batch size, dtype, device, number of classes, activation, anchor scale) lives in
+`OpContext` and the table's settings. Identical ops (every block after the first of a stage with
+the same width, for instance) share one key, so a table measures each once.
+
+Post-processing is timed at its worst case, `score_thresh = 0`: every top-k candidate reaches
+NMS, as on a cluttered image. Its cost is then fixed by the top-k, not by what a random or
+half-trained model happens to score, so op timings and end-to-end timings agree.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+from torchvision.models.detection.image_list import ImageList
+
+from supernet.backbone import block_positions
+from supernet.blocks import BLOCKS
+from supernet.heads import HEADS, PostProcess
+from supernet.layers import ConvBnAct
+from supernet.necks import NECKS
+from supernet.space import NUM_NECK_LEVELS, Arch, HeadArch, SearchSpace
+from supernet.supernet import Detector
+from supernet.transform import letterbox, restore
+
+from .measure import Settings, prepare
+
+TWO_STAGE = "two_stage"
+
+
+@dataclass(frozen=True)
+class OpContext:
+    """What every op of one table shares besides the measurement settings."""
+
+    num_classes: int = 80
+    activation: str = "relu"
+    anchor_scale: float = 4.0
+    post: PostProcess = field(default_factory=lambda: PostProcess(score_thresh=0.0))
+
+    @classmethod
+    def for_space(cls, space: SearchSpace, num_classes: int) -> "OpContext":
+        return cls(num_classes, space.activation, space.head.anchor_scale)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OpContext":
+        return cls(**{**data, "post": PostProcess(**data["post"])})
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # io, stem, block, neck, head, post
+    params: tuple[tuple[str, object], ...]
+    key: str = field(init=False, compare=False)  # e.g. "block(type=basic,cin=16,cout=24,stride=2,size=32)"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.kind}(" + ",".join(f"{k}={_fmt(v)}" for k, v in self.params) + ")")
+
+    def __getitem__(self, name: str):
+        return dict(self.params)[name]
+
+
+def _fmt(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+@functools.lru_cache(maxsize=None)  # prediction builds an arch's ops thousands of times a second
+def _op(kind: str, **params) -> Op:
+    return Op(kind, tuple(params.items()))
+
+
+def downsample(size: int) -> int:
+    """Output side of a stride-2 conv with padding k // 2 (odd k), as every stride-2 layer here."""
+    return (size - 1) // 2 + 1
+
+
+def level_sizes(resolution: int) -> tuple[int, ...]:
+    """Sides of the backbone's stage outputs (strides 4, 8, 16, 32) at an input resolution."""
+    sizes, side = [], downsample(resolution)
+    for _ in range(4):
+        side = downsample(side)
+        sizes.append(side)
+    return tuple(sizes)
+
+
+def arch_ops(arch: Arch) -> list[Op]:
+    """The ops of `arch`'s forward pass, in order (one per block position, duplicates kept)."""
+    r, bb = arch.resolution, arch.backbone
+    ops = [_op("io", res=r), _op("stem", res=r, width=bb.stem_width)]
+    sides = (downsample(r), *level_sizes(r))  # input side of each stage
+    for s, i, cin, cout, stride in block_positions(bb.stem_width, [(st.width, st.depth) for st in bb.stages]):
+        side = sides[s] if i == 0 else sides[s + 1]
+        ops.append(_op("block", type=bb.stages[s].blocks[i], cin=cin, cout=cout, stride=stride, size=side))
+    in_channels = tuple(st.width for st in bb.stages[-NUM_NECK_LEVELS:])
+    ops.append(_op("neck", type=arch.neck.type, cin=in_channels, width=arch.neck.width, repeats=arch.neck.repeats, res=r))
+    head = arch.head
+    ops.append(_op("head", type=head.type, cin=arch.neck.width, width=head.width, convs=head.num_convs, res=r))
+    if head.type != TWO_STAGE:
+        ops.append(_op("post", type=head.type, res=r))
+    return ops
+
+
+def space_ops(space: SearchSpace) -> dict[str, Op]:
+    """Every distinct op any arch of `space` can produce, by key."""
+    ops: dict[str, Op] = {}
+
+    def add(op: Op) -> None:
+        ops.setdefault(op.key, op)
+
+    bb, neck, head = space.backbone, space.neck, space.head
+    for r in space.resolutions:
+        add(_op("io", res=r))
+        for w in bb.stem_widths:
+            add(_op("stem", res=r, width=w))
+        sides = (downsample(r), *level_sizes(r))
+        in_widths = bb.stem_widths
+        for s, stage in enumerate(bb.stages):
+            for i in range(max(stage.depths)):
+                for cout in stage.widths:
+                    for cin in in_widths if i == 0 else (cout,):
+                        for name in stage.blocks:
+                            add(_op("block", type=name, cin=cin, cout=cout, stride=2 if i == 0 else 1,
+                                    size=sides[s] if i == 0 else sides[s + 1]))
+            in_widths = stage.widths
+        for cin in itertools.product(*(st.widths for st in bb.stages[-NUM_NECK_LEVELS:])):
+            for t in neck.types:
+                for w, rep in itertools.product(neck.widths, neck.repeat_choices(t)):
+                    add(_op("neck", type=t, cin=cin, width=w, repeats=rep, res=r))
+        for t in head.types:
+            for cin, w, n in itertools.product(neck.widths, head.widths, head.num_convs):
+                add(_op("head", type=t, cin=cin, width=w, convs=n, res=r))
+            if t != TWO_STAGE:
+                add(_op("post", type=t, res=r))
+    return ops
+
+
+# ---- running ops on their own -------------------------------------------------------------------
+def _inputs(settings: Settings) -> Callable[..., torch.Tensor]:
+    def make(*shape: int) -> torch.Tensor:
+        x = torch.rand(shape, device=settings.device, dtype=settings.torch_dtype)
+        return x.contiguous(memory_format=settings.memory_format) if x.dim() == 4 else x
+
+    return make
+
+
+class Runner(nn.Module):
+    """A module with its inputs: `runner()` runs it once. A module (not a closure) so that its
+    weights are registered, which fvcore's tracer needs to count its FLOPs."""
+
+    def __init__(self, module: nn.Module, call: Callable[[nn.Module], object]):
+        super().__init__()
+        self.module, self.call = module, call
+
+    def forward(self, *_) -> object:
+        return self.call(self.module)
+
+
+def op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
+    """`op` on random inputs, as it runs inside a detector (eval mode, the settings' device,
+    dtype and memory format). Call under no_grad."""
+    p, b, act = dict(op.params), settings.batch_size, ctx.activation
+    rand = _inputs(settings)
+
+    def head_module(kind: str, cin: int, width: int, convs: int):
+        return prepare(HEADS[kind](cin, width, convs, ctx.num_classes, act, ctx.anchor_scale, ctx.post), settings)
+
+    if op.kind == "io":
+        r = p["res"]
+        x = rand(b, 3, r, r)
+        boxes = rand(ctx.post.detections_per_img, 4) * r
+        dets = [{"boxes": boxes, "scores": boxes[:, 0], "labels": boxes[:, 1].long()}] * b
+        return Runner(nn.Identity(), lambda _: restore(dets, letterbox(x, r)[2]))
+    if op.kind == "stem":
+        x = rand(b, 3, p["res"], p["res"])
+        return Runner(prepare(ConvBnAct(3, p["width"], 3, 2, act=act), settings), lambda m: m(x))
+    if op.kind == "block":
+        x = rand(b, p["cin"], p["size"], p["size"])
+        return Runner(prepare(BLOCKS[p["type"]](p["cin"], p["cout"], p["stride"], act=act), settings), lambda m: m(x, p["cout"]))
+    sides = level_sizes(p["res"])[-NUM_NECK_LEVELS:]
+    if op.kind == "neck":
+        feats = [rand(b, c, s, s) for c, s in zip(p["cin"], sides)]
+        module = prepare(NECKS[p["type"]](list(p["cin"]), p["width"], p["repeats"], act), settings)
+        return Runner(module, lambda m: m(feats, p["width"], p["repeats"]))
+    if op.kind in ("head", "post"):
+        cin, width, convs = (p["cin"], p["width"], p["convs"]) if op.kind == "head" else (8, 8, 1)
+        module = head_module(p["type"], cin, width, convs)
+        feats = [rand(b, cin, s, s) for s in sides]
+        images = ImageList(rand(b, 3, p["res"], p["res"]), [(p["res"], p["res"])] * b)
+        if op.kind == "head" and p["type"] == TWO_STAGE:
+            arch = HeadArch(p["type"], width, convs)
+            return Runner(module, lambda m: m(feats, images, arch))
+        if op.kind == "head":
+            return Runner(module, lambda m: m.predict(m.cls_tower(feats, width, convs), m.box_tower(feats, width, convs)))
+        with torch.no_grad():
+            outputs = module.predict(module.cls_tower(feats, width, convs), module.box_tower(feats, width, convs))
+        num_per_level = [o.shape[1] for o in outputs["bbox_regression"]]
+        return Runner(module, lambda m: m.detect(outputs, m.anchor_generator(images, feats), images.image_sizes, num_per_level))
+    raise ValueError(f"op {op.key}: unknown kind {op.kind!r}")
+
+
+def detector(arch: Arch, ctx: OpContext) -> Detector:
+    """The standalone detector of `arch` as the table times it (random weights, `ctx.post`)."""
+    return Detector(arch, ctx.num_classes, ctx.activation, ctx.anchor_scale, ctx.post)
+
+
+def detector_runner(arch: Arch, ctx: OpContext, settings: Settings) -> Runner:
+    """`arch`'s whole standalone detector on a random batch, end to end."""
+    x = _inputs(settings)(settings.batch_size, 3, arch.resolution, arch.resolution)
+    return Runner(prepare(detector(arch, ctx), settings), lambda m: m(x))
+
+
+def iter_archs(space: SearchSpace, n: int, seed: int) -> Iterator[Arch]:
+    """`n` distinct seeded random archs of `space` (fewer if the space is smaller)."""
+    rng, seen = random.Random(seed), set()
+    for _ in range(50 * n):
+        if len(seen) == n:
+            return
+        arch = space.sample(rng)
+        if arch.hash() not in seen:
+            seen.add(arch.hash())
+            yield arch
+

@@ -1,0 +1,246 @@
+"""The latency lookup table: one measured time per op of a space, built once on the target device.
+
+`predict(arch)` sums the times of the arch's ops (see `ops.py`) and applies the calibrated
+`Correction`; it is pure lookup, tens of thousands of archs per second, which is what lets the
+search consider thousands of candidates without timing any of them.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from supernet.io import atomic_json, atomic_write_bytes
+from supernet.space import Arch, SearchSpace
+
+from .measure import Settings, Timer, measure_many, noise_check
+from .ops import OpContext, arch_ops, detector_runner, iter_archs, op_runner, space_ops
+
+FORMAT = 1
+CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
+
+
+class TableError(ValueError):
+    """A table cannot be used as asked; the message names the file and what to do."""
+
+
+def device_name(device: str) -> str:
+    """A GPU's marketing name, or the CPU model: what makes timings of one machine differ from another's."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(settings: Settings) -> dict:
+    """Where and with what software a table is built; stored in its metadata."""
+    env = {
+        "device_name": device_name(settings.device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    if settings.device.startswith("cuda"):
+        dev = torch.device(settings.device)
+        env.update(capability=".".join(map(str, torch.cuda.get_device_capability(dev))), cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version(), cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return env
+
+
+@dataclass(frozen=True)
+class Correction:
+    """predicted = slope x (sum of op times) + intercept.
+
+    The intercept is the per-forward cost no op carries: the detector's Python-level plumbing
+    (input checks, letterbox bookkeeping, dicts and lists between parts) and, on a GPU, launch
+    gaps between ops that isolated timing hides. The slope is the systematic ratio between ops
+    timed alone and in sequence (warm caches across ops, overlapping launches). It is fitted on
+    end-to-end timings of random subnets and kept only when it lowers the error on archs it was
+    not fitted on (leave-one-out): on noisy timings a fit can only fit the noise."""
+
+    slope: float
+    intercept: float
+    loo_mape_raw: float  # percent: the plain sum on the calibration archs
+    loo_mape: float  # percent: leave-one-out error of the correction on the same archs
+    kept: bool
+
+    def __call__(self, raw_ms: float) -> float:
+        return self.slope * raw_ms + self.intercept if self.kept else raw_ms
+
+    @classmethod
+    def fit(cls, raw_ms: list[float], measured_ms: list[float]) -> "Correction":
+        """Least squares on relative errors (the error the table is judged by)."""
+        x, y = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
+        if len(x) < 3:
+            return cls(1.0, 0.0, float("nan"), float("nan"), False)
+        slope, intercept = _fit(x, y)
+        loo = np.array([np.dot(_fit(np.delete(x, i), np.delete(y, i)), (x[i], 1.0)) for i in range(len(x))])
+        raw_err, loo_err = _mape(x, y), _mape(loo, y)
+        return cls(float(slope), float(intercept), raw_err, loo_err, bool(loo_err < raw_err))
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.linalg.lstsq(np.stack([x / y, 1 / y], 1), np.ones_like(y), rcond=None)[0]
+
+
+def _mape(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - y) / y) * 100)
+
+
+class LatencyTable:
+    """Op key -> milliseconds for one space, device, dtype, batch size and memory format."""
+
+    def __init__(self, entries: dict[str, float], meta: dict, correction: Optional[Correction] = None, path: Optional[Path] = None):
+        self.entries = entries
+        self.meta = meta
+        self.correction = correction
+        self.path = path
+        self.settings = Settings(**meta["settings"])
+        self.context = OpContext.from_dict(meta["context"])
+        self.space = SearchSpace.from_dict(meta["space"])
+
+    def raw(self, arch: Arch) -> float:
+        """Sum of the arch's op times, before the correction."""
+        try:
+            return sum(self.entries[op.key] for op in arch_ops(arch))
+        except KeyError as e:
+            raise TableError(f"{self.path or 'latency table'}: no entry for op {e.args[0]}; "
+                             f"the table was built for another search space (rebuild it with python -m latency build)") from None
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted end-to-end milliseconds of `arch`'s standalone detector."""
+        raw = self.raw(arch)
+        return self.correction(raw) if self.correction else raw
+
+    def breakdown(self, arch: Arch) -> dict[str, float]:
+        """Milliseconds per op kind (io, stem, block, neck, head, post), before the correction."""
+        out: dict[str, float] = {}
+        for op in arch_ops(arch):
+            out[op.kind] = out.get(op.kind, 0.0) + self.entries[op.key]
+        return out
+
+    def check(self, settings: Settings, force: bool = False) -> None:
+        """Refuse (TableError) when `settings` differ from the table's in what latency depends on,
+        unless `force`: a table is only valid on the device and settings it was measured with."""
+        if force:
+            return
+        where = self.path or "latency table"
+        here = device_name(settings.device)
+        built = self.meta["environment"]["device_name"]
+        if torch.device(settings.device).type != torch.device(self.settings.device).type or here != built:
+            raise TableError(f"{where}: built on {self.settings.device} ({built}), this run is on {settings.device} ({here}); "
+                             f"build a table here with python -m latency build, or pass --force")
+        for name in ("dtype", "batch_size", "channels_last"):
+            ours, theirs = getattr(self.settings, name), getattr(settings, name)
+            if ours != theirs:
+                raise TableError(f"{where}: built for {name.replace('_', '-')} {ours}, this run uses {theirs}; "
+                                 f"build a matching table, or pass --force")
+
+    # ---- files --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        corr = self.correction
+        return {"format": FORMAT, "meta": self.meta, "correction": corr.__dict__ if corr else None, "entries": self.entries}
+
+    def save(self, path: str | Path) -> None:
+        self.path = Path(path)
+        atomic_json(self.to_dict(), self.path)
+
+    @classmethod
+    def load(cls, path: str | Path, settings: Optional[Settings] = None, force: bool = False) -> "LatencyTable":
+        """Read a table; with `settings`, also `check` it against the run's (see there)."""
+        path = Path(path)
+        if not path.is_file():
+            raise TableError(f"{path}: latency table not found (build one with python -m latency build --out {path})")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != FORMAT:
+                raise TableError(f"{path}: table format {data.get('format')!r}, this version reads {FORMAT}; rebuild it")
+            corr = Correction(**data["correction"]) if data["correction"] else None
+            table = cls({k: float(v) for k, v in data["entries"].items()}, data["meta"], corr, path)
+        except TableError:
+            raise
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise TableError(f"{path}: not a latency table ({type(e).__name__}: {e})") from None
+        if settings is not None:
+            table.check(settings, force)
+        return table
+
+
+# ---- building -----------------------------------------------------------------------------------
+def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_classes: int = 80, passes: int = 2,
+                calib_archs: int = 20, seed: int = 0, timer: Optional[Timer] = None, progress: bool = True,
+                log: Callable[[str], None] = print) -> LatencyTable:
+    """Measure every op of `space` (then `calib_archs` random subnets end to end, for the
+    correction) and write the table to `out`. Progress is checkpointed to `out`.partial every few
+    seconds: a build run again with the same arguments resumes there without re-measuring."""
+    out = Path(out)
+    ctx = OpContext.for_space(space, num_classes)
+    ops = space_ops(space)
+    archs = list(iter_archs(space, calib_archs, seed))
+    job = {"space": space.to_dict(), "context": ctx.to_dict(), "settings": settings.to_dict(), "passes": passes, "seed": seed,
+           "calib": [a.hash() for a in archs]}
+    partial = out.with_name(out.name + ".partial")
+    state = _load_partial(partial, job)
+    if state["ops"] or state["archs"]:
+        log(f"resuming {partial}: {sum(map(len, state['ops'].values()))} op and {sum(map(len, state['archs'].values()))} "
+            f"subnet measurements already done")
+    start = time.perf_counter() - state["seconds"]
+    last_save = time.perf_counter()
+
+    def checkpoint(*_) -> None:
+        nonlocal last_save
+        bar.update(1)
+        if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
+            state["seconds"] = time.perf_counter() - start
+            atomic_write_bytes(partial, json.dumps(state).encode())
+            last_save = time.perf_counter()
+
+    if "noise" not in state:
+        reference = detector_runner(space.sample(seed), ctx, settings)
+        state["noise"] = noise_check(reference, settings, timer=timer).to_dict()
+        if state["noise"]["noisy"]:
+            log(f"warning: the machine is noisy: the same model's median varied by {state['noise']['spread']:.0%} "
+                f"over 5 runs; timings (and the table) will be less accurate")
+    total = passes * (len(ops) + len(archs))
+    done = sum(min(len(v), passes) for group in ("ops", "archs") for v in state[group].values())
+    with tqdm(total=total, initial=done, desc="latency table", disable=not progress, dynamic_ncols=True) as bar:
+        factories = {key: (lambda op=op: op_runner(op, ctx, settings)) for key, op in ops.items()}
+        entries = measure_many(factories, settings, passes, seed, timer, done=state["ops"], on_done=checkpoint)
+        factories = {a.hash(): (lambda a=a: detector_runner(a, ctx, settings)) for a in archs}
+        measured = measure_many(factories, settings, passes, seed, timer, done=state["archs"], on_done=checkpoint)
+    state["seconds"] = time.perf_counter() - start
+    meta = {
+        "space": space.to_dict(), "context": ctx.to_dict(), "settings": settings.to_dict(), "environment": environment(settings),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "passes": passes, "seed": seed,
+        "noise": state["noise"], "build_seconds": round(state["seconds"], 1),
+        "calibration": [{"arch": a.to_dict(), "measured_ms": measured[a.hash()]} for a in archs],
+    }
+    table = LatencyTable(entries, meta, path=out)
+    if archs:
+        table.correction = Correction.fit([table.raw(a) for a in archs], [measured[a.hash()] for a in archs])
+    table.save(out)
+    partial.unlink(missing_ok=True)
+    return table
+
+
+def _load_partial(path: Path, job: dict) -> dict:
+    """The checkpointed state of an interrupted build of the same job, or a fresh one."""
+    fresh = {"job": job, "ops": {}, "archs": {}, "seconds": 0.0}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return fresh
+    return state if state.get("job") == json.loads(json.dumps(job)) else fresh

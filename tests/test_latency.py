@@ -1,0 +1,256 @@
+import itertools
+import json
+import random
+
+import pytest
+import torch
+
+from latency import Correction, LatencyTable, OpContext, Settings, TableError, arch_ops, build_table, space_ops
+from latency.__main__ import main
+from latency.cost import _Flat, count_flops, flops, params
+from latency.ops import Op, detector, op_runner
+from supernet import SearchSpace
+
+
+def micro_space() -> SearchSpace:
+    return SearchSpace.from_dict({
+        "resolutions": [64, 96],
+        "backbone": {
+            "stem_widths": [8, 16],
+            "stages": [
+                {"depths": [1, 2], "widths": [8], "blocks": ["basic", "ir_k3_e3_se"]},
+                {"depths": [1], "widths": [8, 16], "blocks": ["bottleneck"]},
+                {"depths": [1, 2], "widths": [16], "blocks": ["ir_k5_e6"]},
+                {"depths": [1], "widths": [16, 24], "blocks": ["basic"]},
+            ],
+        },
+        "neck": {"types": ["fpn", "bifpn"], "widths": [8, 16], "repeats": [1, 2]},
+        "head": {"types": ["fcos", "retinanet", "two_stage"], "widths": [8], "num_convs": [1, 2]},
+    })
+
+
+def all_archs(space):
+    names, choices = zip(*space.genes())
+    archs = {}
+    for values in itertools.product(*choices):
+        arch = space.decode(dict(zip(names, values)))
+        archs[arch.hash()] = arch
+    return list(archs.values())
+
+
+class CountingTimer:
+    """No timing: each measurement returns the next number of a fixed sequence, and is counted."""
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def __call__(self, fn):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt
+        return 1.0 + (self.calls * 7919 % 101) / 100
+
+
+FAST = Settings(warmup=0, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def micro_table(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lut") / "micro.json"
+    return build_table(micro_space(), FAST, out, num_classes=3, passes=2, calib_archs=6, timer=CountingTimer(), progress=False)
+
+
+def test_space_ops_are_exactly_the_ops_archs_use():
+    space = micro_space()
+    used = {op.key for arch in all_archs(space) for op in arch_ops(arch)}
+    assert used == set(space_ops(space))
+
+
+@pytest.mark.parametrize("name", ["tiny", "coco"])
+def test_every_sampled_arch_decomposes_into_table_ops(name):
+    space = SearchSpace.preset(name)
+    ops = space_ops(space)
+    rng = random.Random(0)
+    for _ in range(300):
+        arch = space.sample(rng)
+        assert all(op.key in ops for op in arch_ops(arch))
+    assert len(ops) == len({op.key for op in ops.values()})
+
+
+def test_ops_see_the_shapes_the_detector_runs():
+    """Forward hooks on a real detector: each block, the stem, the neck and the head get the
+    inputs the ops say (so the table times what the detector runs)."""
+    space = SearchSpace.preset("tiny")
+    for arch in (space.sample(random.Random(i)) for i in range(4)):
+        det = detector(arch, OpContext(num_classes=3)).eval()
+        seen = []
+        det.backbone.stem.register_forward_hook(lambda m, i, o: seen.append(("stem", tuple(i[0].shape))))
+        for stage in det.backbone.stages:
+            for position in stage:
+                for block in position.values():
+                    block.register_forward_hook(lambda m, i, o: seen.append(("block", tuple(i[0].shape))))
+        for neck in det.neck.values():
+            neck.register_forward_hook(lambda m, i, o: seen.append(("neck", tuple(tuple(f.shape) for f in i[0]))))
+        with torch.no_grad():
+            det(torch.rand(1, 3, arch.resolution, arch.resolution))
+        ops = [op for op in arch_ops(arch) if op.kind in ("stem", "block", "neck")]
+        expected = []
+        for op in ops:
+            if op.kind == "stem":
+                expected.append(("stem", (1, 3, op["res"], op["res"])))
+            elif op.kind == "block":
+                expected.append(("block", (1, op["cin"], op["size"], op["size"])))
+        got_neck = seen.pop()
+        assert seen == expected
+        neck_op = ops[-1]
+        assert [s[1] for s in got_neck[1]] == list(neck_op["cin"])
+
+
+def _tensors(out):
+    if isinstance(out, torch.Tensor):
+        yield out
+    else:
+        for x in out.values() if isinstance(out, dict) else out:
+            yield from _tensors(x)
+
+
+def _flops_of(op, ctx):
+    runner = op_runner(op, ctx, FAST)
+
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.runner = runner
+
+        def forward(self, _):
+            return tuple(_tensors(self.runner()))
+
+    return count_flops(Flat(), torch.zeros(1))
+
+
+def test_op_flops_add_up_to_the_detector_flops():
+    """fvcore on the extracted standalone model equals fvcore summed over the ops: the ops cover
+    the whole network, nothing twice."""
+    space = SearchSpace.preset("tiny")
+    ctx = OpContext(num_classes=3)
+    rng = random.Random(1)
+    archs = [a for a in (space.sample(rng) for _ in range(40)) if a.head.type != "two_stage"][:3]
+    for arch in archs:
+        torch.manual_seed(0)
+        supernet_flops = flops(arch, num_classes=3)
+        parts = sum(_flops_of(op, ctx) for op in arch_ops(arch) if op.kind in ("stem", "block", "neck", "head"))
+        assert parts == supernet_flops > 0
+    assert params(archs[0], 3) == sum(p.numel() for p in detector(archs[0], ctx).parameters())
+
+
+def test_extracted_model_flops_match_the_library():
+    from supernet import Supernet
+
+    space = SearchSpace.preset("tiny")
+    arch = space.sample(random.Random(5))
+    det = Supernet(space, 3, post=OpContext().post).extract(arch).eval()
+    x = torch.rand(1, 3, arch.resolution, arch.resolution)
+    assert arch.head.type != "two_stage"  # whose FLOPs depend on how many proposals survive NMS
+    assert count_flops(_Flat(det), x) == flops(arch, 3)
+
+
+def test_prediction_is_the_sum_of_entries_plus_the_correction(micro_table):
+    table = micro_table
+    assert table.correction is not None
+    for arch in all_archs(micro_space())[::7]:
+        raw = sum(table.entries[op.key] for op in arch_ops(arch))
+        assert table.raw(arch) == pytest.approx(raw)
+        assert table.predict(arch) == pytest.approx(table.correction(raw))
+        assert sum(table.breakdown(arch).values()) == pytest.approx(raw)
+    assert set(table.entries) == set(space_ops(micro_space()))
+
+
+def test_table_round_trips_and_refuses_other_settings(micro_table, tmp_path):
+    path = tmp_path / "t.json"
+    micro_table.save(path)
+    table = LatencyTable.load(path, FAST)
+    arch = micro_space().sample(0)
+    assert table.predict(arch) == pytest.approx(micro_table.predict(arch))
+    assert table.meta["settings"]["batch_size"] == 1 and table.meta["context"]["num_classes"] == 3
+    for other, word in ((Settings(batch_size=8), "batch-size 1"), (Settings(dtype="bf16"), "dtype fp32"), (Settings(channels_last=True), "channels-last")):
+        with pytest.raises(TableError, match=word):
+            LatencyTable.load(path, other)
+        LatencyTable.load(path, other, force=True)
+    data = json.loads(path.read_text())
+    data["meta"]["environment"]["device_name"] = "NVIDIA H100 80GB HBM3"
+    path.write_text(json.dumps(data))
+    with pytest.raises(TableError, match="built on cpu .NVIDIA H100"):
+        LatencyTable.load(path, FAST)
+
+
+def test_missing_op_and_bad_files_are_clear_errors(micro_table, tmp_path):
+    space = SearchSpace.preset("tiny")
+    with pytest.raises(TableError, match=r"no entry for op io\(res=128\); the table was built for another search space"):
+        micro_table.predict(space.largest())
+    with pytest.raises(TableError, match="not found"):
+        LatencyTable.load(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(TableError, match="bad.json: not a latency table"):
+        LatencyTable.load(bad)
+
+
+def test_interrupted_build_resumes_without_remeasuring(tmp_path, monkeypatch):
+    import latency.table as table_module
+
+    monkeypatch.setattr(table_module, "CHECKPOINT_SECONDS", 0.0)  # checkpoint after every measurement
+    space, out = micro_space(), tmp_path / "lut.json"
+    full = CountingTimer()
+    reference = build_table(space, FAST, tmp_path / "ref.json", 3, passes=2, calib_archs=4, timer=full, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        build_table(space, FAST, out, 3, passes=2, calib_archs=4, timer=CountingTimer(fail_after=150), progress=False)
+    assert not out.exists() and (tmp_path / "lut.json.partial").exists()
+    rest = CountingTimer()
+    table = build_table(space, FAST, out, 3, passes=2, calib_archs=4, timer=rest, progress=False)
+    assert rest.calls == full.calls - 150  # nothing measured twice (the noise check, 5 calls, ran before the stop)
+    assert set(table.entries) == set(reference.entries) and not (tmp_path / "lut.json.partial").exists()
+
+
+def test_correction_is_kept_only_when_it_helps():
+    rng = random.Random(0)
+    raw = [rng.uniform(5, 50) for _ in range(20)]
+    affine = [1.3 * x + 2.0 for x in raw]
+    fitted = Correction.fit(raw, affine)
+    assert fitted.kept and fitted.slope == pytest.approx(1.3) and fitted.intercept == pytest.approx(2.0)
+    assert fitted.loo_mape < 1e-6 < fitted.loo_mape_raw
+    noisy = [x * rng.uniform(0.9, 1.1) for x in raw]  # unbiased noise: nothing to correct
+    assert not Correction.fit(raw, noisy).kept and Correction.fit(raw, noisy)(10.0) == 10.0
+
+
+def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
+    space_file = tmp_path / "space.json"
+    space_file.write_text(micro_space().to_json())
+    lut = tmp_path / "cpu.json"
+    args = ["--warmup", "1", "--repeats", "3", "--passes", "1"]
+    assert main(["build", "--space", str(space_file), "--num-classes", "3", "--calib", "4", "--threads", "1", "--out", str(lut), *args]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["entries"] == len(space_ops(micro_space())) and summary["correction"] is not None
+    table = LatencyTable.load(lut)
+    assert all(v > 0 for v in table.entries.values()) and table.meta["environment"]["threads"] == 1
+    assert main(["validate", "--lut", str(lut), "--samples", "4", *args]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(line) == {"n", "mape", "max_ape", "kendall_tau", "spearman", "device"} and line["n"] == 4
+    assert (tmp_path / "cpu.validation.png").stat().st_size > 1000
+    assert len(json.loads((tmp_path / "cpu.validation.json").read_text())["points"]) == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["validate", "--lut", "nowhere.json"], "nowhere.json: latency table not found"),
+    (["build", "--space", "huge", "--out", "x.json"], "huge"),
+    (["build", "--dtype", "fp16", "--out", "x.json"], "--dtype fp16"),
+    (["build", "--num-classes", "0", "--out", "x.json"], "--num-classes"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_op_key_is_readable():
+    op = Op("block", (("type", "basic"), ("cin", 8), ("cout", 16), ("stride", 2), ("size", 32)))
+    assert op.key == "block(type=basic,cin=8,cout=16,stride=2,size=32)" and op["cin"] == 8
