@@ -1,9 +1,12 @@
-"""FLOPs and parameters of a subnet, counted by fvcore and cached by arch hash.
+"""FLOPs and parameters of a subnet, counted by fvcore per op and cached.
 
 FLOPs follow fvcore's convention (one fused multiply-add counts as one) over the detector's
-inference forward at batch 1 and the arch's resolution: convolutions, linear layers, batch norm
-and upsampling. Post-processing (top-k, NMS) and RoIAlign have no fvcore counter and are left
-out, as in published detector FLOPs. They are a budget proxy; latency comes from the table.
+inference forward at the table's batch size 1 and the arch's resolution: convolutions, linear
+layers, batch norm and upsampling. Post-processing (top-k, NMS) and RoIAlign have no fvcore
+counter and are left out, as in published detector FLOPs. An arch's count is the sum over its ops
+(`ops.py`), each counted once and cached, so the search pays for fvcore's tracing once per op,
+not once per candidate; a test checks the sum against fvcore on the whole extracted detector.
+They are a budget proxy; latency comes from the table.
 """
 from __future__ import annotations
 
@@ -15,18 +18,12 @@ from fvcore.nn import FlopCountAnalysis
 
 from supernet.space import Arch
 
-from .ops import OpContext, detector
+from .measure import Settings
+from .ops import Op, OpContext, arch_ops, op_runner
 
-
-class _Flat(nn.Module):
-    """The detector with a tuple of tensors out, as fvcore's tracer needs."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args):
-        return tuple(t for det in self.module(*args) for t in det.values())
+_SETTINGS = Settings(warmup=0, repeats=1)  # fp32, batch 1, CPU
+_OPS: dict[tuple[str, int], tuple[int, int]] = {}
+_ARCHS: dict[tuple[str, int], tuple[int, int]] = {}
 
 
 def count_flops(module: nn.Module, *inputs) -> int:
@@ -38,18 +35,45 @@ def count_flops(module: nn.Module, *inputs) -> int:
         return int(analysis.total())
 
 
-_CACHE: dict[tuple[str, int], tuple[int, int]] = {}
+class _Flat(nn.Module):
+    """A runner (or detector) with a flat tuple of tensors out, as fvcore's tracer needs."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args) -> tuple[torch.Tensor, ...]:
+        return tuple(_tensors(self.module(*args)))
+
+
+def _tensors(out):
+    if isinstance(out, torch.Tensor):
+        yield out
+    else:
+        for x in out.values() if isinstance(out, dict) else out:
+            yield from _tensors(x)
+
+
+def op_cost(op: Op, num_classes: int) -> tuple[int, int]:
+    """(FLOPs, parameters) of one op; post-processing has neither (its module is only a carrier)."""
+    key = (op.key, num_classes)
+    if key not in _OPS:
+        if op.kind in ("io", "post"):
+            _OPS[key] = (0, 0)
+        else:
+            with torch.random.fork_rng():  # fixed weights and inputs (the two-stage proposal count), caller's RNG untouched
+                torch.manual_seed(0)
+                runner = op_runner(op, OpContext(num_classes=num_classes), _SETTINGS)
+                _OPS[key] = (count_flops(_Flat(runner), torch.zeros(1)), sum(p.numel() for p in runner.parameters()))
+    return _OPS[key]
 
 
 def _count(arch: Arch, num_classes: int) -> tuple[int, int]:
     key = (arch.hash(), num_classes)
-    if key not in _CACHE:
-        with torch.random.fork_rng():  # fixed weights (so the two-stage proposal count and FLOPs are fixed), caller's RNG untouched
-            torch.manual_seed(0)
-            det = detector(arch, OpContext(num_classes=num_classes))
-            x = torch.rand(1, 3, arch.resolution, arch.resolution)
-            _CACHE[key] = (count_flops(_Flat(det), x), sum(p.numel() for p in det.parameters()))
-    return _CACHE[key]
+    if key not in _ARCHS:
+        costs = [op_cost(op, num_classes) for op in arch_ops(arch)]
+        _ARCHS[key] = (sum(c[0] for c in costs), sum(c[1] for c in costs))
+    return _ARCHS[key]
 
 
 def flops(arch: Arch, num_classes: int = 80) -> int:

@@ -7,6 +7,7 @@ search consider thousands of candidates without timing any of them.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import platform
 import time
@@ -19,10 +20,10 @@ import torch
 from tqdm import tqdm
 
 from supernet.io import atomic_json, atomic_write_bytes
-from supernet.space import Arch, SearchSpace
+from supernet.space import NUM_NECK_LEVELS, Arch, BackboneArch, HeadArch, NeckArch, SearchSpace, StageArch
 
 from .measure import Settings, Timer, measure_many, noise_check
-from .ops import OpContext, arch_ops, detector_runner, iter_archs, op_runner, space_ops
+from .ops import TWO_STAGE, Op, OpContext, arch_ops, detector_runner, downsample, iter_archs, level_sizes, op_runner, space_ops
 
 FORMAT = 1
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
@@ -89,7 +90,8 @@ class Correction:
         slope, intercept = _fit(x, y)
         loo = np.array([np.dot(_fit(np.delete(x, i), np.delete(y, i)), (x[i], 1.0)) for i in range(len(x))])
         raw_err, loo_err = _mape(x, y), _mape(loo, y)
-        return cls(float(slope), float(intercept), raw_err, loo_err, bool(loo_err < raw_err))
+        # a non-increasing correction would invert the ranking of archs: never keep one
+        return cls(float(slope), float(intercept), raw_err, loo_err, bool(loo_err < raw_err and slope > 0))
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -131,6 +133,47 @@ class LatencyTable:
         for op in arch_ops(arch):
             out[op.kind] = out.get(op.kind, 0.0) + self.entries[op.key]
         return out
+
+    def extreme(self, fastest: bool = True) -> tuple[Arch, float]:
+        """The fastest (or slowest) arch of the table's space and its predicted ms, found exactly:
+        for each resolution and width assignment, each stage takes its best depth and block types
+        independently (blocks only interact through widths), and the neck and head their best
+        options for the widths they receive. (The correction is increasing, so the raw sum decides.)"""
+        pick = min if fastest else max
+        e, sp = self.entries, self.space
+        best: Optional[tuple[float, Arch]] = None
+        for r in sp.resolutions:
+            sides = (downsample(r), *level_sizes(r))
+            for sw, *widths in itertools.product(sp.backbone.stem_widths, *(st.widths for st in sp.backbone.stages)):
+                cost = e[f"io(res={r})"] + e[f"stem(res={r},width={sw})"]
+                stages, cin = [], sw
+                for s, (st, w) in enumerate(zip(sp.backbone.stages, widths)):
+                    first = pick(st.blocks, key=lambda t: e[f"block(type={t},cin={cin},cout={w},stride=2,size={sides[s]})"])
+                    c_first = e[f"block(type={first},cin={cin},cout={w},stride=2,size={sides[s]})"]
+                    rest, c_rest = first, 0.0  # a stage of depth 1 has no later blocks
+                    if max(st.depths) > 1:
+                        rest = pick(st.blocks, key=lambda t: e[f"block(type={t},cin={w},cout={w},stride=1,size={sides[s + 1]})"])
+                        c_rest = e[f"block(type={rest},cin={w},cout={w},stride=1,size={sides[s + 1]})"]
+                    depth = pick(st.depths, key=lambda d: c_first + (d - 1) * c_rest)
+                    cost += c_first + (depth - 1) * c_rest
+                    stages.append(StageArch(w, (first,) + (rest,) * (depth - 1)))
+                    cin = w
+                in_ch = tuple(widths[-NUM_NECK_LEVELS:])
+                necks = [NeckArch(t, nw, rep) for t in sp.neck.types for nw in sp.neck.widths for rep in sp.neck.repeat_choices(t)]
+                heads = [HeadArch(t, hw, n) for t in sp.head.types for hw in sp.head.widths for n in sp.head.num_convs]
+                neck, head = pick(itertools.product(necks, heads), key=lambda nh: self._neck_head(nh[0], nh[1], in_ch, r))
+                cost += self._neck_head(neck, head, in_ch, r)
+                if best is None or pick(cost, best[0]) == cost != best[0]:
+                    best = (cost, Arch(r, BackboneArch(sw, tuple(stages)), neck, head))
+        arch = best[1]
+        return arch, self.predict(arch)
+
+    def _neck_head(self, neck: NeckArch, head: HeadArch, in_ch: tuple[int, ...], r: int) -> float:
+        ops = [Op("neck", (("type", neck.type), ("cin", in_ch), ("width", neck.width), ("repeats", neck.repeats), ("res", r))),
+               Op("head", (("type", head.type), ("cin", neck.width), ("width", head.width), ("convs", head.num_convs), ("res", r)))]
+        if head.type != TWO_STAGE:
+            ops.append(Op("post", (("type", head.type), ("res", r))))
+        return sum(self.entries[op.key] for op in ops)
 
     def check(self, settings: Settings, force: bool = False) -> None:
         """Refuse (TableError) when `settings` differ from the table's in what latency depends on,

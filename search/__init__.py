@@ -1,4 +1,5 @@
-"""Search over a space of categorical choices: Pareto utilities now; the evolution is built on them."""
+"""Search over a space of categorical choices: the evolution engine and Pareto utilities."""
+from .evolution import Evolution, Individual, Objective, SearchError
 from .pareto import crowding_distance, dominates, non_dominated_sort, pareto_front
 
-__all__ = ["crowding_distance", "dominates", "non_dominated_sort", "pareto_front"]
+__all__ = ["Evolution", "Individual", "Objective", "SearchError", "crowding_distance", "dominates", "non_dominated_sort", "pareto_front"]

@@ -8,7 +8,7 @@ import torch
 from latency import Correction, LatencyTable, OpContext, Settings, TableError, arch_ops, build_table, space_ops
 from latency.__main__ import main
 from latency.cost import _Flat, count_flops, flops, params
-from latency.ops import Op, detector, op_runner
+from latency.ops import Op, detector
 from supernet import SearchSpace
 
 
@@ -106,52 +106,24 @@ def test_ops_see_the_shapes_the_detector_runs():
         assert [s[1] for s in got_neck[1]] == list(neck_op["cin"])
 
 
-def _tensors(out):
-    if isinstance(out, torch.Tensor):
-        yield out
-    else:
-        for x in out.values() if isinstance(out, dict) else out:
-            yield from _tensors(x)
-
-
-def _flops_of(op, ctx):
-    runner = op_runner(op, ctx, FAST)
-
-    class Flat(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.runner = runner
-
-        def forward(self, _):
-            return tuple(_tensors(self.runner()))
-
-    return count_flops(Flat(), torch.zeros(1))
-
-
-def test_op_flops_add_up_to_the_detector_flops():
-    """fvcore on the extracted standalone model equals fvcore summed over the ops: the ops cover
-    the whole network, nothing twice."""
-    space = SearchSpace.preset("tiny")
-    ctx = OpContext(num_classes=3)
-    rng = random.Random(1)
-    archs = [a for a in (space.sample(rng) for _ in range(40)) if a.head.type != "two_stage"][:3]
-    for arch in archs:
-        torch.manual_seed(0)
-        supernet_flops = flops(arch, num_classes=3)
-        parts = sum(_flops_of(op, ctx) for op in arch_ops(arch) if op.kind in ("stem", "block", "neck", "head"))
-        assert parts == supernet_flops > 0
-    assert params(archs[0], 3) == sum(p.numel() for p in detector(archs[0], ctx).parameters())
-
-
-def test_extracted_model_flops_match_the_library():
+def test_library_flops_and_params_are_fvcore_on_the_extracted_detector():
+    """The library sums cached per-op counts; fvcore on the whole extracted standalone model
+    gives the same: the ops cover the whole network, nothing twice."""
     from supernet import Supernet
 
     space = SearchSpace.preset("tiny")
-    arch = space.sample(random.Random(5))
-    det = Supernet(space, 3, post=OpContext().post).extract(arch).eval()
-    x = torch.rand(1, 3, arch.resolution, arch.resolution)
-    assert arch.head.type != "two_stage"  # whose FLOPs depend on how many proposals survive NMS
-    assert count_flops(_Flat(det), x) == flops(arch, 3)
+    supernet = Supernet(space, 3, post=OpContext().post).eval()
+    rng = random.Random(1)
+    archs = [a for a in (space.sample(rng) for _ in range(40)) if a.head.type != "two_stage"][:4]
+    archs.append(space.smallest())
+    for arch in archs:  # (two-stage FLOPs depend on how many proposals survive NMS, so only one-stage ones)
+        det = supernet.extract(arch)
+        x = torch.rand(1, 3, arch.resolution, arch.resolution)
+        assert count_flops(_Flat(det), x) == flops(arch, num_classes=3) > 0
+        assert params(arch, 3) == sum(p.numel() for p in det.parameters())
+    two_stage = space.largest()
+    assert params(two_stage, 3) == sum(p.numel() for p in detector(two_stage, OpContext(num_classes=3)).parameters())
+    assert flops(two_stage, 3) > flops(space.smallest(), 3)
 
 
 def test_prediction_is_the_sum_of_entries_plus_the_correction(micro_table):
@@ -254,3 +226,12 @@ def test_cli_errors_are_one_line(argv, message, capsys):
 def test_op_key_is_readable():
     op = Op("block", (("type", "basic"), ("cin", 8), ("cout", 16), ("stride", 2), ("size", 32)))
     assert op.key == "block(type=basic,cin=8,cout=16,stride=2,size=32)" and op["cin"] == 8
+
+
+def test_extremes_are_exact(micro_table):
+    archs = all_archs(micro_space())
+    raw = [micro_table.raw(a) for a in archs]
+    fastest, ms = micro_table.extreme(fastest=True)
+    slowest, ms_max = micro_table.extreme(fastest=False)
+    assert micro_table.raw(fastest) == pytest.approx(min(raw)) and micro_table.raw(slowest) == pytest.approx(max(raw))
+    assert ms == micro_table.predict(fastest) < ms_max == micro_table.predict(slowest)
