@@ -319,17 +319,19 @@ class Trainer:
         """mAP of the fixed evaluation archs with inherited weights after BN recalibration."""
         from .bn import recalibrate_bn
         from .data import build_loader
-        from .evaluate import evaluate
+        from .evaluate import Batches, evaluate
 
         model = self.ema.module if self.ema else self.model
         calib = list(self.loader(0, self.config.calib_batches))  # the same batches for every arch and evaluation, decoded once
-        val = build_loader(self.val_set, batch_size=self.config.batch_size, shuffle=False, workers=self.config.workers, seed=self.config.seed)
+        images = max_images or self.config.eval_images
+        val = Batches.first(build_loader(self.val_set, self.config.batch_size, shuffle=False, workers=self.config.workers,
+                                         seed=self.config.seed), images)  # decoded once for all archs
         results = {}
         devices = [self.device.index] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # evaluation must not shift training's RNG stream
             for name, arch in self.eval_archs.items():
                 recalibrate_bn(model, arch, calib, self.config.calib_batches, self.device)
-                metrics = evaluate(model, arch, val, self.device, max_images=max_images or self.config.eval_images)
+                metrics = evaluate(model, arch, val, self.device, max_images=images)
                 results[name] = {"hash": arch.hash(), **metrics}
         return results
 
@@ -378,6 +380,22 @@ class Trainer:
         if self.dist.world > 1:
             dist.barrier()
         return results
+
+
+def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple[Supernet, dict]:
+    """The supernet of a training checkpoint (its EMA weights when it kept an EMA) and the
+    checkpoint itself (space, config, num_classes, cat_ids ...). Raises TrainError on bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"{path}: supernet checkpoint not found (train one with train_supernet.py, which writes RUN_DIR/last.pt)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        space = SearchSpace.from_dict(blob["space"])
+        model = Supernet(space, blob["num_classes"])
+        model.load_state_dict(blob["ema"] if blob.get("ema") else blob["model"])
+    except Exception as e:  # not a torch file, not ours, or another version's
+        raise TrainError(f"{path}: not a supernet checkpoint written by train_supernet.py ({type(e).__name__}: {e})") from None
+    return model.to(device).eval(), blob
 
 
 def _tensorboard_writer(out: Path):

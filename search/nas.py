@@ -1,0 +1,366 @@
+"""Detector search on a trained supernet: subnets scored by COCO mAP with inherited weights (after
+BN recalibration) under a latency budget from the device's lookup table, structural level first,
+then modular (SM-NAS).
+
+Outputs in the search folder, each written atomically: `config.json` (the settings, checked on
+`--resume`), `history.jsonl` (one line per evaluated subnet, appended as each finishes),
+`pareto.json`, `finalists.json` and `pareto.png` (rewritten after every generation). A resumed
+search replays the same seeded generations and takes every result already in `history.jsonl`
+from there, so nothing is evaluated twice and the run continues as if never stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from latency.cost import flops, params
+from latency.measure import Settings
+from latency.table import LatencyTable, TableError, device_name
+from supernet.bn import recalibrate_bn
+from supernet.data import build_loader
+from supernet.evaluate import METRICS, Batches, evaluate
+from supernet.io import atomic_json, atomic_save_figure, pyplot
+from supernet.space import Arch, SearchSpace
+from supernet.trainer import TrainConfig, build_datasets, init_distributed, load_supernet
+
+from .evolution import Evolution, Objective, SearchError
+from .pareto import pareto_front
+
+STAGES = ("structural", "modular")
+STRUCTURE = ("resolution", "neck.type", "head.type")  # with the stage depths: what the modular stage keeps
+STRUCTURAL_BLOCK = "ir_k3_e6"  # the block every position gets while the structure is searched (MobileNetV2's)
+DEFAULT_LUT_DIR = Path("luts")
+
+
+@dataclass
+class SearchConfig:
+    supernet: str = "runs/supernet/last.pt"
+    latency_budget: Optional[float] = None  # ms; required
+    lut: Optional[str] = None  # default: a table in luts/ built on this machine's device
+    flops_budget: Optional[float] = None  # GFLOPs
+    params_budget: Optional[float] = None  # millions
+    objective: str = "map"  # map | pareto
+    population: int = 20
+    generations: int = 10  # per stage
+    topk: int = 5
+    mutation_prob: float = 0.1
+    crossover_prob: float = 0.5
+    aging: bool = False
+    calib_batches: int = 8
+    val_images: int = 200
+    batch_size: int = 16
+    stage: str = "both"  # structural | modular | both
+    structural_block: str = STRUCTURAL_BLOCK
+    base_arch: Optional[str] = None  # Arch JSON file: the structure of --stage modular (default: the supernet's largest)
+    finalists: int = 5
+    seed: int = 0
+    out: str = "runs/search"
+    device: str = "auto"
+    workers: int = 2
+    force: bool = False
+    data: Optional[str] = None  # default: the data the supernet was trained on
+    train_ann: Optional[str] = None
+    train_images: Optional[str] = None
+    val_ann: Optional[str] = None
+    val_images_dir: Optional[str] = None
+
+    # settings that change no result: may differ on --resume
+    RUNTIME = ("device", "workers")
+
+
+def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, block: str = STRUCTURAL_BLOCK) -> list[tuple[str, tuple]]:
+    """The genes one stage evolves; fixed genes keep a single choice.
+
+    structural: resolution, depths and widths, neck and head; every block is `block` (or the
+    stage's first choice where `block` is not one). modular: the structure of `base`
+    (resolution, neck and head types, stage depths) is fixed; blocks, widths, neck repeats and
+    head convs evolve."""
+    genes = space.genes()
+    if stage == "structural":
+        return [(n, (block if block in c else c[0],)) if ".blocks[" in n else (n, c) for n, c in genes]
+    if stage == "modular":
+        if base is None:
+            raise SearchError("modular stage: needs the structure to keep (a base arch)")
+        values = space.encode(base)
+        return [(n, (values[n],)) if n in STRUCTURE or n.endswith(".depth") else (n, c) for n, c in genes]
+    raise SearchError(f"--stage: expected structural, modular or both, got {stage!r}")
+
+
+class SubnetEvaluator:
+    """Fitness of a subnet with inherited weights: its path's BN statistics re-estimated on fixed
+    training batches, then COCO mAP on a fixed validation subset, both decoded once."""
+
+    def __init__(self, model: torch.nn.Module, train_set, val_set, device: torch.device, calib_batches: int,
+                 val_images: int, batch_size: int, workers: int, seed: int):
+        self.model, self.device, self.calib_batches = model, device, calib_batches
+        loader = build_loader(train_set, batch_size, shuffle=True, workers=workers, seed=seed)
+        self.calib = Batches.first(loader, calib_batches * batch_size)
+        self.val = Batches.first(build_loader(val_set, batch_size, shuffle=False, workers=workers, seed=seed), val_images)
+        self.val_images = sum(len(images) for images, _ in self.val)
+
+    def __call__(self, arch: Arch) -> dict:
+        start = time.perf_counter()
+        recalibrate_bn(self.model, arch, self.calib, self.calib_batches, self.device)
+        recalibrated = time.perf_counter()
+        timings: dict[str, float] = {}
+        metrics = evaluate(self.model, arch, self.val, self.device, max_images=self.val_images, timings=timings)
+        return {**metrics, "recalibration_s": recalibrated - start, "inference_s": timings["inference"],
+                "cocoeval_s": timings["cocoeval"], "seconds": time.perf_counter() - start}
+
+
+def find_lut(device: str, space: SearchSpace, folder: Path = DEFAULT_LUT_DIR) -> Path:
+    """The first table in `folder` built on this machine's device for `space`, or a SearchError
+    saying how to build one."""
+    here = device_name(device)
+    for path in sorted(folder.glob("*.json")):
+        try:
+            meta = json.loads(path.read_text()).get("meta", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if meta.get("environment", {}).get("device_name") == here and meta.get("space") == space.to_dict():
+            return path
+    raise SearchError(f"--lut: no latency table for this device ({here}) and this space in {folder}/; build one with "
+                      f"python -m latency build --space SPACE --device {device} --num-classes N --out {folder}/NAME.json, "
+                      f"or pass --lut")
+
+
+class Search:
+    """One search run in `config.out` (see the module docstring)."""
+
+    def __init__(self, config: SearchConfig, resume: bool = False, log: Callable[[str], None] = print):
+        self.config, self.log = config, log
+        c = config
+        if c.latency_budget is None or c.latency_budget <= 0:
+            raise SearchError(f"--latency-budget: expected a positive number of milliseconds, got {c.latency_budget!r}")
+        if c.objective not in ("map", "pareto"):
+            raise SearchError(f"--objective: expected map or pareto, got {c.objective!r}")
+        if c.stage not in (*STAGES, "both"):
+            raise SearchError(f"--stage: expected structural, modular or both, got {c.stage!r}")
+        for name in ("calib_batches", "val_images", "batch_size", "finalists", "generations"):
+            if getattr(c, name) < 1:
+                raise SearchError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(c, name)!r}")
+        self.dist, self.device = init_distributed(c.device)
+        self.out = Path(c.out)
+        self.model, blob = load_supernet(c.supernet, self.device)
+        self.space: SearchSpace = self.model.space
+        self.num_classes = self.model.num_classes
+        self.table = self._table()
+        fastest, fastest_ms = self.table.extreme(fastest=True)
+        if c.latency_budget < fastest_ms:
+            raise SearchError(f"--latency-budget {c.latency_budget:g} ms: below the fastest subnet of this space on "
+                              f"{self.table.meta['environment']['device_name']}, {fastest_ms:.3f} ms (arch {fastest.hash()})")
+        self.base_arch = self._base_arch()
+        self.cache = self._prepare_out(resume)
+        self.train_set, self.val_set = self._datasets(blob)
+        self.evaluator = SubnetEvaluator(self.model, self.train_set, self.val_set, self.device, c.calib_batches,
+                                         c.val_images, c.batch_size, c.workers, c.seed)
+        self.history: list[dict] = []  # this run's records, in order
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def _table(self) -> LatencyTable:
+        c = self.config
+        path = Path(c.lut) if c.lut else find_lut(str(self.device), self.space)
+        table = LatencyTable.load(path)
+        # the table's dtype, batch size and memory format are the deployment's: only the device is this run's
+        table.check(Settings(str(self.device), table.settings.dtype, table.settings.batch_size, table.settings.channels_last), c.force)
+        if not c.force and table.context.num_classes != self.num_classes:
+            raise TableError(f"{path}: built for {table.context.num_classes} classes, the supernet predicts {self.num_classes}; "
+                             f"rebuild with --num-classes {self.num_classes}, or pass --force")
+        missing = self.space.to_dict() != table.meta["space"]
+        if missing:
+            table.raw(self.space.largest())  # a missing op fails here, naming it
+            table.raw(self.space.smallest())
+        return table
+
+    def _base_arch(self) -> Optional[Arch]:
+        c = self.config
+        if c.stage != "modular":
+            return None
+        if not c.base_arch:
+            return self.space.largest()
+        path = Path(c.base_arch)
+        try:
+            return self.space.validate(Arch.from_json(path.read_text()))
+        except OSError:
+            raise SearchError(f"--base-arch: {path} not found") from None
+        except ValueError as e:
+            raise SearchError(f"--base-arch: {path}: {e}") from None
+
+    def _prepare_out(self, resume: bool) -> dict[str, dict]:
+        """Check the folder and return the results already there (hash -> record) when resuming."""
+        history = self.out / "history.jsonl"
+        saved = {k: v for k, v in asdict(self.config).items() if k not in SearchConfig.RUNTIME}
+        cache: dict[str, dict] = {}
+        self.recorded: set[tuple[str, str, int]] = set()  # (hash, stage, generation) already in history.jsonl
+        if resume:
+            try:
+                before = json.loads((self.out / "config.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                raise SearchError(f"--resume: no search to resume in {self.out} (config.json missing or unreadable)") from None
+            changed = sorted(k for k in saved if before.get(k) != saved[k])
+            if changed:
+                raise SearchError(f"--resume: {self.out} was searched with other settings ({', '.join('--' + k.replace('_', '-') for k in changed)}); "
+                                  f"use the same flags, or another --out")
+            if history.is_file():
+                for line in history.read_text().splitlines():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by the kill: evaluated again
+                    cache.setdefault(record["hash"], record)
+                    self.recorded.add((record["hash"], record["stage"], record["generation"]))
+        elif history.is_file() and history.stat().st_size:
+            raise SearchError(f"--out: {self.out} already holds a search; pass --resume to continue it, or choose another --out")
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_json(saved, self.out / "config.json")
+            if resume and history.is_file():  # drop a cut last line so appends start on a fresh line
+                lines = [ln for ln in history.read_text().splitlines() if _is_json(ln)]
+                history.write_text("".join(ln + "\n" for ln in lines))
+            elif not resume:
+                history.write_text("")
+        return cache
+
+    def _datasets(self, blob: dict) -> tuple:
+        c = self.config
+        trained = blob.get("config", {})
+        overrides = {"train_ann": c.train_ann, "train_images": c.train_images, "val_ann": c.val_ann, "val_images": c.val_images_dir}
+        if c.data or any(overrides.values()):
+            data = TrainConfig(data=c.data, **overrides)
+        else:  # the data the supernet was trained on
+            data = TrainConfig(**{k: trained.get(k) for k in ("data", "train_ann", "train_images", "val_ann", "val_images")})
+        train_set, val_set = build_datasets(data, max(self.space.resolutions))
+        if train_set.num_classes != self.num_classes:
+            raise SearchError(f"--data: {train_set.num_classes} classes, the supernet was trained on {self.num_classes}")
+        return train_set, val_set
+
+    # ---- running ------------------------------------------------------------------------------
+    def constraints(self) -> list[Callable[[Arch], bool]]:
+        c = self.config
+        checks = [lambda a: self.table.predict(a) <= c.latency_budget]
+        if c.flops_budget:
+            checks.append(lambda a: flops(a, self.num_classes) <= c.flops_budget * 1e9)
+        if c.params_budget:
+            checks.append(lambda a: params(a, self.num_classes) <= c.params_budget * 1e6)
+        return checks
+
+    def run(self) -> dict:
+        c = self.config
+        stages = STAGES if c.stage == "both" else (c.stage,)
+        objectives = [Objective("map")] if c.objective == "map" else [Objective("map"), Objective("latency_ms", maximize=False)]
+        base = self.base_arch
+        for index, stage in enumerate(stages):
+            genes = stage_genes(self.space, stage, base, c.structural_block)
+            evolution = Evolution(genes, self.space.decode, lambda a: a.hash(), lambda archs: self._evaluate(archs, stage, evolution),
+                                  objectives, self.constraints(), c.population, c.topk, c.mutation_prob, c.crossover_prob,
+                                  c.aging, seed=c.seed + index)
+            ranked = evolution.run(c.generations, on_generation=lambda _: self._write_outputs())
+            base = max(ranked, key=lambda ind: ind.scores["map"]).item  # the modular stage keeps this structure
+        summary = self._write_outputs()
+        if self.dist.world > 1:
+            dist.barrier()
+        return summary
+
+    def _evaluate(self, archs: list[Arch], stage: str, evolution: Evolution) -> list[dict]:
+        """Results of one generation: from the cache (a resumed run), else evaluated, split across
+        ranks under torchrun; every record is appended to history.jsonl as rank 0 gets it."""
+        generation = evolution.history[-1].generation + 1 if evolution.history else 0
+        todo = [a for a in archs if a.hash() not in self.cache]
+        mine = todo[self.dist.rank::self.dist.world]
+        best = max((r["map"] for r in self.history), default=0.0)
+        desc = f"{stage} gen {generation + 1}/{self.config.generations}"
+        with tqdm(total=len(archs), desc=desc, disable=not self.dist.main, dynamic_ncols=True, leave=False) as bar:
+            bar.update(len(archs) - len(todo))
+            results = {}
+            for arch in mine:
+                results[arch.hash()] = self._record(arch, self.evaluator(arch), stage, generation)
+                if self.dist.world == 1:
+                    self._append(results[arch.hash()])
+                best = max(best, results[arch.hash()]["map"])
+                bar.set_postfix(best_map=f"{best:.4f}")
+                bar.update(self.dist.world)
+        if self.dist.world > 1:
+            gathered: list[dict] = [{}] * self.dist.world
+            dist.all_gather_object(gathered, results)
+            for arch in todo:  # in generation order, whoever evaluated it
+                record = next(g[arch.hash()] for g in gathered if arch.hash() in g)
+                self._append(record)
+                results[arch.hash()] = record
+        out = []
+        for arch in archs:
+            record = results.get(arch.hash())
+            if record is None:  # from the cache; recorded under this stage and generation unless it already is
+                record = {**self.cache[arch.hash()], "stage": stage, "generation": generation}
+                if (arch.hash(), stage, generation) in self.recorded:
+                    self.history.append(record)
+                else:
+                    self._append({**record, "seconds": 0.0, "cached": True})
+            out.append(record)
+        return [{k: r[k] for k in ("map", "latency_ms")} for r in out]
+
+    def _record(self, arch: Arch, result: dict, stage: str, generation: int) -> dict:
+        return {
+            "hash": arch.hash(), "arch": arch.to_dict(), **{k: result[k] for k in METRICS},
+            "latency_ms": round(self.table.predict(arch), 5), "flops": flops(arch, self.num_classes),
+            "params": params(arch, self.num_classes), "stage": stage, "generation": generation,
+            **{k: round(result[k], 4) for k in ("seconds", "recalibration_s", "inference_s", "cocoeval_s")},
+        }
+
+    def _append(self, record: dict) -> None:
+        self.history.append(record)
+        self.cache.setdefault(record["hash"], record)
+        self.recorded.add((record["hash"], record["stage"], record["generation"]))
+        if self.dist.main:
+            with open(self.out / "history.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def _write_outputs(self) -> dict:
+        """pareto.json, finalists.json and pareto.png from every record so far; returns a summary."""
+        records = list({r["hash"]: r for r in self.history}.values())  # distinct archs
+        c = self.config
+        front = [records[i] for i in pareto_front([[r["map"], r["latency_ms"]] for r in records], [True, False])]
+        front.sort(key=lambda r: r["latency_ms"])
+        finalists = sorted(records, key=lambda r: (-r["map"], r["latency_ms"]))[: c.finalists]
+        keep = ("hash", "arch", *METRICS, "latency_ms", "flops", "params", "stage", "generation")
+        summary = {
+            "best": {k: finalists[0][k] for k in keep} if finalists else None,
+            "evaluated": len(records), "latency_budget_ms": c.latency_budget, "device": self.table.meta["environment"]["device_name"],
+            "out": str(self.out),
+        }
+        if self.dist.main and records:
+            atomic_json([{k: r[k] for k in keep} for r in front], self.out / "pareto.json")
+            atomic_json([{k: r[k] for k in keep} for r in finalists], self.out / "finalists.json")
+            self._plot(records, front)
+        return summary
+
+    def _plot(self, records: list[dict], front: list[dict]) -> None:
+        fig, ax = pyplot().subplots(figsize=(6.5, 4.5), dpi=120)
+        for stage, marker in zip(STAGES, "os"):
+            pts = [r for r in records if r["stage"] == stage]
+            if pts:
+                ax.scatter([r["latency_ms"] for r in pts], [r["map"] for r in pts], s=14, alpha=0.6, marker=marker, label=f"{stage} ({len(pts)})")
+        ax.plot([r["latency_ms"] for r in front], [r["map"] for r in front], "r-o", ms=4, lw=1.2, label="Pareto front")
+        ax.axvline(self.config.latency_budget, color="k", ls="--", lw=1, label=f"budget {self.config.latency_budget:g} ms")
+        ax.set(xlabel=f"predicted latency (ms), {self.table.meta['environment']['device_name']}", ylabel="COCO mAP (inherited weights)",
+               title="evaluated subnets")
+        ax.xaxis.label.set_fontsize(8)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        atomic_save_figure(fig, self.out / "pareto.png")
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except json.JSONDecodeError:
+        return False
+

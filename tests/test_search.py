@@ -1,0 +1,198 @@
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import evolve
+from latency import Settings, build_table
+from search.evolution import SearchError
+from search.nas import STRUCTURE, Search, SearchConfig, SubnetEvaluator, stage_genes
+from supernet import Arch, SearchSpace
+from supernet.shapes import generate_shapes
+from supernet.trainer import TrainConfig, Trainer, build_datasets
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = {
+    "resolutions": [64, 96],
+    "backbone": {
+        "stem_widths": [8],
+        "stages": [
+            {"depths": [1, 2], "widths": [8], "blocks": ["basic", "ir_k3_e6"]},
+            {"depths": [1], "widths": [8, 16], "blocks": ["bottleneck", "ir_k3_e6"]},
+            {"depths": [1, 2], "widths": [16], "blocks": ["ir_k5_e6", "ir_k3_e6"]},
+            {"depths": [1], "widths": [16, 24], "blocks": ["basic"]},
+        ],
+    },
+    "neck": {"types": ["fpn", "pan"], "widths": [8, 16], "repeats": [1, 2]},
+    "head": {"types": ["fcos", "retinanet"], "widths": [8], "num_convs": [1, 2]},
+}
+
+
+class StepTimer:
+    """A deterministic stand-in for timing: the n-th measurement takes 1 + (n mod 13) / 10 ms."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, fn):
+        self.n += 1
+        return 1.0 + (self.n % 13) / 10
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    data = generate_shapes(root / "shapes", train=12, val=4, size=64, seed=0)
+    space_file = root / "space.json"
+    space_file.write_text(json.dumps(SPACE))
+    cfg = TrainConfig(space=str(space_file), data=str(data), out=str(root / "run"), steps=2, batch_size=2, workers=0,
+                      eval_images=2, eval_random_archs=0, calib_batches=1, device="cpu")
+    Trainer(cfg, build_datasets(cfg, 96)).run()
+    space = SearchSpace.from_dict(SPACE)
+    table = build_table(space, Settings(warmup=0, repeats=1), root / "lut.json", num_classes=3, passes=1, calib_archs=0,
+                        timer=StepTimer(), progress=False)
+    budget = (table.extreme(True)[1] + table.extreme(False)[1]) / 2
+    return {"root": root, "checkpoint": str(root / "run" / "last.pt"), "lut": str(root / "lut.json"), "budget": budget, "table": table}
+
+
+def config(trained, out, **kw) -> SearchConfig:
+    base = dict(supernet=trained["checkpoint"], lut=trained["lut"], latency_budget=trained["budget"], population=4, generations=2,
+                topk=2, calib_batches=1, val_images=2, batch_size=2, workers=0, device="cpu", out=str(out), finalists=3)
+    return SearchConfig(**{**base, **kw})
+
+
+def read_history(out):
+    return [json.loads(line) for line in (Path(out) / "history.jsonl").read_text().splitlines()]
+
+
+def test_short_search_writes_every_output_within_budget(trained, tmp_path):
+    summary = Search(config(trained, tmp_path / "s")).run()
+    out = tmp_path / "s"
+    history = read_history(out)
+    assert len(history) == summary["evaluated"] == 16  # 2 stages x 2 generations x 4 (no repeats across stages here)
+    keys = {"arch", "map", "ap50", "latency_ms", "flops", "params", "generation", "seconds", "stage", "hash"}
+    assert all(keys <= set(r) for r in history)
+    assert all(r["latency_ms"] <= trained["budget"] for r in history)
+    finalists = json.loads((out / "finalists.json").read_text())
+    assert 1 <= len(finalists) <= 3 and len({f["hash"] for f in finalists}) == len(finalists)
+    assert [f["map"] for f in finalists] == sorted((f["map"] for f in finalists), reverse=True)
+    assert all(f["latency_ms"] <= trained["budget"] and Arch.from_dict(f["arch"]).hash() == f["hash"] for f in finalists)
+    assert summary["best"]["hash"] == finalists[0]["hash"]
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto and all(not (o["map"] > p["map"] and o["latency_ms"] < p["latency_ms"]) for p in pareto for o in history)
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert json.loads((out / "config.json").read_text())["latency_budget"] == trained["budget"]
+
+
+def test_stage_both_keeps_the_structure_in_the_modular_stage(trained, tmp_path):
+    Search(config(trained, tmp_path / "s", generations=3)).run()
+    history = read_history(tmp_path / "s")
+    structural = [r for r in history if r["stage"] == "structural"]
+    modular = [r for r in history if r["stage"] == "modular"]
+    assert structural and modular
+    space = SearchSpace.from_dict(SPACE)
+    for r in structural:  # every block is the structural block (where a stage offers it)
+        assert all(b == "ir_k3_e6" for st in r["arch"]["backbone"]["stages"][:3] for b in st["blocks"])
+    best = max(structural, key=lambda r: r["map"])
+    fixed = {n: v for n, v in space.encode(Arch.from_dict(best["arch"])).items() if n in STRUCTURE or n.endswith(".depth")}
+    for r in modular:
+        genes = space.encode(Arch.from_dict(r["arch"]))
+        assert {n: genes[n] for n in fixed} == fixed
+    assert len({json.dumps(r["arch"]["backbone"]) for r in modular}) > 1  # and something else did evolve
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_reevaluates_nothing(trained, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    Search(config(trained, full)).run()
+    calls, resumed = [], False
+    original = SubnetEvaluator.__call__
+
+    def dies_on_the_seventh(self, arch):
+        calls.append(arch.hash())
+        if len(calls) == 7 and not resumed:
+            raise Killed
+        return original(self, arch)
+
+    monkeypatch.setattr(SubnetEvaluator, "__call__", dies_on_the_seventh)
+    cut = tmp_path / "cut"
+    with pytest.raises(Killed):
+        Search(config(trained, cut)).run()
+    assert len(read_history(cut)) == 6
+    with open(cut / "history.jsonl", "a") as f:
+        f.write('{"hash": "cut mid-li')  # the kill can cut a line
+    calls.clear()
+    resumed = True
+    Search(config(trained, cut), resume=True).run()
+    assert len(calls) == 16 - 6  # only what was not done
+    strip = lambda rs: [(r["hash"], r["stage"], r["generation"], r["map"]) for r in rs]  # noqa: E731
+    assert strip(read_history(cut)) == strip(read_history(full))
+    assert json.loads((cut / "finalists.json").read_text()) == json.loads((full / "finalists.json").read_text())
+
+
+def test_budget_and_setting_errors(trained, tmp_path):
+    with pytest.raises(SearchError, match=r"--latency-budget 0.001 ms: below the fastest subnet of this space on .*, \d+\.\d+ ms"):
+        Search(config(trained, tmp_path / "a", latency_budget=0.001))
+    Search(config(trained, tmp_path / "b", generations=1, stage="structural")).run()
+    with pytest.raises(SearchError, match="already holds a search; pass --resume"):
+        Search(config(trained, tmp_path / "b", generations=1, stage="structural"))
+    with pytest.raises(SearchError, match="other settings .--population"):
+        Search(config(trained, tmp_path / "b", generations=1, stage="structural", population=5), resume=True)
+    with pytest.raises(SearchError, match="--resume: no search to resume"):
+        Search(config(trained, tmp_path / "c"), resume=True)
+
+
+def test_modular_stage_needs_and_uses_a_base_arch(trained, tmp_path):
+    space = SearchSpace.from_dict(SPACE)
+    with pytest.raises(SearchError, match="base arch"):
+        stage_genes(space, "modular")
+    base = space.sample(3)
+    genes = dict(stage_genes(space, "modular", base))
+    assert genes["resolution"] == (base.resolution,) and genes["head.type"] == (base.head.type,)
+    assert len(genes["neck.width"]) == 2
+    arch_file = tmp_path / "base.json"
+    arch_file.write_text(base.to_json())
+    Search(config(trained, tmp_path / "m", stage="modular", base_arch=str(arch_file), generations=1)).run()
+    assert all(r["arch"]["resolution"] == base.resolution for r in read_history(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--supernet", "nowhere.pt"], "nowhere.pt: supernet checkpoint not found"),
+    (["--lut", "nowhere.json"], "nowhere.json: latency table not found"),
+])
+def test_cli_errors(trained, tmp_path, extra, message, capsys):
+    argv = ["--supernet", trained["checkpoint"], "--lut", trained["lut"], "--latency-budget", "5", "--out", str(tmp_path / "o"), *extra]
+    assert evolve.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_torchrun_split_equals_single_process(trained, tmp_path):
+    """Two gloo ranks split each generation's evaluations; rank 0 writes the same history."""
+    cfg = config(trained, tmp_path / "single")
+    args = ["--supernet", cfg.supernet, "--lut", cfg.lut, "--latency-budget", repr(cfg.latency_budget), "--population", "4",
+            "--generations", "2", "--topk", "2", "--calib-batches", "1", "--val-images", "2", "--batch-size", "2",
+            "--workers", "0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    single = subprocess.run([sys.executable, str(REPO / "evolve.py"), *args, "--out", str(tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                          str(REPO / "evolve.py"), *args, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    strip = lambda rs: [(r["hash"], r["stage"], r["generation"], round(r["map"], 6)) for r in rs]  # noqa: E731
+    assert strip(read_history(tmp_path / "ddp")) == strip(read_history(tmp_path / "single"))
+
+
+def test_config_fields_are_flags():
+    """Every setting of a search can be given on the command line."""
+    cfg, resume = evolve.parse(["--latency-budget", "3", "--aging", "--val-images-dir", "v", "--objective", "pareto"])
+    assert cfg == replace(SearchConfig(), latency_budget=3.0, aging=True, val_images_dir="v", objective="pareto") and not resume
