@@ -50,9 +50,9 @@ class TrainConfig:
     val_images: Optional[str] = None
     out: str = "runs/supernet"
     steps: Optional[int] = None  # takes precedence over epochs
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 16
-    lr: float = 0.02
+    lr: float = 0.04
     optimizer: str = "sgd"
     momentum: float = 0.9
     warmup: int = 100
@@ -60,7 +60,7 @@ class TrainConfig:
     amp: bool = False
     clip_grad: Optional[float] = 10.0
     ema: Optional[float] = None  # EMA decay, e.g. 0.9998
-    sampler: str = "uniform"
+    sampler: str = "sandwich"  # the extremes, which bound the search's latency range, train every step (BigNAS)
     seed: int = 0
     workers: int = 2
     eval_every: int = 0  # 0: only at the end
