@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from search.nas import Search, SearchConfig  # noqa: E402
+from search.nas import Search, SearchConfig
+from supernet.io import emit_result
 
 
 def main() -> None:
@@ -52,11 +51,7 @@ def main() -> None:
         "overhead_s": round(overhead, 4), "overhead_fraction": round(overhead / per_eval, 4),
         "cocoeval_fraction": round(split["cocoeval_s"] / per_eval, 4),
     }
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(line + "\n")
+    emit_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Prints one JSON line to stdout (progress on stderr):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -28,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from supernet import SearchSpace, Supernet
+from supernet.io import emit_result
 
 
 def make_batch(arch, batch_size: int, num_classes: int, seed: int, device: torch.device):
@@ -131,11 +131,7 @@ def main() -> None:
         "loadavg_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "per_arch": per_arch,
     }
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(line + "\n")
+    emit_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,9 @@ their ratio. Target: supernet >= 0.9x the standalone throughput.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -23,6 +21,7 @@ from torch.utils.data import DataLoader
 from supernet import SearchSpace, Supernet, preserve_off_path
 from supernet.batches import FlipDataset, StepBatchSampler
 from supernet.data import CocoDetection, coco_paths, collate, to_model_input
+from supernet.io import emit_result
 from supernet.sampler import UniformSampler
 from supernet.shapes import generate_shapes
 
@@ -108,11 +107,7 @@ def main() -> None:
         "median_ratio": round(statistics.median(a["ratio"] for a in per_arch), 4),
         "loader_img_s": round(loader_rate, 1), "loader_workers": args.workers, "per_arch": per_arch,
     }
-    line = json.dumps(result)
-    print(line)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(line + "\n")
+    emit_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from supernet.blocks import BLOCKS
 from supernet.heads import HEADS, PostProcess
 from supernet.layers import ConvBnAct
 from supernet.necks import NECKS
-from supernet.space import NUM_NECK_LEVELS, Arch, HeadArch, SearchSpace
+from supernet.space import NUM_NECK_LEVELS, Arch, HeadArch, NeckArch, SearchSpace
 from supernet.supernet import Detector
 from supernet.transform import letterbox, restore
 
@@ -80,7 +80,7 @@ def _fmt(value) -> str:
 
 
 @functools.lru_cache(maxsize=None)  # prediction builds an arch's ops thousands of times a second
-def _op(kind: str, **params) -> Op:
+def make_op(kind: str, **params) -> Op:
     return Op(kind, tuple(params.items()))
 
 
@@ -101,17 +101,20 @@ def level_sizes(resolution: int) -> tuple[int, ...]:
 def arch_ops(arch: Arch) -> list[Op]:
     """The ops of `arch`'s forward pass, in order (one per block position, duplicates kept)."""
     r, bb = arch.resolution, arch.backbone
-    ops = [_op("io", res=r), _op("stem", res=r, width=bb.stem_width)]
+    ops = [make_op("io", res=r), make_op("stem", res=r, width=bb.stem_width)]
     sides = (downsample(r), *level_sizes(r))  # input side of each stage
     for s, i, cin, cout, stride in block_positions(bb.stem_width, [(st.width, st.depth) for st in bb.stages]):
         side = sides[s] if i == 0 else sides[s + 1]
-        ops.append(_op("block", type=bb.stages[s].blocks[i], cin=cin, cout=cout, stride=stride, size=side))
-    in_channels = tuple(st.width for st in bb.stages[-NUM_NECK_LEVELS:])
-    ops.append(_op("neck", type=arch.neck.type, cin=in_channels, width=arch.neck.width, repeats=arch.neck.repeats, res=r))
-    head = arch.head
-    ops.append(_op("head", type=head.type, cin=arch.neck.width, width=head.width, convs=head.num_convs, res=r))
+        ops.append(make_op("block", type=bb.stages[s].blocks[i], cin=cin, cout=cout, stride=stride, size=side))
+    return ops + neck_head_ops(arch.neck, arch.head, tuple(st.width for st in bb.stages[-NUM_NECK_LEVELS:]), r)
+
+
+def neck_head_ops(neck: NeckArch, head: HeadArch, in_channels: tuple[int, ...], resolution: int) -> list[Op]:
+    """The ops after the backbone: the neck on the last stages' widths, the head, post-processing."""
+    ops = [make_op("neck", type=neck.type, cin=in_channels, width=neck.width, repeats=neck.repeats, res=resolution),
+           make_op("head", type=head.type, cin=neck.width, width=head.width, convs=head.num_convs, res=resolution)]
     if head.type != TWO_STAGE:
-        ops.append(_op("post", type=head.type, res=r))
+        ops.append(make_op("post", type=head.type, res=resolution))
     return ops
 
 
@@ -124,9 +127,9 @@ def space_ops(space: SearchSpace) -> dict[str, Op]:
 
     bb, neck, head = space.backbone, space.neck, space.head
     for r in space.resolutions:
-        add(_op("io", res=r))
+        add(make_op("io", res=r))
         for w in bb.stem_widths:
-            add(_op("stem", res=r, width=w))
+            add(make_op("stem", res=r, width=w))
         sides = (downsample(r), *level_sizes(r))
         in_widths = bb.stem_widths
         for s, stage in enumerate(bb.stages):
@@ -134,18 +137,18 @@ def space_ops(space: SearchSpace) -> dict[str, Op]:
                 for cout in stage.widths:
                     for cin in in_widths if i == 0 else (cout,):
                         for name in stage.blocks:
-                            add(_op("block", type=name, cin=cin, cout=cout, stride=2 if i == 0 else 1,
+                            add(make_op("block", type=name, cin=cin, cout=cout, stride=2 if i == 0 else 1,
                                     size=sides[s] if i == 0 else sides[s + 1]))
             in_widths = stage.widths
         for cin in itertools.product(*(st.widths for st in bb.stages[-NUM_NECK_LEVELS:])):
             for t in neck.types:
                 for w, rep in itertools.product(neck.widths, neck.repeat_choices(t)):
-                    add(_op("neck", type=t, cin=cin, width=w, repeats=rep, res=r))
+                    add(make_op("neck", type=t, cin=cin, width=w, repeats=rep, res=r))
         for t in head.types:
             for cin, w, n in itertools.product(neck.widths, head.widths, head.num_convs):
-                add(_op("head", type=t, cin=cin, width=w, convs=n, res=r))
+                add(make_op("head", type=t, cin=cin, width=w, convs=n, res=r))
             if t != TWO_STAGE:
-                add(_op("post", type=t, res=r))
+                add(make_op("post", type=t, res=r))
     return ops
 
 

@@ -11,7 +11,7 @@ import itertools
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,7 +23,7 @@ from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import NUM_NECK_LEVELS, Arch, BackboneArch, HeadArch, NeckArch, SearchSpace, StageArch
 
 from .measure import Settings, Timer, measure_many, noise_check
-from .ops import TWO_STAGE, Op, OpContext, arch_ops, detector_runner, downsample, iter_archs, level_sizes, op_runner, space_ops
+from .ops import Op, OpContext, arch_ops, detector_runner, downsample, iter_archs, level_sizes, make_op, neck_head_ops, op_runner, space_ops
 
 FORMAT = 1
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
@@ -117,7 +117,7 @@ class LatencyTable:
     def raw(self, arch: Arch) -> float:
         """Sum of the arch's op times, before the correction."""
         try:
-            return sum(self.entries[op.key] for op in arch_ops(arch))
+            return self._sum(arch_ops(arch))
         except KeyError as e:
             raise TableError(f"{self.path or 'latency table'}: no entry for op {e.args[0]}; "
                              f"the table was built for another search space (rebuild it with python -m latency build)") from None
@@ -140,39 +140,43 @@ class LatencyTable:
         independently (blocks only interact through widths), and the neck and head their best
         options for the widths they receive. (The correction is increasing, so the raw sum decides.)"""
         pick = min if fastest else max
-        e, sp = self.entries, self.space
+        sp = self.space
         best: Optional[tuple[float, Arch]] = None
+
+        def block_ms(kind: str, cin: int, cout: int, stride: int, size: int) -> float:
+            return self.entries[make_op("block", type=kind, cin=cin, cout=cout, stride=stride, size=size).key]
+
         for r in sp.resolutions:
             sides = (downsample(r), *level_sizes(r))
+            necks = [NeckArch(t, nw, rep) for t in sp.neck.types for nw in sp.neck.widths for rep in sp.neck.repeat_choices(t)]
+            heads = [HeadArch(t, hw, n) for t in sp.head.types for hw in sp.head.widths for n in sp.head.num_convs]
+            tails: dict[tuple[int, ...], tuple[tuple[NeckArch, HeadArch], float]] = {}
             for sw, *widths in itertools.product(sp.backbone.stem_widths, *(st.widths for st in sp.backbone.stages)):
-                cost = e[f"io(res={r})"] + e[f"stem(res={r},width={sw})"]
+                cost = self._sum([make_op("io", res=r), make_op("stem", res=r, width=sw)])
                 stages, cin = [], sw
                 for s, (st, w) in enumerate(zip(sp.backbone.stages, widths)):
-                    first = pick(st.blocks, key=lambda t: e[f"block(type={t},cin={cin},cout={w},stride=2,size={sides[s]})"])
-                    c_first = e[f"block(type={first},cin={cin},cout={w},stride=2,size={sides[s]})"]
+                    first = pick(st.blocks, key=lambda t: block_ms(t, cin, w, 2, sides[s]))
                     rest, c_rest = first, 0.0  # a stage of depth 1 has no later blocks
                     if max(st.depths) > 1:
-                        rest = pick(st.blocks, key=lambda t: e[f"block(type={t},cin={w},cout={w},stride=1,size={sides[s + 1]})"])
-                        c_rest = e[f"block(type={rest},cin={w},cout={w},stride=1,size={sides[s + 1]})"]
+                        rest = pick(st.blocks, key=lambda t: block_ms(t, w, w, 1, sides[s + 1]))
+                        c_rest = block_ms(rest, w, w, 1, sides[s + 1])
+                    c_first = block_ms(first, cin, w, 2, sides[s])
                     depth = pick(st.depths, key=lambda d: c_first + (d - 1) * c_rest)
                     cost += c_first + (depth - 1) * c_rest
                     stages.append(StageArch(w, (first,) + (rest,) * (depth - 1)))
                     cin = w
                 in_ch = tuple(widths[-NUM_NECK_LEVELS:])
-                necks = [NeckArch(t, nw, rep) for t in sp.neck.types for nw in sp.neck.widths for rep in sp.neck.repeat_choices(t)]
-                heads = [HeadArch(t, hw, n) for t in sp.head.types for hw in sp.head.widths for n in sp.head.num_convs]
-                neck, head = pick(itertools.product(necks, heads), key=lambda nh: self._neck_head(nh[0], nh[1], in_ch, r))
-                cost += self._neck_head(neck, head, in_ch, r)
-                if best is None or pick(cost, best[0]) == cost != best[0]:
+                if in_ch not in tails:  # the best neck and head depend only on the widths they receive
+                    tail_ms = {nh: self._sum(neck_head_ops(*nh, in_ch, r)) for nh in itertools.product(necks, heads)}
+                    tails[in_ch] = pick(tail_ms.items(), key=lambda item: item[1])
+                (neck, head), ms = tails[in_ch]
+                cost += ms
+                if best is None or (cost < best[0] if fastest else cost > best[0]):
                     best = (cost, Arch(r, BackboneArch(sw, tuple(stages)), neck, head))
         arch = best[1]
         return arch, self.predict(arch)
 
-    def _neck_head(self, neck: NeckArch, head: HeadArch, in_ch: tuple[int, ...], r: int) -> float:
-        ops = [Op("neck", (("type", neck.type), ("cin", in_ch), ("width", neck.width), ("repeats", neck.repeats), ("res", r))),
-               Op("head", (("type", head.type), ("cin", neck.width), ("width", head.width), ("convs", head.num_convs), ("res", r)))]
-        if head.type != TWO_STAGE:
-            ops.append(Op("post", (("type", head.type), ("res", r))))
+    def _sum(self, ops: list[Op]) -> float:
         return sum(self.entries[op.key] for op in ops)
 
     def check(self, settings: Settings, force: bool = False) -> None:
@@ -195,7 +199,7 @@ class LatencyTable:
     # ---- files --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         corr = self.correction
-        return {"format": FORMAT, "meta": self.meta, "correction": corr.__dict__ if corr else None, "entries": self.entries}
+        return {"format": FORMAT, "meta": self.meta, "correction": asdict(corr) if corr else None, "entries": self.entries}
 
     def save(self, path: str | Path) -> None:
         self.path = Path(path)

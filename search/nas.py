@@ -173,8 +173,7 @@ class Search:
         if not c.force and table.context.num_classes != self.num_classes:
             raise TableError(f"{path}: built for {table.context.num_classes} classes, the supernet predicts {self.num_classes}; "
                              f"rebuild with --num-classes {self.num_classes}, or pass --force")
-        missing = self.space.to_dict() != table.meta["space"]
-        if missing:
+        if self.space.to_dict() != table.meta["space"]:  # another space: usable if it covers this one's ops
             table.raw(self.space.largest())  # a missing op fails here, naming it
             table.raw(self.space.smallest())
         return table

@@ -71,3 +71,13 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def emit_result(result: dict, out: str | Path | None = None) -> None:
+    """Print a benchmark's result as one JSON line and, with `out`, also write it there atomically."""
+    import json
+
+    line = json.dumps(result)
+    print(line)
+    if out:
+        atomic_write_bytes(out, (line + "\n").encode())
