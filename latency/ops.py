@@ -21,7 +21,7 @@ import functools
 import itertools
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -221,10 +221,14 @@ def detector(arch: Arch, ctx: OpContext) -> Detector:
     return Detector(arch, ctx.num_classes, ctx.activation, ctx.anchor_scale, ctx.post)
 
 
-def detector_runner(arch: Arch, ctx: OpContext, settings: Settings) -> Runner:
-    """`arch`'s whole standalone detector on a random batch, end to end."""
+def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: Optional[dict] = None) -> Runner:
+    """`arch`'s whole standalone detector on a random batch, end to end; with `state_dict`, a
+    trained detector's weights (its post-processing still `ctx.post`'s, as the table's)."""
     x = _inputs(settings)(settings.batch_size, 3, arch.resolution, arch.resolution)
-    return Runner(prepare(detector(arch, ctx), settings), lambda m: m(x))
+    model = detector(arch, ctx)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return Runner(prepare(model, settings), lambda m: m(x))
 
 
 def iter_archs(space: SearchSpace, n: int, seed: int) -> Iterator[Arch]:

@@ -36,6 +36,17 @@ class SandwichSampler(UniformSampler):
         return [self.space.largest(), self.space.smallest(), *super().paths(step)]
 
 
+class FixedSampler(UniformSampler):
+    """Always the same path: retraining one architecture on its own (no path sampling)."""
+
+    def __init__(self, arch: Arch):
+        super().__init__(SearchSpace.point(arch), 0)
+        self.arch = arch
+
+    def paths(self, step: int) -> list[Arch]:
+        return [self.arch]
+
+
 class FairSampler:
     """Every value of every choice is visited equally often: each gene draws its values from a
     shuffled round of all its choices and starts a new round only when the last one is used up

@@ -29,9 +29,9 @@ from .batches import FlipDataset, StepBatchSampler
 from .data import to_model_input
 from .io import atomic_torch_save, atomic_write_bytes
 from .path import preserve_off_path
-from .sampler import SAMPLERS, python_rng_state
+from .sampler import SAMPLERS, FixedSampler, python_rng_state
 from .space import SearchSpace
-from .supernet import Supernet
+from .supernet import Detector, Supernet
 
 MAX_BAD_STEPS = 5
 
@@ -137,9 +137,13 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Owns the model, optimizer, schedule, sampler and data of one run in `config.out`."""
+    """Owns the model, optimizer, schedule, sampler and data of one run in `config.out`.
 
-    def __init__(self, config: TrainConfig, datasets: tuple, resume: bool = False):
+    With `detector` (a standalone `Detector`, freshly initialised or extracted from a supernet)
+    it trains that one architecture instead of a supernet: every step runs its path, and its BN
+    statistics are its own, so evaluation skips recalibration (retraining of finalists)."""
+
+    def __init__(self, config: TrainConfig, datasets: tuple, resume: bool = False, detector: Optional[Detector] = None):
         self.config = config
         self.dist, self.device = init_distributed(config.device)
         if config.amp and self.device.type != "cuda":
@@ -151,16 +155,18 @@ class Trainer:
         self.out = Path(config.out)
         self.train_set, self.val_set = datasets
         try:
-            self.space = SearchSpace.resolve(config.space)
+            self.space = detector.space if detector is not None else SearchSpace.resolve(config.space)
         except ValueError as e:
             raise TrainError(str(e)) from None
+        if detector is not None and detector.num_classes != self.train_set.num_classes:
+            raise TrainError(f"detector: predicts {detector.num_classes} classes; the training data has {self.train_set.num_classes}")
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.dist.world)
         if self.steps_per_epoch == 0:
             raise TrainError(f"--batch-size {config.batch_size}: larger than the training set ({len(self.train_set)} images)")
         self.total_steps = config.steps if config.steps else config.epochs * self.steps_per_epoch
         seed_everything(config.seed + self.dist.rank)
         torch.manual_seed(config.seed)  # identical initial weights on every rank
-        self.model = Supernet(self.space, self.train_set.num_classes).to(self.device)
+        self.model = (detector or Supernet(self.space, self.train_set.num_classes)).to(self.device)
         self.optimizer = create_optimizer_v2(
             self.model, opt="momentum" if config.optimizer == "sgd" else "adamw", lr=config.lr,
             weight_decay=config.weight_decay, momentum=config.momentum, filter_bias_and_bn=True,
@@ -170,8 +176,9 @@ class Trainer:
             lr_min=config.lr * 1e-2, t_in_epochs=False,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-        self.sampler = SAMPLERS[config.sampler](self.space, config.seed)
+        self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](self.space, config.seed)
         self.step = 0
+        self.train_seconds = 0.0  # spent in training steps, over every resumed part of the run
         self.bad_steps = 0
         ema_state = self._resume() if resume else None
         # after resuming, so that a new EMA starts from the trained weights, not the random ones
@@ -186,8 +193,11 @@ class Trainer:
             )
         self.tensorboard = _tensorboard_writer(self.out) if self.dist.main else None
         rng = random.Random(f"{config.seed}/eval")
-        self.eval_archs = {"smallest": self.space.smallest(), "largest": self.space.largest()}
-        self.eval_archs.update({f"random{i}": self.space.sample(rng) for i in range(config.eval_random_archs)})
+        if detector is not None:
+            self.eval_archs = {"arch": detector.arch}
+        else:
+            self.eval_archs = {"smallest": self.space.smallest(), "largest": self.space.largest()}
+            self.eval_archs.update({f"random{i}": self.space.sample(rng) for i in range(config.eval_random_archs)})
 
     # ---- checkpoints --------------------------------------------------------------------------
     @property
@@ -202,6 +212,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema else None,
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "sampler": self.sampler.state_dict(),
             "rng": _rng_state(),
             "space": self.space.to_dict(),
@@ -237,6 +248,7 @@ class Trainer:
         self.sampler.load_state_dict(blob["sampler"])
         _set_rng_state(blob["rng"])
         self.step = blob["step"]
+        self.train_seconds = blob.get("train_seconds", 0.0)
         if self.dist.main:
             self._truncate_metrics(self.step)
         return blob["ema"]
@@ -322,7 +334,9 @@ class Trainer:
         from .evaluate import Batches, evaluate
 
         model = self.ema.module if self.ema else self.model
-        calib = list(self.loader(0, self.config.calib_batches))  # the same batches for every arch and evaluation, decoded once
+        standalone = isinstance(self.model, Detector)
+        # the same batches for every arch and evaluation, decoded once
+        calib = [] if standalone else list(self.loader(0, self.config.calib_batches))
         images = max_images or self.config.eval_images
         val = Batches.first(build_loader(self.val_set, self.config.batch_size, shuffle=False, workers=self.config.workers,
                                          seed=self.config.seed), images)  # decoded once for all archs
@@ -330,7 +344,8 @@ class Trainer:
         devices = [self.device.index] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # evaluation must not shift training's RNG stream
             for name, arch in self.eval_archs.items():
-                recalibrate_bn(model, arch, calib, self.config.calib_batches, self.device)
+                if not standalone:
+                    recalibrate_bn(model, arch, calib, self.config.calib_batches, self.device)
                 metrics = evaluate(model, arch, val, self.device, max_images=images)
                 results[name] = {"hash": arch.hash(), **metrics}
         return results
@@ -341,8 +356,10 @@ class Trainer:
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "space.json").write_text(self.space.to_json())
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main, desc="supernet", dynamic_ncols=True)
+        desc = "retrain" if isinstance(self.model, Detector) else "supernet"
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main, desc=desc, dynamic_ncols=True)
         t0, seen = time.perf_counter(), 0
+        tick = t0
         for images, targets in self.loader():
             images, targets = self._to_device(images, targets)
             self.scheduler.step_update(self.step)
@@ -365,10 +382,12 @@ class Trainer:
                 self.log({"step": self.step, **{k: round(v, 5) for k, v in result.items()}, "lr": lr, "images_per_s": round(rate, 2)})
                 bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
             bar.update(1)
+            self.train_seconds += time.perf_counter() - tick
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                 self._evaluate_and_log(copy_as=f"step{self.step:07d}.pt")
             elif self.step % cfg.ckpt_every == 0:
                 self.save()
+            tick = time.perf_counter()
         bar.close()
         final = self._evaluate_and_log(copy_as=None)
         return {"checkpoint": str(self.last_path), "step": self.step, "eval": final}

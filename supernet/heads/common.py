@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from timm.layers import create_act_layer
 from torch import Tensor
+from torchvision.models.detection._utils import _topk_min
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import boxes as box_ops
@@ -126,7 +127,8 @@ class OneStageHead(nn.Module):
                 num_classes = s.shape[-1]
                 s = s.flatten()
                 keep = torch.where(s > self.post.score_thresh)[0]
-                s, top = s[keep].topk(min(self.post.topk_candidates, keep.numel()))
+                s = s[keep]
+                s, top = s.topk(_topk_min(s, self.post.topk_candidates, 0))  # traced as a tensor when exporting
                 keep = keep[top]
                 idx = torch.div(keep, num_classes, rounding_mode="floor")
                 boxes.append(box_ops.clip_boxes_to_image(self.decode(out["bbox_regression"][idx], anchors_l[idx]), size))

@@ -1,0 +1,179 @@
+"""Export a standalone detector's inference to TorchScript and ONNX (boxes, scores, labels out).
+
+    python -m supernet.export runs/retrain/model.pt              # model.torchscript.pt, model.onnx beside it
+    python -m supernet.export model.pt --formats onnx --out deploy/
+
+The exported graph takes one letterboxed image, a float [1, 3, R, R] tensor in [0, 1] at the
+arch's resolution R (`letterbox_image` makes it: longer side scaled to R, padded bottom/right with
+the normalisation mean, which is what the detector itself pads with), and returns `boxes` [N, 4]
+(x1, y1, x2, y2 in that R x R input), `scores` [N] and `labels` [N] (0..num_classes-1), N <= the
+detections per image. Both are traced (the heads' top-k uses torchvision's trace-safe `_topk_min`,
+and NMS and RoIAlign export as ONNX ops), then run on another input and compared with eager.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .supernet import Detector
+from .transform import IMAGENET_MEAN
+
+FORMATS = ("torchscript", "onnx")
+FILENAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+ONNX_OPSET = 17
+OUTPUTS = ("boxes", "scores", "labels")
+SCORE_TOL = 1e-4
+
+
+class Inference(nn.Module):
+    """A detector's eval forward on one letterboxed [1, 3, R, R] image, as a (boxes, scores,
+    labels) tuple: the plain-tensor signature tracing and ONNX need."""
+
+    def __init__(self, detector: Detector):
+        super().__init__()
+        self.detector = detector.eval()
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.detector(image)[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
+def letterbox_image(image: Tensor, resolution: int) -> tuple[Tensor, float]:
+    """(input [1, 3, R, R] for the exported model, scale): divide its boxes by `scale` to get
+    back to `image`'s pixels. `image` is a float [3, H, W] in [0, 1]; resampled as the detector
+    does it (bilinear, antialiased when shrinking)."""
+    if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+        raise ValueError(f"image: expected a float tensor [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
+    h, w = image.shape[-2:]
+    scale = resolution / max(h, w)
+    if scale != 1.0:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
+    out = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, resolution, resolution).clone()
+    out[0, :, : image.shape[1], : image.shape[2]] = image
+    return out, scale
+
+
+def _example(detector: Detector, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    r = detector.arch.resolution
+    return torch.rand(1, 3, r, r, generator=g).to(next(detector.parameters()).device)
+
+
+def export(detector: Detector, out_dir: str | Path, formats: Sequence[str] = FORMATS, check: bool = True) -> dict[str, dict]:
+    """Write `detector` in each of `formats` to `out_dir` (atomically); with `check`, run each
+    export on an input other than the traced one and compare with eager. Returns, per format, the
+    path and, if checked, the largest absolute difference of boxes and scores."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"--formats: unknown {unknown}; expected some of {list(FORMATS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = Inference(detector).eval()
+    example, probe = _example(detector, 0), _example(detector, 1)
+    results = {}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # python ints from shapes: constant for a fixed R
+        traced = torch.jit.trace(module, (example,), check_trace=False)
+        for fmt in formats:
+            path = out_dir / FILENAMES[fmt]
+            _write_atomically(path, lambda tmp, fmt=fmt: _save(fmt, traced, module, example, tmp))
+            results[fmt] = {"path": str(path)}
+            if check:
+                results[fmt]["max_abs_diff"] = compare(module(probe), run_exported(path, probe))
+    return results
+
+
+def _save(fmt: str, traced: torch.jit.ScriptModule, module: nn.Module, example: Tensor, path: Path) -> None:
+    if fmt == "torchscript":
+        traced.save(str(path))
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
+                          output_names=list(OUTPUTS), external_data=False)
+
+
+def _write_atomically(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_exported(path: str | Path, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Outputs of an exported file on `image`: TorchScript through torch.jit, ONNX through
+    onnxruntime (ImportError if it is not installed)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outs = session.run(list(OUTPUTS), {"image": image.detach().cpu().numpy()})
+        return tuple(torch.from_numpy(o) for o in outs)
+    return torch.jit.load(str(path), map_location=image.device)(image)
+
+
+def compare(eager: Sequence[Tensor], exported: Sequence[Tensor]) -> float:
+    """Largest |difference| of boxes and scores between two (boxes, scores, labels) outputs, each
+    put in a canonical order first (score, then label and box: eager NMS and the traced graph
+    may order equal scores differently). ValueError when the detections differ in number or
+    labels, which is what a wrongly traced graph produces."""
+    a, b = _canonical(eager), _canonical(exported)
+    if len(a[1]) and len(b[1]):  # which of nearly equal scores make the last places is numerics, not a bug
+        floor = max(float(a[1].min()), float(b[1].min())) + SCORE_TOL
+        a, b = ([t[o[1] > floor] for t in o] for o in (a, b))
+    if a[0].shape != b[0].shape or not torch.equal(a[2], b[2]):
+        raise ValueError(f"export: {len(b[0])} detections, or their labels, differ from eager's {len(a[0])}")
+    if not len(a[0]):
+        return 0.0
+    return max(float((a[0] - b[0]).abs().max()), float((a[1] - b[1]).abs().max()))
+
+
+def _canonical(out: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    boxes, scores, labels = (t.detach().cpu() for t in out)
+    labels = labels.long()
+    keys = [boxes[:, i].numpy() for i in reversed(range(4))] + [labels.numpy(), -scores.numpy()]
+    order = torch.from_numpy(numpy.lexsort(keys))
+    return boxes[order], scores[order], labels[order]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m supernet.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a detector file written by Detector.save (retrain.py's model.pt)")
+    p.add_argument("--out", help="folder to write to (default: the model's folder)")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), help=f"some of {list(FORMATS)}")
+    p.add_argument("--no-check", action="store_true", help="skip comparing the exports with eager outputs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        detector = Detector.load(args.model)
+        result = export(detector, args.out or Path(args.model).parent, args.formats, check=not args.no_check)
+    except (ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
