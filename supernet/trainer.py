@@ -7,12 +7,13 @@ progress bar.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -67,7 +68,7 @@ class TrainConfig:
     ckpt_every: int = 200
     log_every: int = 10
     device: str = "auto"
-    eval_images: int = 200  # validation images per evaluation (a fixed subset)
+    eval_images: int = 200  # validation images per evaluation (a fixed subset; retraining: 0 = all)
     eval_random_archs: int = 2  # evaluated besides the smallest and the largest
     calib_batches: int = 8  # BN recalibration batches before each evaluation
 
@@ -399,6 +400,43 @@ class Trainer:
         if self.dist.world > 1:
             dist.barrier()
         return results
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The data, schedule, optimisation and run flags that supernet training and retraining share."""
+    d = TrainConfig
+    p.add_argument("--space", default=d.space, help="tiny, coco, or a .yaml/.json space file")
+    p.add_argument("--data", help="COCO 2017 layout root (annotations/, train2017/, val2017/); default: built-in shapes data")
+    for name in ("train-ann", "train-images", "val-ann", "val-images"):
+        p.add_argument(f"--{name}", help="override one path of --data")
+    p.add_argument("--out", default=d.out, help="run directory (checkpoints, metrics.jsonl)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int)
+    length.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps before cosine decay")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="not applied to BN and biases")
+    p.add_argument("--amp", action="store_true", help="fp16 mixed precision (CUDA)")
+    p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max gradient norm; 0 disables")
+    p.add_argument("--ema", type=float, help="keep an EMA of the weights with this decay (e.g. 0.9998)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps; 0: only at the end")
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+
+
+def train_config(args: dict) -> TrainConfig:
+    """The TrainConfig of parsed flags (keys that are not TrainConfig fields are ignored)."""
+    names = {f.name for f in fields(TrainConfig)}
+    config = {k: v for k, v in args.items() if k in names}
+    config["clip_grad"] = config.get("clip_grad") or None
+    return TrainConfig(**config)
 
 
 def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple[Supernet, dict]:

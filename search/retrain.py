@@ -1,0 +1,156 @@
+"""Retraining of searched (or hand-designed) architectures as standalone detectors.
+
+A search ranks subnets by inherited weights; what a user deploys is the subnet trained on its own.
+`retrain` trains one arch with the supernet trainer's loop (same data, schedule, checkpoints,
+resume and DDP; no path sampling), from scratch or from the supernet's weights, then writes what
+the comparison needs: the model, its arch, and metrics measured the way the search predicted
+them (COCO mAP on the whole validation set; latency timed on this device with the latency
+table's settings, next to the table's prediction; FLOPs and params).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+from latency.cost import flops, params
+from latency.measure import Settings, measure_many
+from latency.ops import OpContext, detector_runner
+from latency.table import LatencyTable
+from supernet.baselines import PREFIX, baseline
+from supernet.evaluate import METRICS
+from supernet.io import atomic_json
+from supernet.space import Arch, SearchSpace
+from supernet.supernet import Detector
+from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets, init_distributed, load_supernet
+
+from .nas import find_lut
+
+INITS = ("scratch", "inherited")
+LATENCY_PASSES = 2  # as the table's own entries: the lowest of two shuffled passes' medians
+
+
+def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every: bool = False) -> list[tuple[str, Arch]]:
+    """(name, arch) pairs named by `spec`: `baseline:NAME`, an Arch JSON file, or a list of
+    records with an "arch" (finalists.json, pareto.json): its `index`-th (default the first, the
+    best) or, with `every`, all of them. Each arch is validated against `space`."""
+    if spec.startswith(PREFIX):
+        return [(spec[len(PREFIX):], baseline(spec, space))]
+    path = Path(spec)
+    try:
+        data = json.loads(path.read_text())
+    except OSError:
+        raise ValueError(f"--arch {spec}: file not found (expected an Arch JSON, finalists.json, or baseline:NAME)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--arch {spec}: not valid JSON ({e})") from None
+    if isinstance(data, list):
+        if not data:
+            raise ValueError(f"--arch {spec}: the list holds no archs")
+        if not every:
+            i = 0 if index is None else index
+            if not -len(data) <= i < len(data):
+                raise ValueError(f"--index {i}: {spec} holds {len(data)} archs (0..{len(data) - 1})")
+            data = [data[i]]
+        records = [(r.get("arch") if isinstance(r, dict) else None, f"{spec}[{i}]") for i, r in enumerate(data)]
+    else:
+        records = [(data.get("arch", data) if isinstance(data, dict) else data, spec)]
+    out = []
+    for raw, where in records:
+        try:
+            arch = space.validate(Arch.from_dict(raw, where))
+        except ValueError as e:
+            raise ValueError(f"--arch {where}: {e}") from None
+        out.append((arch.hash(), arch))
+    return out
+
+
+def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "scratch", supernet: Optional[str] = None, lut: Optional[str] = None,
+            export: bool = False, resume: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Train `arch` (of `space`, whose activation and anchor scale it uses) in `config.out` and
+    write model.pt, arch.json and metrics.json there (and, with `export`, model.torchscript.pt
+    and model.onnx). Returns the metrics. With `resume`, a
+    finished arch (metrics.json present) is returned as is and an interrupted one continues."""
+    if init not in INITS:
+        raise TrainError(f"--init: expected one of {list(INITS)}, got {init!r}")
+    out = Path(config.out)
+    metrics_path = out / "metrics.json"
+    if resume and metrics_path.is_file():
+        log(f"{out}: already retrained (metrics.json); skipping")
+        return json.loads(metrics_path.read_text())
+    if not resume and (out / "last.pt").is_file():
+        raise TrainError(f"--out {out}: holds a retraining run already; pass --resume to continue it, or choose another --out")
+    info, device = init_distributed(config.device)
+    space.validate(arch)
+    train_set, val_set = build_datasets(config, arch.resolution)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank and every run
+    if init == "inherited":
+        if not supernet:
+            raise TrainError("--init inherited: needs --supernet (the checkpoint the arch inherits its weights from)")
+        model, _ = load_supernet(supernet)
+        try:
+            detector = model.extract(arch)
+        except ValueError as e:
+            raise TrainError(f"--supernet {supernet}: cannot extract the arch ({e})") from None
+        if model.num_classes != train_set.num_classes:
+            raise TrainError(f"--supernet {supernet}: predicts {model.num_classes} classes; the data has {train_set.num_classes}")
+    else:
+        detector = Detector(arch, train_set.num_classes, space.activation, space.head.anchor_scale)
+    if not config.eval_images:  # the whole validation set: these are the numbers a report quotes
+        config = replace(config, eval_images=len(val_set))
+    trainer = Trainer(config, (train_set, val_set), resume=resume and (out / "last.pt").is_file(), detector=detector.train())
+    result = trainer.run()
+    metrics: dict = {}
+    if info.main:
+        model = (trainer.ema.module if trainer.ema else trainer.model).eval()
+        model.save(out / "model.pt")
+        (out / "arch.json").write_text(arch.to_json(indent=1) + "\n")
+        evaluated = result["eval"]["arch"]
+        metrics = {
+            "hash": arch.hash(), "init": init, **{k: evaluated[k] for k in METRICS}, "val_images": config.eval_images,
+            **measure_latency(model, device, lut, space),
+            "flops": flops(arch, model.num_classes), "params": params(arch, model.num_classes),
+            "train_seconds": round(trainer.train_seconds, 1), "steps": trainer.step,
+        }
+        if export:
+            from supernet.export import export as export_model
+
+            metrics["export"] = export_model(model.cpu(), out)
+        atomic_json(metrics, metrics_path)
+    if info.world > 1:
+        dist.barrier()
+    return metrics
+
+
+def measure_latency(model: Detector, device: torch.device, lut: Optional[str], space: SearchSpace) -> dict:
+    """{"latency_ms" measured, "latency_pred_ms", "latency_settings"}: timed with the table's
+    dtype, batch size and memory format on `device` (the table is `lut`, else one in luts/ for
+    this device and space; without any, fp32 batch 1 and no prediction). Post-processing is the
+    table's (full candidate budget), so measured and predicted time the same work."""
+    path = Path(lut) if lut else None
+    if path is None:
+        try:
+            path = find_lut(str(device), space)
+        except ValueError:
+            path = None
+    table = LatencyTable.load(path) if path else None
+    if table is not None:
+        base = table.settings
+        settings = Settings(str(device), base.dtype, base.batch_size, base.channels_last, base.threads, base.warmup, base.repeats)
+        table.check(settings, force=False)
+        ctx = table.context
+    else:
+        settings = Settings(str(device))
+        ctx = OpContext.for_space(model.space, model.num_classes)
+    if ctx.num_classes != model.num_classes:
+        raise TrainError(f"--lut {path}: built for {ctx.num_classes} classes; the detector predicts {model.num_classes}")
+    state = model.state_dict()
+    ms = measure_many({"model": lambda: detector_runner(model.arch, ctx, settings, state)}, settings, LATENCY_PASSES)["model"]
+    return {
+        "latency_ms": round(ms, 4),
+        "latency_pred_ms": round(table.predict(model.arch), 4) if table else None,
+        "latency_settings": {**settings.to_dict(), "lut": str(path) if path else None},
+    }
