@@ -23,7 +23,6 @@ from supernet.baselines import RECIPES
 from supernet.space import SearchSpace
 from supernet.trainer import TrainError, add_train_arguments, load_supernet, train_config
 
-
 DATA_FLAGS = ("data", "train_ann", "train_images", "val_ann", "val_images")
 
 

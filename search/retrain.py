@@ -113,12 +113,15 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
             "hash": arch.hash(), "init": init, **{k: evaluated[k] for k in METRICS}, "val_images": config.eval_images,
             **measure_latency(model, device, lut, space),
             "flops": flops(arch, model.num_classes), "params": params(arch, model.num_classes),
-            "train_seconds": round(trainer.train_seconds, 1), "steps": trainer.step,
+            "train_seconds": round(trainer.train_seconds, 3), "steps": trainer.step,
         }
         if export:
             from supernet.export import export as export_model
 
             metrics["export"] = export_model(model.cpu(), out)
+            for fmt, r in metrics["export"].items():
+                if "check_failed" in r:
+                    log(f"warning: the {fmt} export differs from eager: {r['check_failed']}")
         atomic_json(metrics, metrics_path)
     if info.world > 1:
         dist.barrier()

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from common import MICRO_SPACE, StepTimer
 
 import evolve
 from latency import Settings, build_table
@@ -16,31 +17,7 @@ from supernet.shapes import generate_shapes
 from supernet.trainer import TrainConfig, Trainer, build_datasets
 
 REPO = Path(__file__).resolve().parents[1]
-SPACE = {
-    "resolutions": [64, 96],
-    "backbone": {
-        "stem_widths": [8],
-        "stages": [
-            {"depths": [1, 2], "widths": [8], "blocks": ["basic", "ir_k3_e6"]},
-            {"depths": [1], "widths": [8, 16], "blocks": ["bottleneck", "ir_k3_e6"]},
-            {"depths": [1, 2], "widths": [16], "blocks": ["ir_k5_e6", "ir_k3_e6"]},
-            {"depths": [1], "widths": [16, 24], "blocks": ["basic"]},
-        ],
-    },
-    "neck": {"types": ["fpn", "pan"], "widths": [8, 16], "repeats": [1, 2]},
-    "head": {"types": ["fcos", "retinanet"], "widths": [8], "num_convs": [1, 2]},
-}
-
-
-class StepTimer:
-    """A deterministic stand-in for timing: the n-th measurement takes 1 + (n mod 13) / 10 ms."""
-
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, fn):
-        self.n += 1
-        return 1.0 + (self.n % 13) / 10
+SPACE = MICRO_SPACE
 
 
 @pytest.fixture(scope="module")

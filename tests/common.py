@@ -1,0 +1,33 @@
+"""Shared by several test files: a micro search space and a deterministic timer."""
+import json
+
+MICRO_SPACE = {
+    "resolutions": [64, 96],
+    "backbone": {
+        "stem_widths": [8],
+        "stages": [
+            {"depths": [1, 2], "widths": [8], "blocks": ["basic", "ir_k3_e6"]},
+            {"depths": [1], "widths": [8, 16], "blocks": ["bottleneck", "ir_k3_e6"]},
+            {"depths": [1, 2], "widths": [16], "blocks": ["ir_k5_e6", "ir_k3_e6"]},
+            {"depths": [1], "widths": [16, 24], "blocks": ["basic"]},
+        ],
+    },
+    "neck": {"types": ["fpn", "pan"], "widths": [8, 16], "repeats": [1, 2]},
+    "head": {"types": ["fcos", "retinanet"], "widths": [8], "num_convs": [1, 2]},
+}
+
+
+def write_space(path, space: dict = MICRO_SPACE) -> str:
+    path.write_text(json.dumps(space))
+    return str(path)
+
+
+class StepTimer:
+    """A deterministic stand-in for timing: the n-th measurement takes 1 + (n mod 13) / 10 ms."""
+
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, fn):
+        self.n += 1
+        return 1.0 + (self.n % 13) / 10
