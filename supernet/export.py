@@ -36,6 +36,7 @@ ONNX_OPSET = 17
 OUTPUTS = ("boxes", "scores", "labels")
 SCORE_TOL = 1e-4
 MATCH_IOU = 0.5
+BOX_TOL = 0.5  # pixels: matches zero-area boxes (clipped at the border), whose IoU is 0 even with themselves
 
 
 class Inference(nn.Module):
@@ -52,8 +53,8 @@ class Inference(nn.Module):
 
 
 def letterbox_image(image: Tensor, resolution: int) -> tuple[Tensor, float]:
-    """(input [1, 3, R, R] for the exported model, scale): divide its boxes by `scale` to get
-    back to `image`'s pixels. `image` is a float [3, H, W] in [0, 1]; resampled as the detector
+    """(input [1, 3, R, R] for the exported model, scale): divide its boxes by `scale` and clip
+    them to the image's width and height to get back to `image`'s pixels. `image` is a float [3, H, W] in [0, 1]; resampled as the detector
     does it (bilinear, antialiased when shrinking)."""
     if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
         raise ValueError(f"image: expected a float tensor [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
@@ -157,12 +158,14 @@ def compare(eager: Sequence[Tensor], exported: Sequence[Tensor]) -> float:
     model's are), eager NMS and the traced graph may order them, keep one of two overlapping
     boxes, or cut at the last place differently, none of which is an export error. So the lowest
     scores (within SCORE_TOL of the last kept) are left out, and each eager detection is matched
-    to an exported one of the same label with a score within SCORE_TOL and IoU >= MATCH_IOU."""
+    to an exported one of the same label with a score within SCORE_TOL and IoU >= MATCH_IOU (or
+    coordinates within BOX_TOL)."""
     a, b = _above_floor(eager, exported)
     if len(a[0]) != len(b[0]):
         raise ValueError(f"export: {len(b[0])} detections where eager gives {len(a[0])}")
     iou = box_iou(a[0], b[0]) if len(a[0]) else torch.zeros(0, 0)
-    ok = (a[2][:, None] == b[2][None]) & ((a[1][:, None] - b[1][None]).abs() <= SCORE_TOL) & (iou >= MATCH_IOU)
+    near = (a[0][:, None] - b[0][None]).abs().amax(-1) <= BOX_TOL if len(a[0]) else torch.zeros(0, 0, dtype=torch.bool)
+    ok = (a[2][:, None] == b[2][None]) & ((a[1][:, None] - b[1][None]).abs() <= SCORE_TOL) & ((iou >= MATCH_IOU) | near)
     free = torch.ones(len(b[0]), dtype=torch.bool)
     diff = 0.0
     for i in range(len(a[0])):

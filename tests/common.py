@@ -1,5 +1,8 @@
 """Shared by several test files: a micro search space and a deterministic timer."""
 import json
+from pathlib import Path
+
+import pytest
 
 MICRO_SPACE = {
     "resolutions": [64, 96],
@@ -31,3 +34,8 @@ class StepTimer:
     def __call__(self, fn):
         self.n += 1
         return 1.0 + (self.n % 13) / 10
+
+
+REPO = Path(__file__).resolve().parents[1]
+COCO128 = next((p for p in (REPO.parent / "shared/data/coco128", Path("/work/shared/data/coco128")) if p.is_dir()), None)
+needs_coco128 = pytest.mark.skipif(COCO128 is None, reason="shared/data/coco128 not found next to the repository")

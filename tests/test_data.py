@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from common import COCO128, needs_coco128
 from PIL import Image
 
 from supernet.data import CocoDetection, build_loader, coco_paths, collate
-
-COCO128 = next((p for p in (Path(__file__).resolve().parents[2] / "shared/data/coco128", Path("/work/shared/data/coco128")) if p.is_dir()), None)
-needs_coco128 = pytest.mark.skipif(COCO128 is None, reason="shared/data/coco128 not found next to the repository")
 
 
 def write_tiny_coco(root: Path) -> tuple[Path, Path]:

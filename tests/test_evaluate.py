@@ -1,17 +1,14 @@
 import random
-from pathlib import Path
 
 import pytest
 import torch
+from common import COCO128, needs_coco128
 from torch import nn
 
 from supernet import PostProcess, SearchSpace, Supernet
 from supernet.data import CocoDetection, build_loader, coco_paths
 from supernet.evaluate import METRICS, coco_map, evaluate
 from supernet.shapes import generate_shapes
-
-COCO128 = next((p for p in (Path(__file__).resolve().parents[2] / "shared/data/coco128", Path("/work/shared/data/coco128")) if p.is_dir()), None)
-needs_coco128 = pytest.mark.skipif(COCO128 is None, reason="shared/data/coco128 not found next to the repository")
 
 
 @pytest.fixture(scope="module")

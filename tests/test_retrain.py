@@ -105,8 +105,8 @@ def test_retrain_writes_model_arch_metrics_and_exports(setup, tmp_path, capsys):
     assert Arch.from_json((out / "arch.json").read_text()) == setup["arch"]
     det = Detector.load(out / "model.pt")
     assert det.arch == setup["arch"] and det.num_classes == 3
-    for fmt in ("torchscript", "onnx"):  # equivalence itself: test_export (a 2-step model's scores are all but tied)
-        assert Path(metrics["export"][fmt]["path"]).is_file() and {"max_abs_diff", "check_failed"} & set(metrics["export"][fmt])
+    for fmt in ("torchscript", "onnx"):
+        assert Path(metrics["export"][fmt]["path"]).is_file() and metrics["export"][fmt]["max_abs_diff"] < 1e-3
     # finished: --resume returns it as is, without --resume the folder is refused
     assert retrain_script.main(argv(setup, out, "--arch", str(setup["root"] / "arch.json"), "--resume")) == 0
     assert last_json(capsys)["train_seconds"] == metrics["train_seconds"]

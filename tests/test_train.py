@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from common import COCO128, needs_coco128
 
 import train_supernet
 from supernet.shapes import generate_shapes
@@ -149,10 +150,9 @@ def test_ddp_two_processes_gloo_identical_weights(shapes, tmp_path):
     assert "unused parameters" not in proc.stderr
 
 
-COCO128 = next((p for p in (REPO.parent / "shared/data/coco128", Path("/work/shared/data/coco128")) if p.is_dir()), None)
 
 
-@pytest.mark.skipif(COCO128 is None, reason="shared/data/coco128 not found next to the repository")
+@needs_coco128
 def test_trains_and_evaluates_on_real_coco128(tmp_path, capsys):
     """A COCO-format dataset written by another tool (80 non-contiguous ids, crowd boxes, empty
     images) through the override flags."""

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from common import COCO128, needs_coco128
+from torchvision.io import ImageReadMode, decode_image
+
+from supernet import Arch, Detector, SearchSpace
+from supernet.export import compare, export, letterbox_image, main, run_exported
+
+HEADS = ("fcos", "retinanet", "two_stage")
+
+
+def detector(head: str, seed: int = 0) -> Detector:
+    """A tiny detector whose head weights are spread out, so that its scores are distinct (an
+    untrained model's all sit at the prior, where NMS tie-breaking decides what is kept)."""
+    space = SearchSpace.preset("tiny")
+    arch = space.smallest()
+    arch = Arch.from_dict({**arch.to_dict(), "resolution": 64, "head": {"type": head, "width": 16, "num_convs": 1}})
+    torch.manual_seed(seed)
+    det = Detector(arch, 3, space.activation, space.head.anchor_scale).eval()
+    with torch.no_grad():
+        for name, p in det.named_parameters():
+            if name.startswith("head") and p.dim() > 1:
+                p.normal_(0, 0.1)
+    return det
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_torchscript_and_onnx_match_eager(head, tmp_path):
+    det = detector(head)
+    result = export(det, tmp_path)
+    for fmt in ("torchscript", "onnx"):
+        assert "check_failed" not in result[fmt], result[fmt]
+        assert result[fmt]["max_abs_diff"] < 1e-3
+    # another input than the traced one, with detections to compare
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        out = det(image)[0]
+    eager = (out["boxes"], out["scores"], out["labels"])
+    assert len(eager[0]) > 5
+    for path in (tmp_path / "model.torchscript.pt", tmp_path / "model.onnx"):
+        assert compare(eager, run_exported(path, image)) < 1e-3
+
+
+@needs_coco128
+def test_letterboxed_real_image_matches_the_eager_detector_on_the_original(tmp_path):
+    """A 640x480 COCO photo: `letterbox_image` then the export, with boxes scaled back, gives the
+    eager detector's detections on the original image."""
+    det = detector("retinanet", seed=1)
+    image = decode_image(str(COCO128 / "images" / "000000000009.jpg"), mode=ImageReadMode.RGB).float() / 255
+    assert image.shape[1] != image.shape[2]
+    export(det, tmp_path, ["onnx"], check=False)
+    x, scale = letterbox_image(image, det.arch.resolution)
+    assert x.shape == (1, 3, 64, 64)
+    boxes, scores, labels = run_exported(tmp_path / "model.onnx", x)
+    with torch.no_grad():
+        out = det([image])[0]
+    assert len(out["boxes"]) > 5
+    h, w = image.shape[1:]
+    boxes = (boxes / scale).clamp(min=0).minimum(torch.tensor([w, h, w, h]))  # what a user does: back to the image, clipped
+    # the eager path maps back per axis from rounded sizes; the pixel difference that leaves is small
+    assert compare((out["boxes"], out["scores"], out["labels"]), (boxes, scores, labels)) < 0.02 * max(h, w)
+
+
+def test_compare_catches_what_a_wrong_trace_produces():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40], [50, 0, 60, 30]])
+    scores, labels = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 2])
+    assert compare((boxes, scores, labels), (boxes.flip(0), scores.flip(0), labels.flip(0))) == 0.0  # order is free
+    with pytest.raises(ValueError, match="2 detections where eager gives 3"):
+        compare((boxes, scores, labels), (boxes[:2], scores[:2], labels[:2]))
+    with pytest.raises(ValueError, match="has no exported counterpart"):
+        compare((boxes, scores, labels), (boxes, scores, torch.tensor([0, 2, 2])))
+    with pytest.raises(ValueError, match="has no exported counterpart"):
+        compare((boxes, scores, labels), (boxes + 15, scores, labels))
+
+
+def test_cli_exports_beside_the_model_and_errors_in_one_line(tmp_path, capsys):
+    det = detector("fcos")
+    det.save(tmp_path / "model.pt")
+    assert main([str(tmp_path / "model.pt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"torchscript", "onnx"} and (tmp_path / "model.onnx").is_file() and (tmp_path / "model.torchscript.pt").is_file()
+    assert main([str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.pt: detector file not found" in err and "\n" not in err
+    assert main([str(tmp_path / "model.pt"), "--formats", "tflite"]) == 2
+    assert "--formats: unknown ['tflite']" in capsys.readouterr().err
