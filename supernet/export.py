@@ -160,9 +160,11 @@ def compare(eager: Sequence[Tensor], exported: Sequence[Tensor]) -> float:
     scores (within SCORE_TOL of the last kept) are left out, and each eager detection is matched
     to an exported one of the same label with a score within SCORE_TOL and IoU >= MATCH_IOU (or
     coordinates within BOX_TOL)."""
+    if len(eager[0]) != len(exported[0]):
+        raise ValueError(f"export: {len(exported[0])} detections where eager gives {len(eager[0])}")
     a, b = _above_floor(eager, exported)
     if len(a[0]) != len(b[0]):
-        raise ValueError(f"export: {len(b[0])} detections where eager gives {len(a[0])}")
+        raise ValueError(f"export: {len(b[0])} detections above the lowest kept score where eager gives {len(a[0])}")
     iou = box_iou(a[0], b[0]) if len(a[0]) else torch.zeros(0, 0)
     near = (a[0][:, None] - b[0][None]).abs().amax(-1) <= BOX_TOL if len(a[0]) else torch.zeros(0, 0, dtype=torch.bool)
     ok = (a[2][:, None] == b[2][None]) & ((a[1][:, None] - b[1][None]).abs() <= SCORE_TOL) & ((iou >= MATCH_IOU) | near)
