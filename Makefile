@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python train_supernet.py
+	$(BIN)/python end_to_end.py
 
 test: setup
 	$(BIN)/python -m pytest -q

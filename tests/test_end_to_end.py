@@ -1,0 +1,46 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supernet import Arch, SearchSpace
+from supernet.baselines import RECIPES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_end_to_end_run_and_its_rerun(tmp_path):
+    """The README's first command in its --quick form, on a fresh folder (the shapes data is
+    generated there); run again, it skips every finished step."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(REPO / "end_to_end.py"), "--quick", "--out", "demo", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "demo"
+    report = json.loads((out / "report.json").read_text())
+    lo, hi = report["latency_range_ms"]
+    assert lo < report["latency_budget_ms"] < hi
+    assert set(report["models"]) == {"searched", *RECIPES}
+    space = SearchSpace.preset("tiny")
+    for name, m in report["models"].items():
+        space.validate(Arch.from_dict(m["arch"]))
+        assert 0 <= m["map"] <= 1 and m["latency_ms"] > 0 and m["latency_pred_ms"] > 0 and m["flops"] > 0 and m["params"] > 0
+        assert (out / "retrain" / name / "model.pt").is_file()
+    searched = report["models"]["searched"]
+    assert searched["latency_pred_ms"] <= report["latency_budget_ms"]
+    finalists = json.loads((out / "search" / "finalists.json").read_text())
+    assert searched["hash"] == finalists[0]["hash"]
+    md = (out / "report.md").read_text()
+    assert "![Pareto front of the search](pareto.png)" in md and (out / "pareto.png").is_file()
+    assert all(f"| {name} |" in md for name in report["models"])
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["latency_budget_ms"] == report["latency_budget_ms"]
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trained already" in again.stderr and "built already" in again.stderr
+    assert again.stderr.count("already retrained") == len(report["models"])
+    assert json.loads((out / "report.json").read_text())["models"] == report["models"]
