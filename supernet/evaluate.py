@@ -7,8 +7,10 @@ original image pixels and COCO category ids first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import time
+import weakref
 from typing import Optional, Sequence
 
 import torch
@@ -105,16 +107,55 @@ def to_coco(output: dict[str, torch.Tensor], target: dict, image_size: tuple[int
     ]
 
 
-def coco_map(coco_gt: COCO, detections: list[dict], image_ids: Sequence[int]) -> dict[str, float]:
+def coco_map(coco_gt: COCO, detections: list[dict], image_ids: Sequence[int], backend: str = "auto") -> dict[str, float]:
     """COCOeval (bbox) of `detections` (COCO result dicts: image_id, category_id, bbox xywh,
-    score) on the images `image_ids` of `coco_gt`; all zeros when there are no detections."""
+    score) on the images `image_ids` of `coco_gt`; all zeros when there are no detections.
+
+    `backend`: "pycocotools" (the reference), "faster" (faster-coco-eval's C++ COCOeval: the same
+    numbers about five times faster, which matters when a search scores thousands of subnets), or
+    "auto", faster when it is installed."""
     if not image_ids:
         raise ValueError("image_ids: no images to evaluate")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if not detections:
         return dict.fromkeys(METRICS, 0.0)
+    if backend != "pycocotools" and _faster() is not None:
+        return _faster_map(coco_gt, detections, image_ids)
+    if backend == "faster":
+        raise ImportError("backend faster: faster-coco-eval is not installed (pip install faster-coco-eval)")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and the summary table
         coco_dt = coco_gt.loadRes([dict(d) for d in detections])  # loadRes adds fields in place: keep the caller's intact
         ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = sorted(set(image_ids))
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) for k, v in zip(METRICS, ev.stats)}
+
+
+BACKENDS = ("auto", "faster", "pycocotools")
+
+
+@functools.lru_cache(maxsize=1)
+def _faster():
+    try:
+        import faster_coco_eval
+    except ImportError:
+        return None
+    return faster_coco_eval
+
+
+_FASTER_GT: "weakref.WeakKeyDictionary[COCO, object]" = weakref.WeakKeyDictionary()
+
+
+def _faster_map(coco_gt: COCO, detections: list[dict], image_ids: Sequence[int]) -> dict[str, float]:
+    fce = _faster()
+    gt = _FASTER_GT.get(coco_gt)
+    if gt is None:  # its own index of the same annotations, built once per dataset
+        gt = _FASTER_GT[coco_gt] = fce.COCO(coco_gt.dataset, use_deepcopy=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = fce.COCOeval_faster(gt, gt.loadRes([dict(d) for d in detections]), "bbox", print_function=lambda *_, **__: None)
         ev.params.imgIds = sorted(set(image_ids))
         ev.evaluate()
         ev.accumulate()

@@ -27,14 +27,36 @@ def ground_truth_as_detections(coco, shift: float = 0.0) -> list[dict]:
 
 
 @needs_coco128
-def test_coco_map_of_ground_truth_is_one_and_drops_when_perturbed(coco128):
+@pytest.mark.parametrize("backend", ["pycocotools", "faster"])
+def test_coco_map_of_ground_truth_is_one_and_drops_when_perturbed(coco128, backend):
     ids = coco128.coco.getImgIds()
-    perfect = coco_map(coco128.coco, ground_truth_as_detections(coco128.coco), ids)
+    perfect = coco_map(coco128.coco, ground_truth_as_detections(coco128.coco), ids, backend)
     assert set(perfect) == set(METRICS)
     assert all(v == pytest.approx(1.0) for v in perfect.values())
-    shifted = coco_map(coco128.coco, ground_truth_as_detections(coco128.coco, shift=0.15), ids)
+    shifted = coco_map(coco128.coco, ground_truth_as_detections(coco128.coco, shift=0.15), ids, backend)
     assert shifted["map"] < 0.3 and shifted["ap50"] > 0.9 and shifted["ap75"] < 0.1  # IoU 0.57 per box
-    assert coco_map(coco128.coco, [], ids) == dict.fromkeys(METRICS, 0.0)
+    assert coco_map(coco128.coco, [], ids, backend) == dict.fromkeys(METRICS, 0.0)
+
+
+@needs_coco128
+def test_faster_backend_gives_pycocotools_numbers_on_real_data(coco128):
+    """Jittered boxes, wrong classes, false positives and random scores on 128 COCO images with
+    crowd regions: faster-coco-eval must reproduce the reference to the last digit."""
+    rng = random.Random(0)
+    coco = coco128.coco
+    dets = []
+    for d in ground_truth_as_detections(coco):
+        x, y, w, h = d["bbox"]
+        for _ in range(3):
+            j = [x + rng.gauss(0, 0.1) * w, y + rng.gauss(0, 0.1) * h, w * rng.uniform(0.7, 1.3), h * rng.uniform(0.7, 1.3)]
+            cat = d["category_id"] if rng.random() < 0.8 else rng.choice(coco.getCatIds())
+            dets.append({**d, "bbox": j, "category_id": cat, "score": rng.random()})
+    ids = coco.getImgIds()[:100]
+    reference = coco_map(coco, dets, ids, "pycocotools")
+    assert 0.05 < reference["map"] < 0.9
+    assert coco_map(coco, dets, ids, "faster") == pytest.approx(reference, abs=1e-12)
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        coco_map(coco, dets, ids, "mmdet")
 
 
 class Echo(nn.Module):
