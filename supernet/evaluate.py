@@ -25,7 +25,6 @@ from .space import Arch
 METRICS = ("map", "ap50", "ap75", "aps", "apm", "apl")  # the first six of COCOeval.stats, in order
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader | "Batches", device: torch.device | str,
              max_images: Optional[int] = None, progress: bool = False, timings: Optional[dict[str, float]] = None) -> dict[str, float]:
     """{"map" (AP@[.5:.95]), "ap50", "ap75", "aps", "apm", "apl"} of `model(images, arch=arch)`.
@@ -38,6 +37,21 @@ def evaluate(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader | 
     Run it on one process: with a DistributedSampler each rank would score only its shard.
     `timings`, if given, receives the seconds spent in "inference" and in "cocoeval".
     """
+    start = time.perf_counter()
+    detections, image_ids = detect(model, arch, loader, device, max_images, progress)
+    inferred = time.perf_counter()
+    metrics = coco_map(loader.dataset.coco, detections, image_ids)
+    if timings is not None:
+        timings.update(inference=inferred - start, cocoeval=time.perf_counter() - inferred)
+    return metrics
+
+
+@torch.no_grad()
+def detect(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader | "Batches", device: torch.device | str,
+           max_images: Optional[int] = None, progress: bool = False) -> tuple[list[dict], list[int]]:
+    """The inference half of `evaluate`: (COCO result dicts in original pixels and category ids,
+    the evaluated image ids), ready for `coco_map`. Split out so that scoring can overlap the
+    next model's inference (the search does)."""
     dataset = loader.dataset
     if getattr(model, "num_classes", len(dataset.cat_ids)) != len(dataset.cat_ids):
         raise ValueError(f"model: predicts {model.num_classes} classes; the dataset {dataset.ann_file} has {len(dataset.cat_ids)}")
@@ -46,7 +60,6 @@ def evaluate(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader | 
     limit = len(dataset) if max_images is None else min(max_images, len(dataset))
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
     detections: list[dict] = []
     image_ids: list[int] = []
     try:
@@ -62,11 +75,7 @@ def evaluate(model: torch.nn.Module, arch: Optional[Arch], loader: DataLoader | 
                     break
     finally:
         model.train(was_training)
-    inferred = time.perf_counter()
-    metrics = coco_map(dataset.coco, detections, image_ids)
-    if timings is not None:
-        timings.update(inference=inferred - start, cocoeval=time.perf_counter() - inferred)
-    return metrics
+    return detections, image_ids
 
 
 class Batches(list):
