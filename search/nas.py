@@ -311,7 +311,7 @@ class Search:
             for arch in mine:
                 pending.append((arch, self.evaluator.submit(arch)))
                 self._costs(arch)  # FLOPs and params counted (and cached) while COCOeval scores it
-                while len(pending) > 1 or (pending and pending[0][1].done()):
+                while len(pending) > 1:  # the previous one: at most one scoring in flight, records in order
                     finish()
             while pending:
                 finish()
