@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,9 +98,10 @@ class SubnetEvaluator:
     """Fitness of a subnet with inherited weights: its path's BN statistics re-estimated on fixed
     training batches, then COCO mAP on a fixed validation subset, both decoded once.
 
-    `submit(arch)` recalibrates and runs inference at once and leaves COCOeval (CPU only) to a
-    background thread, so scoring one subnet overlaps the next one's recalibration and inference
-    (on a GPU entirely). Nothing else runs in that thread: it touches no RNG and no model."""
+    `infer(arch)` recalibrates and runs inference at once; `score(inferred)` leaves COCOeval (CPU
+    only) to a background thread, so scoring one subnet overlaps the next one's recalibration and
+    inference (on a GPU entirely). Nothing else runs in that thread: it touches no RNG and no
+    model."""
 
     def __init__(self, model: torch.nn.Module, train_set, val_set, device: torch.device, calib_batches: int,
                  val_images: int, batch_size: int, workers: int, seed: int):
@@ -112,25 +112,29 @@ class SubnetEvaluator:
         self.val_images = sum(len(images) for images, _ in self.val)
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="cocoeval")
 
-    def submit(self, arch: Arch) -> Future:
-        """A future of {METRICS..., "recalibration_s", "inference_s", "cocoeval_s", "seconds"}."""
+    def infer(self, arch: Arch) -> dict:
+        """Recalibrated detections of `arch` on the validation subset, with their timings."""
         start = time.perf_counter()
         recalibrate_bn(self.model, arch, self.calib, self.calib_batches, self.device)
         recalibrated = time.perf_counter()
         detections, image_ids = detect(self.model, arch, self.val, self.device, self.val_images)
-        inferred = time.perf_counter()
+        return {"detections": detections, "image_ids": image_ids, "recalibration_s": recalibrated - start,
+                "inference_s": time.perf_counter() - recalibrated}
 
-        def score() -> dict:
+    def score(self, inferred: dict) -> Future:
+        """A future of {METRICS..., "recalibration_s", "inference_s", "cocoeval_s", "seconds"}."""
+
+        def run() -> dict:
             t = time.perf_counter()
-            metrics = coco_map(self.val.dataset.coco, detections, image_ids)
+            metrics = coco_map(self.val.dataset.coco, inferred["detections"], inferred["image_ids"])
             cocoeval = time.perf_counter() - t
-            return {**metrics, "recalibration_s": recalibrated - start, "inference_s": inferred - recalibrated, "cocoeval_s": cocoeval,
-                    "seconds": inferred - start + cocoeval}
+            timings = {k: inferred[k] for k in ("recalibration_s", "inference_s")}
+            return {**metrics, **timings, "cocoeval_s": cocoeval, "seconds": sum(timings.values()) + cocoeval}
 
-        return self.scorer.submit(score)
+        return self.scorer.submit(run)
 
     def __call__(self, arch: Arch) -> dict:
-        return self.submit(arch).result()
+        return self.score(self.infer(arch)).result()
 
 
 def find_lut(device: str, space: SearchSpace, folder: Path = DEFAULT_LUT_DIR) -> Path:
@@ -296,11 +300,12 @@ class Search:
         with tqdm(total=len(archs), desc=desc, disable=not self.dist.main, dynamic_ncols=True, leave=False) as bar:
             bar.update(len(archs) - len(todo))
             results: dict[str, dict] = {}
-            pending: deque = deque()  # (arch, future of its scores), in order
+            pending: Optional[tuple[Arch, Future]] = None  # the subnet being scored: at most one, records in order
 
             def finish() -> None:
-                nonlocal best
-                arch, future = pending.popleft()
+                nonlocal best, pending
+                arch, future = pending
+                pending = None
                 record = results[arch.hash()] = self._record(arch, future.result(), stage, generation)
                 if self.dist.world == 1:
                     self._append(record)
@@ -308,12 +313,15 @@ class Search:
                 bar.set_postfix(best_map=f"{best:.4f}")
                 bar.update(self.dist.world)
 
+            # Only inference overlaps a COCOeval: COCOeval holds the GIL for much of its time, and
+            # the Python-bound rest (FLOPs tracing, file appends) would wait on it.
             for arch in mine:
-                pending.append((arch, self.evaluator.submit(arch)))
-                self._costs(arch)  # FLOPs and params counted (and cached) while COCOeval scores it
-                while len(pending) > 1:  # the previous one: at most one scoring in flight, records in order
+                inferred = self.evaluator.infer(arch)  # while the previous subnet's COCOeval runs
+                if pending:
                     finish()
-            while pending:
+                self._costs(arch)  # FLOPs and params counted (and cached)
+                pending = (arch, self.evaluator.score(inferred))
+            if pending:
                 finish()
         if self.dist.world > 1:
             gathered: list[dict] = [{}] * self.dist.world

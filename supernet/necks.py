@@ -66,11 +66,15 @@ class PANCell(nn.Module):
         return out
 
 
-class PAN(nn.Module):
+class _CellStack(nn.Module):
+    """Laterals, then `repeats` cells of `Cell` (the first `repeats` of the widest build run)."""
+
+    Cell: type[nn.Module]
+
     def __init__(self, in_channels: list[int], width: int, repeats: int = 1, act: str = "relu"):
         super().__init__()
         self.lateral = _Laterals(in_channels, width)
-        self.cells = nn.ModuleList(PANCell(width, len(in_channels), act) for _ in range(repeats))
+        self.cells = nn.ModuleList(self.Cell(width, len(in_channels), act) for _ in range(repeats))
         init_convs(self)
 
     def forward(self, features: list[Tensor], width: int, repeats: int = 1) -> list[Tensor]:
@@ -78,6 +82,10 @@ class PAN(nn.Module):
         for cell in self.cells[:repeats]:
             x = cell(x, width)
         return x
+
+
+class PAN(_CellStack):
+    Cell = PANCell
 
 
 class SeparableConvBn(nn.Module):
@@ -130,18 +138,8 @@ class BiFPNCell(nn.Module):
         return out
 
 
-class BiFPN(nn.Module):
-    def __init__(self, in_channels: list[int], width: int, repeats: int = 1, act: str = "relu"):
-        super().__init__()
-        self.lateral = _Laterals(in_channels, width)
-        self.cells = nn.ModuleList(BiFPNCell(width, len(in_channels), act) for _ in range(repeats))
-        init_convs(self)
-
-    def forward(self, features: list[Tensor], width: int, repeats: int = 1) -> list[Tensor]:
-        x = self.lateral(features, width)
-        for cell in self.cells[:repeats]:
-            x = cell(x, width)
-        return x
+class BiFPN(_CellStack):
+    Cell = BiFPNCell
 
 
 NECKS: dict[str, type[nn.Module]] = {"fpn": FPN, "pan": PAN, "bifpn": BiFPN}

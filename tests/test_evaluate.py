@@ -1,3 +1,4 @@
+import copy
 import random
 
 import pytest
@@ -52,9 +53,12 @@ def test_faster_backend_gives_pycocotools_numbers_on_real_data(coco128):
             cat = d["category_id"] if rng.random() < 0.8 else rng.choice(coco.getCatIds())
             dets.append({**d, "bbox": j, "category_id": cat, "score": rng.random()})
     ids = coco.getImgIds()[:100]
+    dets_before, gt_before = copy.deepcopy(dets), copy.deepcopy(coco.dataset)
     reference = coco_map(coco, dets, ids, "pycocotools")
     assert 0.05 < reference["map"] < 0.9
     assert coco_map(coco, dets, ids, "faster") == pytest.approx(reference, abs=1e-12)
+    assert coco_map(coco, dets, ids, "faster") == pytest.approx(reference, abs=1e-12)  # its cached index is intact
+    assert dets == dets_before and coco.dataset == gt_before  # neither backend annotates the caller's data
     with pytest.raises(ValueError, match="backend: expected one of"):
         coco_map(coco, dets, ids, "mmdet")
 

@@ -90,7 +90,7 @@ def test_resume_after_a_kill_reevaluates_nothing(trained, tmp_path, monkeypatch)
     full = tmp_path / "full"
     Search(config(trained, full)).run()
     calls, resumed = [], False
-    original = SubnetEvaluator.submit
+    original = SubnetEvaluator.infer
 
     def dies_on_the_seventh(self, arch):
         calls.append(arch.hash())
@@ -98,7 +98,7 @@ def test_resume_after_a_kill_reevaluates_nothing(trained, tmp_path, monkeypatch)
             raise Killed
         return original(self, arch)
 
-    monkeypatch.setattr(SubnetEvaluator, "submit", dies_on_the_seventh)
+    monkeypatch.setattr(SubnetEvaluator, "infer", dies_on_the_seventh)
     cut = tmp_path / "cut"
     with pytest.raises(Killed):
         Search(config(trained, cut)).run()
