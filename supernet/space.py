@@ -292,18 +292,22 @@ class SearchSpace:
             backbone=BackboneArch(
                 stem_width=pick_num(self.backbone.stem_widths),
                 stages=tuple(
-                    StageArch(width=pick_num(s.widths), blocks=(pick_cat(s.blocks),) * pick_num(s.depths)) for s in self.backbone.stages
+                    StageArch(width=pick_num(s.widths), blocks=tuple(pick_cat(s.blocks) for _ in range(pick_num(s.depths))))
+                    for s in self.backbone.stages
                 ),
             ),
             neck=NeckArch(neck_type, pick_num(self.neck.widths), pick_num(self.neck.repeat_choices(neck_type))),
             head=HeadArch(pick_cat(self.head.types), pick_num(self.head.widths), pick_num(self.head.num_convs)),
         )
 
-    def smallest(self) -> "Arch":
-        return self._extreme(min, lambda c: c[0])
+    def smallest(self, rng: random.Random | None = None) -> "Arch":
+        """Every ordered choice at its least; the types (blocks, neck, head) the first listed, or
+        drawn from `rng`: types have no order, and the presets' first are merely the cheapest."""
+        return self._extreme(min, rng.choice if rng else lambda c: c[0])
 
-    def largest(self) -> "Arch":
-        return self._extreme(max, lambda c: c[-1])
+    def largest(self, rng: random.Random | None = None) -> "Arch":
+        """Every ordered choice at its most; the types the last listed, or drawn from `rng`."""
+        return self._extreme(max, rng.choice if rng else lambda c: c[-1])
 
     def size(self) -> int:
         """Number of distinct architectures (blocks past a stage's depth are not choices)."""

@@ -24,9 +24,23 @@ def test_same_seed_same_paths_and_resume(space, name):
     assert SAMPLERS[name](space, 4).paths(0) != first[0] or name == "sandwich"
 
 
-def test_sandwich_trains_the_extremes(space):
-    paths = SAMPLERS["sandwich"](space, 0).paths(5)
-    assert paths[0] == space.largest() and paths[1] == space.smallest() and len(paths) == 3
+def test_sandwich_trains_the_extremes_with_every_type_alike(space):
+    sampler = SAMPLERS["sandwich"](space, 0)
+    largest, smallest = space.largest(), space.smallest()
+    types = collections.defaultdict(collections.Counter)  # which head / neck / block types the extremes train
+    for step in range(300):
+        paths = sampler.paths(step)
+        assert len(paths) == 3
+        for path, extreme in zip(paths, (largest, smallest)):
+            ordered = lambda a: (a.resolution, a.backbone.stem_width, [(s.width, s.depth) for s in a.backbone.stages],  # noqa: E731
+                                 a.neck.width, a.head.width, a.head.num_convs)
+            assert ordered(path) == ordered(extreme)
+            types["head"][path.head.type] += 1
+            types["neck"][path.neck.type] += 1
+            types["block"].update(b for s in path.backbone.stages for b in s.blocks)
+    for kind, choices in (("head", space.head.types), ("neck", space.neck.types), ("block", space.backbone.stages[0].blocks)):
+        counts = [types[kind][c] for c in choices]
+        assert min(counts) > 0.7 * max(counts), (kind, counts)  # fixed ends would give 600 : 0 for the middle ones
 
 
 def test_fair_visits_every_value_equally_often(space):
