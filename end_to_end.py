@@ -1,6 +1,6 @@
 """The whole pipeline on this machine, end to end, on the built-in shapes data (no download).
 
-    python end_to_end.py            # ~25 min on 2 CPU cores: supernet, latency table, search, retraining, report
+    python end_to_end.py            # ~10 min on 2 CPU cores: supernet, latency table, search, retraining, report
     python end_to_end.py --quick    # ~3 min, the same steps on short schedules (what CI runs)
 
 Writes everything under --out (default runs/demo): supernet/, latency_<device>.json, search/,
