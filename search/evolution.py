@@ -45,13 +45,15 @@ class Evolution(Generic[T]):
     `mutation_prob`), drop infeasible ones and duplicates of anything seen, and fill up with
     fresh feasible samples. Parents come from everything evaluated so far (SPOS), or with
     `aging` from the last `population` evaluated only (regularized evolution: old candidates
-    retire however good, which keeps a noisy fitness from locking the search on a lucky one)."""
+    retire however good, which keeps a noisy fitness from locking the search on a lucky one).
+    `seeds` (gene values) open the first generation, where feasible: a later stage starts from
+    what an earlier one found instead of from scratch."""
 
     def __init__(self, genes: Sequence[tuple[str, Sequence[Any]]], decode: Callable[[dict[str, Any]], T], key: Callable[[T], str],
                  evaluate: Callable[[list[T]], list[dict[str, float]]], objectives: Sequence[Objective] = (Objective("score"),),
                  constraints: Sequence[Callable[[T], bool]] = (), population: int = 50, topk: int = 10,
                  mutation_prob: float = 0.1, crossover_prob: float = 0.5, aging: bool = False, seed: int = 0,
-                 max_tries: int = 2000):
+                 max_tries: int = 2000, seeds: Sequence[dict[str, Any]] = ()):
         for name, value, ok in (("--population", population, population >= 1), ("--topk", topk, 1 <= topk),
                                 ("--mutation-prob", mutation_prob, 0 < mutation_prob <= 1),
                                 ("--crossover-prob", crossover_prob, 0 <= crossover_prob <= 1)):
@@ -65,6 +67,11 @@ class Evolution(Generic[T]):
         self.population, self.topk = population, topk
         self.mutation_prob, self.crossover_prob, self.aging = mutation_prob, crossover_prob, aging
         self.max_tries = max_tries
+        names = {name for name, _ in self.genes}
+        for values in seeds:
+            if set(values) != names:
+                raise SearchError(f"seeds: expected values for exactly the genes {sorted(names)}, got {sorted(values)}")
+        self.seeds = [dict(values) for values in seeds]
         self.rng = random.Random(seed)
         self.history: list[Individual[T]] = []
         self.seen: set[str] = set()
@@ -118,6 +125,8 @@ class Evolution(Generic[T]):
     def _next_generation(self, generation: int) -> list[Individual[T]]:
         children: list[Individual[T]] = []
         parents = [p.values for p in self.parents()] if self.history else []
+        if not self.history:
+            children += filter(None, (self._make(values, generation) for values in self.seeds[: self.population]))
         tries = 0
         while parents and len(children) < self.population and tries < self.max_tries:
             tries += 1

@@ -279,9 +279,10 @@ class Search:
         base = self.base_arch
         for index, stage in enumerate(stages):
             genes = stage_genes(self.space, stage, base, c.structural_block)
+            seeds = [self.space.encode(base)] if stage == "modular" else []  # the modular stage starts from the structure's arch
             evolution = Evolution(genes, self.space.decode, lambda a: a.hash(), lambda archs: self._evaluate(archs, stage, evolution),
                                   objectives, self.constraints(), c.population, c.topk, c.mutation_prob, c.crossover_prob,
-                                  c.aging, seed=c.seed + index)
+                                  c.aging, seed=c.seed + index, seeds=seeds)
             ranked = evolution.run(c.generations, on_generation=lambda _: self._write_outputs())
             base = max(ranked, key=lambda ind: ind.scores["map"]).item  # the modular stage keeps this structure
         summary = self._write_outputs()

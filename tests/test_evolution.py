@@ -92,3 +92,14 @@ def test_infeasible_space_is_a_clear_error():
 def test_bad_settings(kw, flag):
     with pytest.raises(SearchError, match=flag):
         make(**kw)
+
+
+def test_seeds_open_the_first_generation_when_feasible():
+    good = {f"g{i}": 1 for i in range(len(WEIGHTS))}  # cost 31: within the budget
+    too_costly = {f"g{i}": 3 for i in range(len(WEIGHTS))}
+    evo = make(seeds=[good, too_costly, good])
+    first = evo.step()
+    assert first[0].item == decode(good) and len(first) == 20
+    assert decode(too_costly) not in [ind.item for ind in evo.history]  # infeasible: never evaluated
+    with pytest.raises(SearchError, match="seeds: expected values for exactly the genes"):
+        make(seeds=[{"g0": 1}])
