@@ -27,6 +27,7 @@ from pathlib import Path
 from latency.cost import clear_cache
 from latency.table import LatencyTable
 from search.nas import Search, SearchConfig
+from search.pipeline import halfway_budget
 from supernet.io import emit_result
 
 
@@ -63,7 +64,7 @@ def main() -> None:
     args = p.parse_args()
     common = dict(supernet=args.supernet, lut=args.lut, val_images=args.val_images, calib_batches=args.calib_batches, device=args.device)
     table = LatencyTable.load(args.lut)
-    budget = round((table.extreme(fastest=True)[1] + table.extreme(fastest=False)[1]) / 2, 3)
+    budget = halfway_budget(table)[0]
     defaults = SearchConfig()
     result: dict = {"benchmark": "search_throughput", "device": table.meta["environment"]["device_name"]}
     if args.cold:

@@ -77,8 +77,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     supernet = step("supernet training", lambda: _train_supernet(train, space, log))
     lut = out / f"latency_{dev.type}.json"
     table = step("latency table", lambda: _latency_table(space, dev, s, lut, seed, log))
-    fastest, slowest = table.extreme(fastest=True)[1], table.extreme(fastest=False)[1]
-    budget = round((fastest + slowest) / 2, 3)
+    budget, fastest, slowest = halfway_budget(table)
     log(f"latency budget: {budget:g} ms, halfway between the fastest ({fastest:.3f} ms) and the slowest ({slowest:.3f} ms) subnet")
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=s.generations,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, val_images=s.search_val_images,
@@ -104,6 +103,12 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     atomic_json(report, out / "report.json")
     atomic_write_bytes(out / "report.md", render_report(report).encode())
     return report
+
+
+def halfway_budget(table: LatencyTable) -> tuple[float, float, float]:
+    """(budget, fastest, slowest) in ms: the demo's budget, halfway across the space's exact latency range."""
+    fastest, slowest = table.extreme(fastest=True)[1], table.extreme(fastest=False)[1]
+    return round((fastest + slowest) / 2, 3), fastest, slowest
 
 
 def _train_supernet(config: TrainConfig, space: SearchSpace, log: Callable[[str], None]) -> Path:

@@ -28,12 +28,14 @@ def test_sandwich_trains_the_extremes_with_every_type_alike(space):
     sampler = SAMPLERS["sandwich"](space, 0)
     largest, smallest = space.largest(), space.smallest()
     types = collections.defaultdict(collections.Counter)  # which head / neck / block types the extremes train
+
+    def ordered(a):
+        return a.resolution, a.backbone.stem_width, [(s.width, s.depth) for s in a.backbone.stages], a.neck.width, a.head.width, a.head.num_convs
+
     for step in range(300):
         paths = sampler.paths(step)
         assert len(paths) == 3
         for path, extreme in zip(paths, (largest, smallest)):
-            ordered = lambda a: (a.resolution, a.backbone.stem_width, [(s.width, s.depth) for s in a.backbone.stages],  # noqa: E731
-                                 a.neck.width, a.head.width, a.head.num_convs)
             assert ordered(path) == ordered(extreme)
             types["head"][path.head.type] += 1
             types["neck"][path.neck.type] += 1
