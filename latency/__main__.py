@@ -78,6 +78,7 @@ def _build(args: argparse.Namespace) -> int:
         "out": str(args.out), "entries": len(table.entries), "seconds": round(time.perf_counter() - start, 1),
         "device": table.meta["environment"]["device_name"], "noise_spread": table.meta["noise"]["spread"],
         "correction": None if corr is None else {"kept": corr.kept, "slope": round(corr.slope, 4), "intercept_ms": round(corr.intercept, 4),
+                                                 "per_op_ms": round(corr.per_op, 5),
                                                  "loo_mape_raw": round(corr.loo_mape_raw, 2), "loo_mape": round(corr.loo_mape, 2)},
     }
     print(f"{summary['entries']} entries measured in {summary['seconds']} s on {summary['device']}", file=sys.stderr)

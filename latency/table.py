@@ -63,39 +63,68 @@ def environment(settings: Settings) -> dict:
 
 @dataclass(frozen=True)
 class Correction:
-    """predicted = slope x (sum of op times) + intercept.
+    """predicted = slope x (sum of op times) + per_op x (number of ops) + intercept.
 
     The intercept is the per-forward cost no op carries: the detector's Python-level plumbing
-    (input checks, letterbox bookkeeping, dicts and lists between parts) and, on a GPU, launch
-    gaps between ops that isolated timing hides. The slope is the systematic ratio between ops
-    timed alone and in sequence (warm caches across ops, overlapping launches). It is fitted on
-    end-to-end timings of random subnets and kept only when it lowers the error on archs it was
-    not fitted on (leave-one-out): on noisy timings a fit can only fit the noise."""
+    (input checks, letterbox bookkeeping, dicts and lists between parts). The slope is the
+    systematic ratio between ops timed alone and in sequence (warm caches across ops, overlapping
+    launches). The per-op term is what each op's isolated timing adds or hides by being timed
+    alone: on a GPU at batch 1 every op timed alone pays the gap between the start event and
+    its first kernel launch, which a whole forward pays once (a negative term is expected
+    there); with it the table can follow launch-bound subnets whose op counts differ (deep vs
+    wide) at the same summed time.
+
+    Both models (without and with the per-op term) are fitted on end-to-end timings of random
+    subnets, and the one with the lower leave-one-out error on archs it was not fitted on is
+    kept, and only if that error is below the plain sum's: on noisy timings a fit can only fit
+    the noise."""
 
     slope: float
     intercept: float
     loo_mape_raw: float  # percent: the plain sum on the calibration archs
     loo_mape: float  # percent: leave-one-out error of the correction on the same archs
     kept: bool
+    per_op: float = 0.0  # ms per op (0 for the model without the term)
 
-    def __call__(self, raw_ms: float) -> float:
-        return self.slope * raw_ms + self.intercept if self.kept else raw_ms
+    def __call__(self, raw_ms: float, num_ops: int = 0) -> float:
+        return self.slope * raw_ms + self.per_op * num_ops + self.intercept if self.kept else raw_ms
+
+    def op_ms(self, ms: float) -> float:
+        """One op's share of a prediction (the intercept aside): what makes an arch faster or slower."""
+        return self.slope * ms + self.per_op if self.kept else ms
 
     @classmethod
-    def fit(cls, raw_ms: list[float], measured_ms: list[float]) -> "Correction":
-        """Least squares on relative errors (the error the table is judged by)."""
+    def fit(cls, raw_ms: list[float], measured_ms: list[float], num_ops: Optional[list[int]] = None) -> "Correction":
+        """The kept model of `models` with the lowest leave-one-out error (none below 3 archs)."""
+        fitted = cls.models(raw_ms, measured_ms, num_ops)
+        return min(fitted.values(), key=lambda c: (not c.kept, c.loo_mape)) if fitted else cls(1.0, 0.0, float("nan"), float("nan"), False)
+
+    @classmethod
+    def models(cls, raw_ms: list[float], measured_ms: list[float], num_ops: Optional[list[int]] = None) -> dict[str, "Correction"]:
+        """Each model ("affine", and "per_op" given op counts with some spread) fitted by least
+        squares on relative errors (the error the table is judged by), with its leave-one-out error;
+        `kept` where that error is below the plain sum's."""
         x, y = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
         if len(x) < 3:
-            return cls(1.0, 0.0, float("nan"), float("nan"), False)
-        slope, intercept = _fit(x, y)
-        loo = np.array([np.dot(_fit(np.delete(x, i), np.delete(y, i)), (x[i], 1.0)) for i in range(len(x))])
-        raw_err, loo_err = _mape(x, y), _mape(loo, y)
-        # a non-increasing correction would invert the ranking of archs: never keep one
-        return cls(float(slope), float(intercept), raw_err, loo_err, bool(loo_err < raw_err and slope > 0))
+            return {}
+        models = {"affine": np.stack([x, np.ones_like(x)], 1)}  # columns: sum, intercept[, number of ops]
+        n = None if num_ops is None else np.asarray(num_ops, float)
+        if n is not None and len(x) >= 5 and len(np.unique(n)) >= 3:  # the term needs spread to be told apart
+            models["per_op"] = np.stack([x, np.ones_like(x), n], 1)
+        raw_err, out = _mape(x, y), {}
+        for name, features in models.items():
+            coef = _fit(features, y)
+            loo = np.array([features[i] @ _fit(np.delete(features, i, 0), np.delete(y, i)) for i in range(len(x))])
+            loo_err = _mape(loo, y)
+            # a non-increasing correction would invert the ranking of archs: never keep one
+            out[name] = cls(float(coef[0]), float(coef[1]), raw_err, loo_err, bool(loo_err < raw_err and coef[0] > 0),
+                            float(coef[2]) if len(coef) > 2 else 0.0)
+        return out
 
 
-def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.linalg.lstsq(np.stack([x / y, 1 / y], 1), np.ones_like(y), rcond=None)[0]
+def _fit(features: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients minimising the squared relative error sum(((features @ c) / y - 1) ** 2)."""
+    return np.linalg.lstsq(features / y[:, None], np.ones_like(y), rcond=None)[0]
 
 
 def _mape(pred: np.ndarray, y: np.ndarray) -> float:
@@ -116,16 +145,13 @@ class LatencyTable:
 
     def raw(self, arch: Arch) -> float:
         """Sum of the arch's op times, before the correction."""
-        try:
-            return self._sum(arch_ops(arch))
-        except KeyError as e:
-            raise TableError(f"{self.path or 'latency table'}: no entry for op {e.args[0]}; "
-                             f"the table was built for another search space (rebuild it with python -m latency build)") from None
+        return self._sum(arch_ops(arch))
 
     def predict(self, arch: Arch) -> float:
         """Predicted end-to-end milliseconds of `arch`'s standalone detector."""
-        raw = self.raw(arch)
-        return self.correction(raw) if self.correction else raw
+        ops = arch_ops(arch)
+        raw = self._sum(ops)
+        return self.correction(raw, len(ops)) if self.correction else raw
 
     def breakdown(self, arch: Arch) -> dict[str, float]:
         """Milliseconds per op kind (io, stem, block, neck, head, post), before the correction."""
@@ -138,13 +164,14 @@ class LatencyTable:
         """The fastest (or slowest) arch of the table's space and its predicted ms, found exactly:
         for each resolution and width assignment, each stage takes its best depth and block types
         independently (blocks only interact through widths), and the neck and head their best
-        options for the widths they receive. (The correction is increasing, so the raw sum decides.)"""
+        options for the widths they receive. Each op counts with its share of the correction
+        (`Correction.op_ms`), so a per-op term weighs a deeper stage as the prediction does."""
         pick = min if fastest else max
         sp = self.space
         best: Optional[tuple[float, Arch]] = None
 
         def block_ms(kind: str, cin: int, cout: int, stride: int, size: int) -> float:
-            return self.entries[make_op("block", type=kind, cin=cin, cout=cout, stride=stride, size=size).key]
+            return self._op_ms(make_op("block", type=kind, cin=cin, cout=cout, stride=stride, size=size).key)
 
         for r in sp.resolutions:
             sides = (downsample(r), *level_sizes(r))
@@ -152,7 +179,7 @@ class LatencyTable:
             heads = [HeadArch(t, hw, n) for t in sp.head.types for hw in sp.head.widths for n in sp.head.num_convs]
             tails: dict[tuple[int, ...], tuple[tuple[NeckArch, HeadArch], float]] = {}
             for sw, *widths in itertools.product(sp.backbone.stem_widths, *(st.widths for st in sp.backbone.stages)):
-                cost = self._sum([make_op("io", res=r), make_op("stem", res=r, width=sw)])
+                cost = self._corrected_sum([make_op("io", res=r), make_op("stem", res=r, width=sw)])
                 stages, cin = [], sw
                 for s, (st, w) in enumerate(zip(sp.backbone.stages, widths)):
                     first = pick(st.blocks, key=lambda t: block_ms(t, cin, w, 2, sides[s]))
@@ -167,7 +194,7 @@ class LatencyTable:
                     cin = w
                 in_ch = tuple(widths[-NUM_NECK_LEVELS:])
                 if in_ch not in tails:  # the best neck and head depend only on the widths they receive
-                    tail_ms = {nh: self._sum(neck_head_ops(*nh, in_ch, r)) for nh in itertools.product(necks, heads)}
+                    tail_ms = {nh: self._corrected_sum(neck_head_ops(*nh, in_ch, r)) for nh in itertools.product(necks, heads)}
                     tails[in_ch] = pick(tail_ms.items(), key=lambda item: item[1])
                 (neck, head), ms = tails[in_ch]
                 cost += ms
@@ -177,7 +204,17 @@ class LatencyTable:
         return arch, self.predict(arch)
 
     def _sum(self, ops: list[Op]) -> float:
-        return sum(self.entries[op.key] for op in ops)
+        try:
+            return sum(self.entries[op.key] for op in ops)
+        except KeyError as e:
+            raise TableError(f"{self.path or 'latency table'}: no entry for op {e.args[0]}; "
+                             f"the table was built for another search space (rebuild it with python -m latency build)") from None
+
+    def _op_ms(self, key: str) -> float:
+        return self.correction.op_ms(self.entries[key]) if self.correction else self.entries[key]
+
+    def _corrected_sum(self, ops: list[Op]) -> float:
+        return sum(self._op_ms(op.key) for op in ops)
 
     def check(self, settings: Settings, force: bool = False) -> None:
         """Refuse (TableError) when `settings` differ from the table's in what latency depends on,
@@ -277,7 +314,8 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
     }
     table = LatencyTable(entries, meta, path=out)
     if archs:
-        table.correction = Correction.fit([table.raw(a) for a in archs], [measured[a.hash()] for a in archs])
+        table.correction = Correction.fit([table.raw(a) for a in archs], [measured[a.hash()] for a in archs],
+                                          [len(arch_ops(a)) for a in archs])
     table.save(out)
     partial.unlink(missing_ok=True)
     return table

@@ -54,7 +54,8 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
         "mape_uncorrected": error_stats(raw, measured)["mape"],
         "correction_kept": bool(table.correction and table.correction.kept),
         "noise_spread": round(noise.spread, 4),
-        "points": [{"hash": a.hash(), "predicted_ms": round(p, 4), "measured_ms": round(m, 4)} for a, p, m in zip(archs, predicted, measured)],
+        "points": [{"hash": a.hash(), "predicted_ms": round(p, 4), "measured_ms": round(m, 4), "arch": a.to_dict()}
+                   for a, p, m in zip(archs, predicted, measured)],
     }
     if plot:
         scatter_plot(predicted, measured, result, plot)

@@ -130,9 +130,10 @@ def test_prediction_is_the_sum_of_entries_plus_the_correction(micro_table):
     table = micro_table
     assert table.correction is not None
     for arch in all_archs(micro_space())[::7]:
-        raw = sum(table.entries[op.key] for op in arch_ops(arch))
+        ops = arch_ops(arch)
+        raw = sum(table.entries[op.key] for op in ops)
         assert table.raw(arch) == pytest.approx(raw)
-        assert table.predict(arch) == pytest.approx(table.correction(raw))
+        assert table.predict(arch) == pytest.approx(table.correction(raw, len(ops)))
         assert sum(table.breakdown(arch).values()) == pytest.approx(raw)
     assert set(table.entries) == set(space_ops(micro_space()))
 
@@ -194,6 +195,24 @@ def test_correction_is_kept_only_when_it_helps():
     assert not Correction.fit(raw, noisy).kept and Correction.fit(raw, noisy)(10.0) == 10.0
 
 
+def test_per_op_term_is_fitted_when_op_counts_explain_the_error():
+    """Launch-bound timings: each op timed alone pays a fixed 0.05 ms a whole forward does not.
+    The affine model cannot follow that (op counts vary independently of the sum); the per-op
+    model recovers it, and is chosen because its leave-one-out error is lower."""
+    rng = random.Random(1)
+    raw = [rng.uniform(2, 6) for _ in range(20)]
+    num_ops = [rng.randint(20, 60) for _ in raw]
+    measured = [1.1 * x - 0.05 * n + 0.4 for x, n in zip(raw, num_ops)]
+    affine_only = Correction.fit(raw, measured)
+    fitted = Correction.fit(raw, measured, num_ops)
+    assert fitted.kept and fitted.per_op == pytest.approx(-0.05) and fitted.slope == pytest.approx(1.1)
+    assert fitted.loo_mape < 1e-6 < affine_only.loo_mape and affine_only.per_op == 0.0
+    assert fitted(4.0, 30) == pytest.approx(1.1 * 4.0 - 1.5 + 0.4)
+    assert fitted.op_ms(1.0) == pytest.approx(1.05) and fitted.op_ms(0.0) == pytest.approx(-0.05)
+    affine = [1.3 * x + 2.0 for x in raw]  # per-op term not needed: fitted to ~0 whichever model wins
+    assert Correction.fit(raw, affine, num_ops).per_op == pytest.approx(0.0, abs=1e-9)
+
+
 def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
     space_file = tmp_path / "space.json"
     space_file.write_text(micro_space().to_json())
@@ -228,10 +247,26 @@ def test_op_key_is_readable():
     assert op.key == "block(type=basic,cin=8,cout=16,stride=2,size=32)" and op["cin"] == 8
 
 
-def test_extremes_are_exact(micro_table):
+@pytest.mark.parametrize("per_op, two_stage_extra", [(None, 0.0), (-0.6, -0.3), (3.0, 0.5)])
+def test_extremes_are_exact(micro_table, per_op, two_stage_extra):
+    """Exact over every arch of the space, also when a per-op term reorders archs: the two-stage
+    head is one op where a one-stage head is two (head + post), so with the two-stage entries set
+    a little below (above) a one-stage head's two, a negative (positive) term flips which is faster."""
+    table = micro_table
+    if per_op is not None:
+        entries = dict(micro_table.entries)
+        for key in entries:
+            if key.startswith("head(type=two_stage"):
+                fcos = key.replace("two_stage", "fcos")
+                res = fcos.rsplit("res=", 1)[1].rstrip(")")
+                entries[key] = entries[fcos] + entries[f"post(type=fcos,res={res})"] + two_stage_extra
+        table = LatencyTable(entries, micro_table.meta, Correction(1.0, 2.0, 10.0, 5.0, True, per_op))
     archs = all_archs(micro_space())
-    raw = [micro_table.raw(a) for a in archs]
-    fastest, ms = micro_table.extreme(fastest=True)
-    slowest, ms_max = micro_table.extreme(fastest=False)
-    assert micro_table.raw(fastest) == pytest.approx(min(raw)) and micro_table.raw(slowest) == pytest.approx(max(raw))
-    assert ms == micro_table.predict(fastest) < ms_max == micro_table.predict(slowest)
+    predicted = [table.predict(a) for a in archs]
+    fastest, ms = table.extreme(fastest=True)
+    slowest, ms_max = table.extreme(fastest=False)
+    assert ms == pytest.approx(min(predicted)) and ms_max == pytest.approx(max(predicted))
+    assert ms == table.predict(fastest) < ms_max == table.predict(slowest)
+    if per_op is not None:  # the plain sum's fastest is not the prediction's: the term mattered
+        by_raw = min(archs, key=table.raw)
+        assert table.predict(by_raw) > ms + 0.1 and by_raw.head.type != fastest.head.type

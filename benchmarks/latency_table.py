@@ -1,0 +1,98 @@
+"""Latency table accuracy: build a table for a space on this machine, then validate it.
+
+    python benchmarks/latency_table.py --space tiny --device cpu --threads 2 --samples 30
+    python benchmarks/latency_table.py --space coco --device cuda:0 --dtype fp16 --batch-size 8 --samples 50
+
+Builds the table (`latency.build_table`: every op, then `--calib` subnets end to end for the
+correction) into `--lut-dir`, and times `--samples` other random subnets end to end against its
+predictions (`latency.validate_table`). Prints one JSON line: the build (entries, seconds, the
+correction fitted and kept) and the validation (MAPE and max error in percent, Kendall tau,
+Spearman), with the error of each correction model on the validation archs, so a reader sees
+what the per-op term bought. Targets: CPU MAPE <= 10 %, max <= 30 %, tau >= 0.85; GPU (coco, fp16,
+batch 1 and 8) MAPE <= 5 %, tau >= 0.9; a coco build on a GPU <= 10 min. `--out` also writes the
+JSON, points included (the scatter plot lands next to the table).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from latency.measure import Settings
+from latency.ops import arch_ops
+from latency.table import Correction, LatencyTable, build_table
+from latency.validate import error_stats, validate_table
+from supernet.io import atomic_json, emit_result
+from supernet.space import Arch, SearchSpace
+
+
+def correction_models(table: LatencyTable, points: list[dict]) -> dict:
+    """Validation MAPE of each correction model fitted on the table's calibration archs: what
+    the kept one is chosen among, judged on archs none was fitted on."""
+    calib = table.meta["calibration"]
+    cal_archs = [Arch.from_dict(c["arch"]) for c in calib]
+    cal_raw, cal_ms = [table.raw(a) for a in cal_archs], [c["measured_ms"] for c in calib]
+    archs, measured = [Arch.from_dict(p["arch"]) for p in points], [p["measured_ms"] for p in points]
+    models = {"none": Correction(1.0, 0.0, 0.0, 0.0, False), **Correction.models(cal_raw, cal_ms, [len(arch_ops(a)) for a in cal_archs])}
+    out = {}
+    for name, corr in models.items():
+        if name != "none":
+            corr = dataclasses.replace(corr, kept=True)  # judged on the validation archs whether or not the build kept it
+        predicted = [corr(table.raw(a), len(arch_ops(a))) for a in archs]
+        out[name] = {"validation_mape": error_stats(predicted, measured)["mape"], "per_op_ms": round(corr.per_op, 5),
+                     "calibration_loo_mape": round(corr.loo_mape, 2) if name != "none" else None}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="tiny", help="tiny, coco, or a .yaml/.json space file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--threads", type=int, help="CPU threads (recorded)")
+    p.add_argument("--num-classes", type=int, default=80)
+    p.add_argument("--calib", type=int, default=20)
+    p.add_argument("--samples", type=int, default=30)
+    p.add_argument("--passes", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=Settings.warmup)
+    p.add_argument("--repeats", type=int, default=Settings.repeats)
+    p.add_argument("--lut-dir", default="luts", help="where the table (and its .partial while building) is written")
+    p.add_argument("--out", help="also write the JSON (with the validation points) here")
+    args = p.parse_args(argv)
+    try:
+        space = SearchSpace.resolve(args.space)
+        settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    name = Path(args.space).stem if args.space not in ("tiny", "coco") else args.space
+    tag = f"{settings.device.split(':')[0]}_{name}_{settings.dtype}_bs{settings.batch_size}" + ("_cl" if settings.channels_last else "")
+    lut = Path(args.lut_dir) / f"{tag}.json"
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    start = time.perf_counter()
+    table = build_table(space, settings, lut, args.num_classes, args.passes, args.calib, log=log)
+    seconds = time.perf_counter() - start
+    validation = validate_table(table, args.samples, args.passes, plot=lut.with_suffix(".validation.png"))
+    points = validation.pop("points")
+    corr = table.correction
+    result = {
+        "benchmark": "latency_table", "space": name, "lut": str(lut),
+        "build": {"entries": len(table.entries), "seconds": round(seconds, 1), "device": table.meta["environment"]["device_name"],
+                  "environment": table.meta["environment"], "noise_spread": table.meta["noise"]["spread"],
+                  "passes": args.passes, "calib": args.calib, "num_classes": args.num_classes,
+                  "correction": corr and {"kept": corr.kept, "slope": round(corr.slope, 4), "intercept_ms": round(corr.intercept, 4),
+                                          "per_op_ms": round(corr.per_op, 5), "loo_mape_raw": round(corr.loo_mape_raw, 2),
+                                          "loo_mape": round(corr.loo_mape, 2)}},
+        "validation": validation,
+        "correction_models": correction_models(table, points) if corr else None,
+    }
+    emit_result(result)
+    if args.out:
+        atomic_json({**result, "points": points}, args.out)
+
+
+if __name__ == "__main__":
+    main()
