@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from latency.measure import Settings
+from latency.measure import EXTRA_PASSES, Settings
 from latency.ops import arch_ops
 from latency.table import Correction, LatencyTable, build_table
 from latency.validate import error_stats, validate_table
@@ -58,14 +58,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calib", type=int, default=20)
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--passes", type=int, default=2)
+    p.add_argument("--extra-passes", type=int, default=EXTRA_PASSES, help="more passes for entries whose passes disagree")
     p.add_argument("--warmup", type=int, default=Settings.warmup)
     p.add_argument("--repeats", type=int, default=Settings.repeats)
+    p.add_argument("--statistic", default=Settings.statistic, help="of a measurement's repeats: p10, median or min")
     p.add_argument("--lut-dir", default="luts", help="where the table (and its .partial while building) is written")
     p.add_argument("--out", help="also write the JSON (with the validation points) here")
     args = p.parse_args(argv)
     try:
         space = SearchSpace.resolve(args.space)
-        settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats)
+        settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats,
+                            args.statistic)
     except ValueError as e:
         sys.exit(f"error: {e}")
     name = Path(args.space).stem if args.space not in ("tiny", "coco") else args.space
@@ -73,19 +76,18 @@ def main(argv: list[str] | None = None) -> None:
     lut = Path(args.lut_dir) / f"{tag}.json"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     start = time.perf_counter()
-    table = build_table(space, settings, lut, args.num_classes, args.passes, args.calib, log=log)
+    table = build_table(space, settings, lut, args.num_classes, args.passes, args.calib, log=log, extra_passes=args.extra_passes)
     seconds = time.perf_counter() - start
-    validation = validate_table(table, args.samples, args.passes, plot=lut.with_suffix(".validation.png"))
+    validation = validate_table(table, args.samples, args.passes, plot=lut.with_suffix(".validation.png"),
+                                extra_passes=args.extra_passes)
     points = validation.pop("points")
     corr = table.correction
     result = {
         "benchmark": "latency_table", "space": name, "lut": str(lut),
         "build": {"entries": len(table.entries), "seconds": round(seconds, 1), "device": table.meta["environment"]["device_name"],
                   "environment": table.meta["environment"], "noise_spread": table.meta["noise"]["spread"],
-                  "passes": args.passes, "calib": args.calib, "num_classes": args.num_classes,
-                  "correction": corr and {"kept": corr.kept, "slope": round(corr.slope, 4), "intercept_ms": round(corr.intercept, 4),
-                                          "per_op_ms": round(corr.per_op, 5), "loo_mape_raw": round(corr.loo_mape_raw, 2),
-                                          "loo_mape": round(corr.loo_mape, 2)}},
+                  "pass_summary": table.meta["pass_summary"], "passes": args.passes, "extra_passes": args.extra_passes,
+                  "calib": args.calib, "num_classes": args.num_classes, "correction": corr and corr.summary()},
         "validation": validation,
         "correction_models": correction_models(table, points) if corr else None,
     }

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from supernet.io import atomic_json
 from supernet.space import SearchSpace
 
-from .measure import Settings
+from .measure import EXTRA_PASSES, STATISTICS, Settings
 from .table import LatencyTable, build_table
 from .validate import validate_table
 
@@ -23,8 +24,10 @@ from .validate import validate_table
 def _settings_args(p: argparse.ArgumentParser) -> None:
     d = Settings()
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs before timing each entry")
-    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per entry and pass (the median is kept)")
-    p.add_argument("--passes", type=int, default=2, help="passes over all entries in shuffled order; the lowest pass median is kept")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per entry and pass (their --statistic is kept)")
+    p.add_argument("--passes", type=int, default=2, help="passes over all entries in shuffled order; the lowest pass is kept")
+    p.add_argument("--extra-passes", type=int, default=EXTRA_PASSES,
+                   help="at most this many more passes for entries whose two lowest passes differ by over 10 %%")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +39,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--dtype", default="fp32", help="fp32, fp16 (CUDA) or bf16")
     b.add_argument("--batch-size", type=int, default=1)
     b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--statistic", default=Settings.statistic, choices=sorted(STATISTICS),
+                   help="what a measurement keeps of its repeats (validation uses the table's)")
     b.add_argument("--threads", type=int, help="CPU threads (default: torch's current setting, recorded)")
     b.add_argument("--num-classes", type=int, default=80, help="classes of the detectors the table is for (head and NMS cost)")
     b.add_argument("--calib", type=int, default=20, help="random subnets timed end to end to fit the correction (0: none)")
@@ -55,6 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
+        for flag, value, least in (("--passes", args.passes, 1), ("--extra-passes", args.extra_passes, 0)):
+            if value < least:
+                raise ValueError(f"{flag}: expected {'a positive integer' if least else '0 or more'}, got {value}")
         if args.command == "build":
             return _build(args)
         return _validate(args)
@@ -65,21 +73,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     space = SearchSpace.resolve(args.space)
-    settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats)
+    settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats,
+                        args.statistic)
     if args.num_classes < 1:
         raise ValueError(f"--num-classes: expected a positive integer, got {args.num_classes}")
     if args.calib < 0:
         raise ValueError(f"--calib: expected 0 or more, got {args.calib}")
     start = time.perf_counter()
     table = build_table(space, settings, args.out, args.num_classes, args.passes, args.calib, args.seed,
-                        log=lambda m: print(m, file=sys.stderr))
+                        log=lambda m: print(m, file=sys.stderr), extra_passes=args.extra_passes)
     corr = table.correction
     summary = {
         "out": str(args.out), "entries": len(table.entries), "seconds": round(time.perf_counter() - start, 1),
         "device": table.meta["environment"]["device_name"], "noise_spread": table.meta["noise"]["spread"],
-        "correction": None if corr is None else {"kept": corr.kept, "slope": round(corr.slope, 4), "intercept_ms": round(corr.intercept, 4),
-                                                 "per_op_ms": round(corr.per_op, 5),
-                                                 "loo_mape_raw": round(corr.loo_mape_raw, 2), "loo_mape": round(corr.loo_mape, 2)},
+        "pass_summary": table.meta["pass_summary"],
+        "correction": corr and corr.summary(),
     }
     print(f"{summary['entries']} entries measured in {summary['seconds']} s on {summary['device']}", file=sys.stderr)
     print(json.dumps(summary))
@@ -89,12 +97,13 @@ def _build(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     table = LatencyTable.load(args.lut)
     base = table.settings
-    settings = Settings(args.device or base.device, base.dtype, base.batch_size, base.channels_last, base.threads, args.warmup, args.repeats)
+    settings = dataclasses.replace(base, device=args.device or base.device, warmup=args.warmup, repeats=args.repeats)
     table.check(settings, args.force)
     if args.samples < 2:
         raise ValueError(f"--samples: expected at least 2, got {args.samples}")
     stem = Path(args.lut).with_suffix("")
-    result = validate_table(table, args.samples, args.passes, args.seed, settings, plot=f"{stem}.validation.png")
+    result = validate_table(table, args.samples, args.passes, args.seed, settings, plot=f"{stem}.validation.png",
+                            extra_passes=args.extra_passes)
     atomic_json(result, f"{stem}.validation.json")
     print(json.dumps({k: result[k] for k in ("n", "mape", "max_ape", "kendall_tau", "spearman", "device")}))
     return 0

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import NUM_NECK_LEVELS, Arch, BackboneArch, HeadArch, NeckArch, SearchSpace, StageArch
 
-from .measure import Settings, Timer, measure_many, noise_check
+from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
 from .ops import Op, OpContext, arch_ops, detector_runner, downsample, iter_archs, level_sizes, make_op, neck_head_ops, op_runner, space_ops
 
 FORMAT = 1
@@ -89,6 +89,11 @@ class Correction:
     def __call__(self, raw_ms: float, num_ops: int = 0) -> float:
         return self.slope * raw_ms + self.per_op * num_ops + self.intercept if self.kept else raw_ms
 
+    def summary(self) -> dict:
+        """The fitted terms and errors, rounded, for a JSON line."""
+        return {"kept": self.kept, "slope": round(self.slope, 4), "intercept_ms": round(self.intercept, 4), "per_op_ms": round(self.per_op, 5),
+                "loo_mape_raw": round(self.loo_mape_raw, 2), "loo_mape": round(self.loo_mape, 2)}
+
     def op_ms(self, ms: float) -> float:
         """One op's share of a prediction (the intercept aside): what makes an arch faster or slower."""
         return self.slope * ms + self.per_op if self.kept else ms
@@ -139,7 +144,7 @@ class LatencyTable:
         self.meta = meta
         self.correction = correction
         self.path = path
-        self.settings = Settings(**meta["settings"])
+        self.settings = Settings(**{"statistic": "median", **meta["settings"]})  # (tables from before the field)
         self.context = OpContext.from_dict(meta["context"])
         self.space = SearchSpace.from_dict(meta["space"])
 
@@ -266,7 +271,7 @@ class LatencyTable:
 # ---- building -----------------------------------------------------------------------------------
 def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_classes: int = 80, passes: int = 2,
                 calib_archs: int = 20, seed: int = 0, timer: Optional[Timer] = None, progress: bool = True,
-                log: Callable[[str], None] = print) -> LatencyTable:
+                log: Callable[[str], None] = print, extra_passes: int = EXTRA_PASSES) -> LatencyTable:
     """Measure every op of `space` (then `calib_archs` random subnets end to end, for the
     correction) and write the table to `out`. Progress is checkpointed to `out`.partial every few
     seconds: a build run again with the same arguments resumes there without re-measuring."""
@@ -274,8 +279,8 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
     ctx = OpContext.for_space(space, num_classes)
     ops = space_ops(space)
     archs = list(iter_archs(space, calib_archs, seed))
-    job = {"space": space.to_dict(), "context": ctx.to_dict(), "settings": settings.to_dict(), "passes": passes, "seed": seed,
-           "calib": [a.hash() for a in archs]}
+    job = {"space": space.to_dict(), "context": ctx.to_dict(), "settings": settings.to_dict(), "passes": passes, "extra_passes": extra_passes,
+           "seed": seed, "calib": [a.hash() for a in archs]}
     partial = out.with_name(out.name + ".partial")
     state = _load_partial(partial, job)
     if state["ops"] or state["archs"]:
@@ -296,20 +301,26 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
         reference = detector_runner(space.sample(seed), ctx, settings)
         state["noise"] = noise_check(reference, settings, timer=timer).to_dict()
         if state["noise"]["noisy"]:
-            log(f"warning: the machine is noisy: the same model's median varied by {state['noise']['spread']:.0%} "
+            log(f"warning: the machine is noisy: the same model's time varied by {state['noise']['spread']:.0%} "
                 f"over 5 runs; timings (and the table) will be less accurate")
-    total = passes * (len(ops) + len(archs))
-    done = sum(min(len(v), passes) for group in ("ops", "archs") for v in state[group].values())
-    with tqdm(total=total, initial=done, desc="latency table", disable=not progress, dynamic_ncols=True) as bar:
+    done = [v for group in ("ops", "archs") for v in state[group].values()]
+    total = passes * (len(ops) + len(archs)) + sum(max(0, len(v) - passes) for v in done)
+    with tqdm(total=total, initial=sum(map(len, done)), desc="latency table", disable=not progress, dynamic_ncols=True) as bar:
+        def more(n: int) -> None:
+            bar.total += n
+            bar.refresh()
+
+        run = dict(passes=passes, seed=seed, timer=timer, on_done=checkpoint, extra_passes=extra_passes, on_extra_pass=more)
         factories = {key: (lambda op=op: op_runner(op, ctx, settings)) for key, op in ops.items()}
-        entries = measure_many(factories, settings, passes, seed, timer, done=state["ops"], on_done=checkpoint)
+        entries = measure_many(factories, settings, done=state["ops"], **run)
         factories = {a.hash(): (lambda a=a: detector_runner(a, ctx, settings)) for a in archs}
-        measured = measure_many(factories, settings, passes, seed, timer, done=state["archs"], on_done=checkpoint)
+        measured = measure_many(factories, settings, done=state["archs"], **run)
     state["seconds"] = time.perf_counter() - start
     meta = {
         "space": space.to_dict(), "context": ctx.to_dict(), "settings": settings.to_dict(), "environment": environment(settings),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "passes": passes, "seed": seed,
-        "noise": state["noise"], "build_seconds": round(state["seconds"], 1),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "passes": passes,
+        "extra_passes": extra_passes, "seed": seed, "noise": state["noise"], "build_seconds": round(state["seconds"], 1),
+        "pass_summary": {"ops": pass_summary(state["ops"], passes), "calibration": pass_summary(state["archs"], passes)},
         "calibration": [{"arch": a.to_dict(), "measured_ms": measured[a.hash()]} for a in archs],
     }
     table = LatencyTable(entries, meta, path=out)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from supernet.io import atomic_save_figure, pyplot
 
-from .measure import Settings, Timer, measure_many, noise_check
+from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
 from .ops import detector_runner, iter_archs
 from .table import LatencyTable
 
@@ -32,7 +32,7 @@ def error_stats(predicted: list[float], measured: list[float]) -> dict:
 
 def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed: Optional[int] = None,
                    settings: Optional[Settings] = None, timer: Optional[Timer] = None, plot: Optional[str | Path] = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, extra_passes: int = EXTRA_PASSES) -> dict:
     """Measure `samples` random extracted subnets end to end with the table's settings (or
     `settings`, e.g. with other repeats) and compare with the table's predictions. Returns the
     `error_stats` plus the device, the error without the correction, the machine's noise, and
@@ -44,8 +44,10 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
     raw = [table.raw(a) for a in archs]
     noise = noise_check(detector_runner(archs[0], table.context, settings), settings, timer=timer)
     factories = {a.hash(): (lambda a=a: detector_runner(a, table.context, settings)) for a in archs}
+    done: dict = {}
     with tqdm(total=passes * len(archs), desc="validate", disable=not progress, dynamic_ncols=True) as bar:
-        measured = measure_many(factories, settings, passes, seed, timer, on_done=lambda *_: bar.update(1))
+        measured = measure_many(factories, settings, passes, seed, timer, done, on_done=lambda *_: bar.update(1),
+                                extra_passes=extra_passes, on_extra_pass=lambda n: setattr(bar, "total", bar.total + n))
     measured = [measured[a.hash()] for a in archs]
     result = {
         **error_stats(predicted, measured),
@@ -54,6 +56,7 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
         "mape_uncorrected": error_stats(raw, measured)["mape"],
         "correction_kept": bool(table.correction and table.correction.kept),
         "noise_spread": round(noise.spread, 4),
+        "pass_summary": pass_summary(done, passes),
         "points": [{"hash": a.hash(), "predicted_ms": round(p, 4), "measured_ms": round(m, 4), "arch": a.to_dict()}
                    for a, p, m in zip(archs, predicted, measured)],
     }

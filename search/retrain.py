@@ -31,7 +31,7 @@ from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets, i
 from .nas import find_lut
 
 INITS = ("scratch", "inherited")
-LATENCY_PASSES = 2  # as the table's own entries: the lowest of two shuffled passes' medians
+LATENCY_PASSES = 2  # as the table's own entries: the lowest of two shuffled passes (more if they disagree)
 
 
 def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every: bool = False) -> list[tuple[str, Arch]]:
@@ -142,7 +142,7 @@ def measure_latency(model: Detector, device: torch.device, lut: Optional[str], s
     table = LatencyTable.load(path) if path else None
     if table is not None:
         base = table.settings
-        settings = Settings(str(device), base.dtype, base.batch_size, base.channels_last, base.threads, base.warmup, base.repeats)
+        settings = replace(base, device=str(device))
         table.check(settings, force=False)
         ctx = table.context
     else:

@@ -150,6 +150,10 @@ def test_table_round_trips_and_refuses_other_settings(micro_table, tmp_path):
             LatencyTable.load(path, other)
         LatencyTable.load(path, other, force=True)
     data = json.loads(path.read_text())
+    assert data["meta"]["settings"]["statistic"] == "p10"
+    del data["meta"]["settings"]["statistic"]  # a table from before the statistic was recorded: the median's
+    path.write_text(json.dumps(data))
+    assert LatencyTable.load(path).settings.statistic == "median"
     data["meta"]["environment"]["device_name"] = "NVIDIA H100 80GB HBM3"
     path.write_text(json.dumps(data))
     with pytest.raises(TableError, match="built on cpu .NVIDIA H100"):
@@ -172,14 +176,17 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path, monkeypatch):
     import latency.table as table_module
 
     monkeypatch.setattr(table_module, "CHECKPOINT_SECONDS", 0.0)  # checkpoint after every measurement
+    # (fixed passes: this timer's values depend on the call count, so extra passes would differ
+    # between an uninterrupted and a resumed build; test_measure covers resuming those)
     space, out = micro_space(), tmp_path / "lut.json"
     full = CountingTimer()
-    reference = build_table(space, FAST, tmp_path / "ref.json", 3, passes=2, calib_archs=4, timer=full, progress=False)
+    reference = build_table(space, FAST, tmp_path / "ref.json", 3, passes=2, calib_archs=4, timer=full, progress=False, extra_passes=0)
     with pytest.raises(KeyboardInterrupt):
-        build_table(space, FAST, out, 3, passes=2, calib_archs=4, timer=CountingTimer(fail_after=150), progress=False)
+        build_table(space, FAST, out, 3, passes=2, calib_archs=4, timer=CountingTimer(fail_after=150), progress=False,
+                    extra_passes=0)
     assert not out.exists() and (tmp_path / "lut.json.partial").exists()
     rest = CountingTimer()
-    table = build_table(space, FAST, out, 3, passes=2, calib_archs=4, timer=rest, progress=False)
+    table = build_table(space, FAST, out, 3, passes=2, calib_archs=4, timer=rest, progress=False, extra_passes=0)
     assert rest.calls == full.calls - 150  # nothing measured twice (the noise check, 5 calls, ran before the stop)
     assert set(table.entries) == set(reference.entries) and not (tmp_path / "lut.json.partial").exists()
 
@@ -221,6 +228,8 @@ def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
     assert main(["build", "--space", str(space_file), "--num-classes", "3", "--calib", "4", "--threads", "1", "--out", str(lut), *args]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["entries"] == len(space_ops(micro_space())) and summary["correction"] is not None
+    ops = summary["pass_summary"]["ops"]
+    assert ops["entries"] == summary["entries"] and 0 <= ops["unconfirmed"] <= ops["extra_passes"] <= ops["entries"]
     table = LatencyTable.load(lut)
     assert all(v > 0 for v in table.entries.values()) and table.meta["environment"]["threads"] == 1
     assert main(["validate", "--lut", str(lut), "--samples", "4", *args]) == 0
@@ -235,6 +244,8 @@ def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
     (["build", "--space", "huge", "--out", "x.json"], "huge"),
     (["build", "--dtype", "fp16", "--out", "x.json"], "--dtype fp16"),
     (["build", "--num-classes", "0", "--out", "x.json"], "--num-classes"),
+    (["build", "--extra-passes", "-1", "--out", "x.json"], "--extra-passes: expected 0 or more, got -1"),
+    (["validate", "--lut", "x.json", "--passes", "0"], "--passes: expected a positive integer, got 0"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
