@@ -105,6 +105,10 @@ def _validate(args: argparse.Namespace) -> int:
     result = validate_table(table, args.samples, args.passes, args.seed, settings, plot=f"{stem}.validation.png",
                             extra_passes=args.extra_passes)
     atomic_json(result, f"{stem}.validation.json")
+    drift = result["reference_time_vs_build"]
+    if drift and max(abs(r - 1) for r in drift.values()) > 0.1:
+        print(f"warning: the build's reference detector now takes {drift['before']:.2f}x / {drift['after']:.2f}x "
+              f"(before / after measuring) its time at build: the machine's speed changed, and the errors show it", file=sys.stderr)
     print(json.dumps({k: result[k] for k in ("n", "mape", "max_ape", "kendall_tau", "spearman", "device")}))
     return 0
 

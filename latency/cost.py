@@ -61,10 +61,8 @@ def op_cost(op: Op, num_classes: int) -> tuple[int, int]:
         if op.kind in ("io", "post"):
             _OPS[key] = (0, 0)
         else:
-            with torch.random.fork_rng(devices=[]):  # fixed weights and inputs (the two-stage proposal count); the caller's RNG untouched
-                torch.default_generator.manual_seed(0)
-                runner = op_runner(op, OpContext(num_classes=num_classes), _SETTINGS)
-                _OPS[key] = (count_flops(_Flat(runner), torch.zeros(1)), sum(p.numel() for p in runner.parameters()))
+            runner = op_runner(op, OpContext(num_classes=num_classes), _SETTINGS)  # seeded: a fixed two-stage proposal count
+            _OPS[key] = (count_flops(_Flat(runner), torch.zeros(1)), sum(p.numel() for p in runner.parameters()))
     return _OPS[key]
 
 

@@ -4,9 +4,9 @@ memory format, warm-up, then a low percentile (or the median) of repeated runs.
 Shared machines are noisy in bursts of a second or two: on a 2-core VM the same op measured in
 two passes differed by a median 11-33 %. So `measure_many` times every entry once per pass,
 visiting them in a fresh shuffled order each pass, and keeps the lowest of the per-pass times:
-a burst then spoils one pass of a few entries rather than all samples of one entry; entries whose
-passes disagree get a pass or two more. `noise_check`
-times one reference several times and reports the spread, to warn before a build or validation.
+a burst then spoils one pass of a few entries rather than all samples of one entry, and entries
+whose passes disagree get a pass or two more. `noise_check` times one reference several times
+and reports the spread, to warn before a build or validation.
 """
 from __future__ import annotations
 

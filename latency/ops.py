@@ -17,9 +17,11 @@ half-trained model happens to score, so op timings and end-to-end timings agree.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import random
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -153,9 +155,20 @@ def space_ops(space: SearchSpace) -> dict[str, Op]:
 
 
 # ---- running ops on their own -------------------------------------------------------------------
+@contextlib.contextmanager
+def seeded(name: str) -> Iterator[None]:
+    """The CPU RNG seeded from `name`, the caller's RNG state restored after. Weights are
+    initialised and inputs drawn on the CPU, so one op or subnet is the same model on the same
+    input in every pass: its passes differ only by the machine (post-processing, whose work
+    depends on the values, included). Only the CPU generator: seeding CUDA's costs ~20 ms."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(zlib.crc32(name.encode()))
+        yield
+
+
 def _inputs(settings: Settings) -> Callable[..., torch.Tensor]:
     def make(*shape: int) -> torch.Tensor:
-        x = torch.rand(shape, device=settings.device, dtype=settings.torch_dtype)
+        x = torch.rand(shape).to(device=settings.device, dtype=settings.torch_dtype)
         return x.contiguous(memory_format=settings.memory_format) if x.dim() == 4 else x
 
     return make
@@ -175,7 +188,12 @@ class Runner(nn.Module):
 
 def op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
     """`op` on random inputs, as it runs inside a detector (eval mode, the settings' device,
-    dtype and memory format). Call under no_grad."""
+    dtype and memory format); its weights and inputs are fixed by its key. Call under no_grad."""
+    with seeded(op.key):
+        return _op_runner(op, ctx, settings)
+
+
+def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
     p, b, act = dict(op.params), settings.batch_size, ctx.activation
     rand = _inputs(settings)
 
@@ -221,14 +239,24 @@ def detector(arch: Arch, ctx: OpContext) -> Detector:
     return Detector(arch, ctx.num_classes, ctx.activation, ctx.anchor_scale, ctx.post)
 
 
-def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: Optional[dict] = None) -> Runner:
+def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: Optional[dict] = None,
+                    seed: Optional[int] = None) -> Runner:
     """`arch`'s whole standalone detector on a random batch, end to end; with `state_dict`, a
-    trained detector's weights (its post-processing still `ctx.post`'s, as the table's)."""
-    x = _inputs(settings)(settings.batch_size, 3, arch.resolution, arch.resolution)
-    model = detector(arch, ctx)
+    trained detector's weights (its post-processing still `ctx.post`'s, as the table's). Random
+    weights and the batch are fixed by the arch (and `seed`)."""
+    with seeded(f"{arch.hash()}/{seed}"):
+        x = _inputs(settings)(settings.batch_size, 3, arch.resolution, arch.resolution)
+        model = detector(arch, ctx)
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return Runner(prepare(model, settings), lambda m: m(x))
+
+
+def reference_runner(space: SearchSpace, ctx: OpContext, settings: Settings, seed: int) -> Runner:
+    """The detector a build's noise check times, fixed by `seed` (arch, weights and input), so a
+    later validation can time the very same model and tell a change of the machine's speed from
+    an error of the table."""
+    return detector_runner(space.sample(seed), ctx, settings, seed=seed)
 
 
 def iter_archs(space: SearchSpace, n: int, seed: int) -> Iterator[Arch]:

@@ -23,7 +23,7 @@ from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import NUM_NECK_LEVELS, Arch, BackboneArch, HeadArch, NeckArch, SearchSpace, StageArch
 
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
-from .ops import Op, OpContext, arch_ops, detector_runner, downsample, iter_archs, level_sizes, make_op, neck_head_ops, op_runner, space_ops
+from .ops import Op, OpContext, arch_ops, detector_runner, downsample, iter_archs, level_sizes, make_op, neck_head_ops, op_runner, reference_runner, space_ops
 
 FORMAT = 1
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
@@ -298,8 +298,7 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
             last_save = time.perf_counter()
 
     if "noise" not in state:
-        reference = detector_runner(space.sample(seed), ctx, settings)
-        state["noise"] = noise_check(reference, settings, timer=timer).to_dict()
+        state["noise"] = noise_check(reference_runner(space, ctx, settings, seed), settings, timer=timer).to_dict()
         if state["noise"]["noisy"]:
             log(f"warning: the machine is noisy: the same model's time varied by {state['noise']['spread']:.0%} "
                 f"over 5 runs; timings (and the table) will be less accurate")

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from supernet.io import atomic_save_figure, pyplot
 
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
-from .ops import detector_runner, iter_archs
+from .ops import detector_runner, iter_archs, reference_runner
 from .table import LatencyTable
 
 VALIDATION_SEED_OFFSET = 1000  # validation archs differ from the calibration archs (seeded by the build seed)
@@ -35,20 +35,25 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
                    progress: bool = True, extra_passes: int = EXTRA_PASSES) -> dict:
     """Measure `samples` random extracted subnets end to end with the table's settings (or
     `settings`, e.g. with other repeats) and compare with the table's predictions. Returns the
-    `error_stats` plus the device, the error without the correction, the machine's noise, and
-    the points; writes a scatter plot to `plot` if given."""
+    `error_stats` plus the device, the error without the correction, the machine's noise, its
+    speed before and after measuring relative to the build's (`reference_time_vs_build`: the
+    build's reference detector timed again; 1.2 means 20 % slower, which makes every subnet look
+    20 % under-predicted whatever the table), and the points; writes a scatter plot to `plot`."""
     settings = settings or table.settings
     seed = table.meta.get("seed", 0) + VALIDATION_SEED_OFFSET if seed is None else seed
     archs = list(iter_archs(table.space, samples, seed))
     predicted = [table.predict(a) for a in archs]  # before measuring: a missing op fails fast
     raw = [table.raw(a) for a in archs]
-    noise = noise_check(detector_runner(archs[0], table.context, settings), settings, timer=timer)
+    reference = reference_runner(table.space, table.context, settings, table.meta.get("seed", 0))
+    noise = noise_check(reference, settings, timer=timer)
     factories = {a.hash(): (lambda a=a: detector_runner(a, table.context, settings)) for a in archs}
     done: dict = {}
     with tqdm(total=passes * len(archs), desc="validate", disable=not progress, dynamic_ncols=True) as bar:
         measured = measure_many(factories, settings, passes, seed, timer, done, on_done=lambda *_: bar.update(1),
                                 extra_passes=extra_passes, on_extra_pass=lambda n: setattr(bar, "total", bar.total + n))
     measured = [measured[a.hash()] for a in archs]
+    after = noise_check(reference, settings, timer=timer)
+    built = table.meta.get("noise", {}).get("medians_ms")
     result = {
         **error_stats(predicted, measured),
         "device": table.meta["environment"]["device_name"],
@@ -57,6 +62,8 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
         "correction_kept": bool(table.correction and table.correction.kept),
         "noise_spread": round(noise.spread, 4),
         "pass_summary": pass_summary(done, passes),
+        "reference_time_vs_build": built and {"before": round(min(noise.medians_ms) / min(built), 4),
+                                              "after": round(min(after.medians_ms) / min(built), 4)},
         "points": [{"hash": a.hash(), "predicted_ms": round(p, 4), "measured_ms": round(m, 4), "arch": a.to_dict()}
                    for a, p, m in zip(archs, predicted, measured)],
     }

@@ -8,7 +8,8 @@ import torch
 from latency import Correction, LatencyTable, OpContext, Settings, TableError, arch_ops, build_table, space_ops
 from latency.__main__ import main
 from latency.cost import _Flat, count_flops, flops, params
-from latency.ops import Op, detector
+from latency.ops import Op, detector, op_runner, reference_runner
+from latency.validate import validate_table
 from supernet import SearchSpace
 
 
@@ -220,6 +221,48 @@ def test_per_op_term_is_fitted_when_op_counts_explain_the_error():
     assert Correction.fit(raw, affine, num_ops).per_op == pytest.approx(0.0, abs=1e-9)
 
 
+def test_every_pass_times_the_same_model_on_the_same_input():
+    """Weights and inputs are fixed by the op's key (a post op's work depends on the values it
+    decodes and suppresses), and building a runner leaves the caller's RNG where it was."""
+    ops = space_ops(micro_space())
+    post = next(op for key, op in ops.items() if key.startswith("post("))
+    block = next(op for key, op in ops.items() if key.startswith("block("))
+    ctx = OpContext(num_classes=3)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        for op in (post, block):
+            a, b = op_runner(op, ctx, FAST), op_runner(op, ctx, FAST)
+            assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+            out_a, out_b = a(), b()
+            if op is post:
+                assert torch.equal(out_a[0]["boxes"], out_b[0]["boxes"]) and len(out_a[0]["boxes"]) > 0
+            else:
+                assert torch.equal(out_a, out_b)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+class ConstTimer:
+    def __init__(self, ms):
+        self.ms = ms
+
+    def __call__(self, fn):
+        return self.ms
+
+
+def test_validation_times_the_builds_reference_again_and_reports_the_machines_drift(tmp_path):
+    """The same seed gives the same reference detector (arch, weights, input); timings 30 %
+    slower than at build time show as 1.3x before and after, next to the errors they cause."""
+    space, ctx = micro_space(), OpContext(num_classes=3)
+    a, b = (reference_runner(space, ctx, FAST, 5) for _ in range(2))
+    with torch.no_grad():
+        out_a, out_b = a(), b()
+    assert all(torch.equal(x["boxes"], y["boxes"]) and torch.equal(x["scores"], y["scores"]) for x, y in zip(out_a, out_b))
+    table = build_table(space, FAST, tmp_path / "t.json", 3, passes=1, calib_archs=0, timer=ConstTimer(1.0), progress=False, extra_passes=0)
+    result = validate_table(table, samples=3, passes=1, timer=ConstTimer(1.3), progress=False, extra_passes=0)
+    assert result["reference_time_vs_build"] == {"before": 1.3, "after": 1.3}
+
+
 def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
     space_file = tmp_path / "space.json"
     space_file.write_text(micro_space().to_json())
@@ -236,7 +279,9 @@ def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line) == {"n", "mape", "max_ape", "kendall_tau", "spearman", "device"} and line["n"] == 4
     assert (tmp_path / "cpu.validation.png").stat().st_size > 1000
-    assert len(json.loads((tmp_path / "cpu.validation.json").read_text())["points"]) == 4
+    written = json.loads((tmp_path / "cpu.validation.json").read_text())
+    assert len(written["points"]) == 4 and set(written["reference_time_vs_build"]) == {"before", "after"}
+    assert all(r > 0 for r in written["reference_time_vs_build"].values())
 
 
 @pytest.mark.parametrize("argv, message", [
