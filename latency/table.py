@@ -27,6 +27,7 @@ from .ops import Op, OpContext, arch_ops, detector_runner, downsample, iter_arch
 
 FORMAT = 1
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
+SUBNET = "subnet:"  # key prefix of a calibration subnet's end-to-end time among the op times of a build
 
 
 class TableError(ValueError):
@@ -283,9 +284,8 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
            "seed": seed, "calib": [a.hash() for a in archs]}
     partial = out.with_name(out.name + ".partial")
     state = _load_partial(partial, job)
-    if state["ops"] or state["archs"]:
-        log(f"resuming {partial}: {sum(map(len, state['ops'].values()))} op and {sum(map(len, state['archs'].values()))} "
-            f"subnet measurements already done")
+    if state["times"]:
+        log(f"resuming {partial}: {sum(map(len, state['times'].values()))} measurements already done")
     start = time.perf_counter() - state["seconds"]
     last_save = time.perf_counter()
 
@@ -302,24 +302,27 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
         if state["noise"]["noisy"]:
             log(f"warning: the machine is noisy: the same model's time varied by {state['noise']['spread']:.0%} "
                 f"over 5 runs; timings (and the table) will be less accurate")
-    done = [v for group in ("ops", "archs") for v in state[group].values()]
-    total = passes * (len(ops) + len(archs)) + sum(max(0, len(v) - passes) for v in done)
-    with tqdm(total=total, initial=sum(map(len, done)), desc="latency table", disable=not progress, dynamic_ncols=True) as bar:
+    # the calibration subnets are timed among the ops, in the same shuffled passes: a machine
+    # that is slower for a while then slows both alike, instead of skewing the correction
+    factories = {key: (lambda op=op: op_runner(op, ctx, settings)) for key, op in ops.items()}
+    factories.update({SUBNET + a.hash(): (lambda a=a: detector_runner(a, ctx, settings)) for a in archs})
+    times = state["times"]
+    total = passes * len(factories) + sum(max(0, len(v) - passes) for v in times.values())
+    with tqdm(total=total, initial=sum(map(len, times.values())), desc="latency table", disable=not progress, dynamic_ncols=True) as bar:
         def more(n: int) -> None:
             bar.total += n
             bar.refresh()
 
-        run = dict(passes=passes, seed=seed, timer=timer, on_done=checkpoint, extra_passes=extra_passes, on_extra_pass=more)
-        factories = {key: (lambda op=op: op_runner(op, ctx, settings)) for key, op in ops.items()}
-        entries = measure_many(factories, settings, done=state["ops"], **run)
-        factories = {a.hash(): (lambda a=a: detector_runner(a, ctx, settings)) for a in archs}
-        measured = measure_many(factories, settings, done=state["archs"], **run)
+        kept = measure_many(factories, settings, passes, seed, timer, times, checkpoint, extra_passes, more)
+    entries = {key: kept[key] for key in ops}
+    measured = {a.hash(): kept[SUBNET + a.hash()] for a in archs}
     state["seconds"] = time.perf_counter() - start
     meta = {
         "space": space.to_dict(), "context": ctx.to_dict(), "settings": settings.to_dict(), "environment": environment(settings),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "passes": passes,
         "extra_passes": extra_passes, "seed": seed, "noise": state["noise"], "build_seconds": round(state["seconds"], 1),
-        "pass_summary": {"ops": pass_summary(state["ops"], passes), "calibration": pass_summary(state["archs"], passes)},
+        "pass_summary": {"ops": pass_summary({k: times[k] for k in ops}, passes),
+                         "calibration": pass_summary({k: times[SUBNET + k] for k in measured}, passes)},
         "calibration": [{"arch": a.to_dict(), "measured_ms": measured[a.hash()]} for a in archs],
     }
     table = LatencyTable(entries, meta, path=out)
@@ -333,9 +336,9 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
 
 def _load_partial(path: Path, job: dict) -> dict:
     """The checkpointed state of an interrupted build of the same job, or a fresh one."""
-    fresh = {"job": job, "ops": {}, "archs": {}, "seconds": 0.0}
+    fresh = {"job": job, "times": {}, "seconds": 0.0}
     try:
         state = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return fresh
-    return state if state.get("job") == json.loads(json.dumps(job)) else fresh
+    return state if state.get("job") == json.loads(json.dumps(job)) and "times" in state else fresh

@@ -11,6 +11,7 @@ from latency.cost import _Flat, count_flops, flops, params
 from latency.ops import Op, detector, op_runner, reference_runner
 from latency.validate import validate_table
 from supernet import SearchSpace
+from supernet.supernet import Detector
 
 
 def micro_space() -> SearchSpace:
@@ -190,6 +191,21 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path, monkeypatch):
     table = build_table(space, FAST, out, 3, passes=2, calib_archs=4, timer=rest, progress=False, extra_passes=0)
     assert rest.calls == full.calls - 150  # nothing measured twice (the noise check, 5 calls, ran before the stop)
     assert set(table.entries) == set(reference.entries) and not (tmp_path / "lut.json.partial").exists()
+
+
+def test_calibration_subnets_are_timed_among_the_ops(tmp_path):
+    """In the same shuffled passes, not after them: a slow spell of the machine then hits op
+    entries and calibration subnets alike instead of skewing the correction."""
+    kinds = []
+
+    def timer(fn):
+        kinds.append(isinstance(fn.module, Detector))
+        return 1.0
+
+    table = build_table(micro_space(), FAST, tmp_path / "t.json", 3, passes=1, calib_archs=6, timer=timer, progress=False, extra_passes=0)
+    subnets = [i for i, is_detector in enumerate(kinds[5:]) if is_detector]  # (the first 5: the noise check)
+    assert len(subnets) == 6 and len(kinds) == 5 + len(table.entries) + 6
+    assert max(subnets) - min(subnets) > len(table.entries) // 3  # spread over the pass, not one block at its end
 
 
 def test_correction_is_kept_only_when_it_helps():
