@@ -3,8 +3,8 @@
     python benchmarks/latency_table.py --space tiny --device cpu --threads 2 --samples 30
     python benchmarks/latency_table.py --space coco --device cuda:0 --dtype fp16 --batch-size 8 --samples 50
 
-Builds the table (`latency.build_table`: every op, then `--calib` subnets end to end for the
-correction) into `--lut-dir`, and times `--samples` other random subnets end to end against its
+Builds the table (`latency.build_table`: every op, and among them `--calib` subnets end to end
+for the correction) into `--lut-dir`, and times `--samples` other random subnets end to end against its
 predictions (`latency.validate_table`). Prints one JSON line: the build (entries, seconds, the
 correction fitted and kept) and the validation (MAPE and max error in percent, Kendall tau,
 Spearman), with the error of each correction model on the validation archs, so a reader sees
@@ -35,14 +35,15 @@ def correction_models(table: LatencyTable, points: list[dict]) -> dict:
     cal_archs = [Arch.from_dict(c["arch"]) for c in calib]
     cal_raw, cal_ms = [table.raw(a) for a in cal_archs], [c["measured_ms"] for c in calib]
     archs, measured = [Arch.from_dict(p["arch"]) for p in points], [p["measured_ms"] for p in points]
-    models = {"none": Correction(1.0, 0.0, 0.0, 0.0, False), **Correction.models(cal_raw, cal_ms, [len(arch_ops(a)) for a in cal_archs])}
+    fitted = Correction.models(cal_raw, cal_ms, [len(arch_ops(a)) for a in cal_archs])
+    plain_sum = Correction(1.0, 0.0, float("nan"), next(iter(fitted.values())).loo_mape_raw if fitted else float("nan"), False)
     out = {}
-    for name, corr in models.items():
+    for name, corr in {"none": plain_sum, **fitted}.items():
         if name != "none":
             corr = dataclasses.replace(corr, kept=True)  # judged on the validation archs whether or not the build kept it
         predicted = [corr(table.raw(a), len(arch_ops(a))) for a in archs]
         out[name] = {"validation_mape": error_stats(predicted, measured)["mape"], "per_op_ms": round(corr.per_op, 5),
-                     "calibration_loo_mape": round(corr.loo_mape, 2) if name != "none" else None}
+                     "calibration_loo_mape": round(corr.loo_mape, 2)}
     return out
 
 
