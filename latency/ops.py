@@ -32,6 +32,7 @@ from torchvision.models.detection.image_list import ImageList
 from supernet.backbone import block_positions
 from supernet.blocks import BLOCKS
 from supernet.heads import HEADS, PostProcess
+from supernet.heads.common import float_anchors
 from supernet.layers import ConvBnAct
 from supernet.necks import NECKS
 from supernet.space import NUM_NECK_LEVELS, Arch, HeadArch, NeckArch, SearchSpace
@@ -203,7 +204,7 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
     if op.kind == "io":
         r = p["res"]
         x = rand(b, 3, r, r)
-        boxes = rand(ctx.post.detections_per_img, 4) * r
+        boxes = rand(ctx.post.detections_per_img, 4).float() * r  # detections come out in float32 whatever the dtype
         dets = [{"boxes": boxes, "scores": boxes[:, 0], "labels": boxes[:, 1].long()}] * b
         return Runner(nn.Identity(), lambda _: restore(dets, letterbox(x, r)[2]))
     if op.kind == "stem":
@@ -230,7 +231,7 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         with torch.no_grad():
             outputs = module.predict(module.cls_tower(feats, width, convs), module.box_tower(feats, width, convs))
         num_per_level = [o.shape[1] for o in outputs["bbox_regression"]]
-        return Runner(module, lambda m: m.detect(outputs, m.anchor_generator(images, feats), images.image_sizes, num_per_level))
+        return Runner(module, lambda m: m.detect(outputs, float_anchors(m.anchor_generator, images, feats), images.image_sizes, num_per_level))
     raise ValueError(f"op {op.key}: unknown kind {op.kind!r}")
 
 

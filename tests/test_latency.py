@@ -8,7 +8,7 @@ import torch
 from latency import Correction, LatencyTable, OpContext, Settings, TableError, arch_ops, build_table, space_ops
 from latency.__main__ import main
 from latency.cost import _Flat, count_flops, flops, params
-from latency.ops import Op, detector, op_runner, reference_runner
+from latency.ops import Op, detector, detector_runner, op_runner, reference_runner
 from latency.validate import validate_table
 from supernet import SearchSpace
 from supernet.supernet import Detector
@@ -256,6 +256,21 @@ def test_every_pass_times_the_same_model_on_the_same_input():
             else:
                 assert torch.equal(out_a, out_b)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_bf16_tables_build_and_detectors_decode_in_float32(tmp_path):
+    """torchvision's NMS (CPU) and RoIAlign (CPU and CUDA) have no bf16 kernels: post-processing
+    decodes and suppresses in float32 and the two-stage head pools bf16 features in float32, so a
+    bf16 table builds with every head type (warm-up 1: each op really runs once)."""
+    bf16 = Settings(dtype="bf16", warmup=1, repeats=1)
+    table = build_table(micro_space(), bf16, tmp_path / "bf16.json", 3, passes=1, calib_archs=3, timer=CountingTimer(),
+                        progress=False, extra_passes=0)
+    assert set(table.entries) == set(space_ops(micro_space())) and table.settings.dtype == "bf16"
+    for head in ("fcos", "retinanet", "two_stage"):
+        arch = next(a for a in all_archs(micro_space()) if a.head.type == head)
+        with torch.no_grad():
+            out = detector_runner(arch, OpContext(num_classes=3), bf16)()
+        assert out[0]["boxes"].dtype == torch.float32 and len(out[0]["boxes"]) > 0 and torch.isfinite(out[0]["boxes"]).all()
 
 
 class ConstTimer:

@@ -73,6 +73,13 @@ def flatten_level(x: Tensor, channels: int) -> Tensor:
     return x.view(n, -1, channels, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, channels)
 
 
+def float_anchors(generator: AnchorGenerator, images: ImageList, features: list[Tensor]) -> list[Tensor]:
+    """`generator`'s anchors in float32 whatever the features' dtype: it reads only their sizes,
+    dtype and device, so empty float32 maps of the same sizes stand in. In bf16 a coordinate
+    near 600 px moves in steps of 4 px; boxes are decoded and suppressed in float32, as deployed."""
+    return generator(images, [torch.empty(f.shape[-2:], dtype=torch.float32, device=f.device) for f in features])
+
+
 def anchor_generator(scale: float, aspect_ratios: tuple[float, ...], octaves: int = 1) -> AnchorGenerator:
     """Anchors of size scale x stride x 2^(i/octaves) (i < octaves) at each level."""
     sizes = tuple(tuple(scale * s * 2 ** (i / octaves) for i in range(octaves)) for s in STRIDES)
@@ -110,19 +117,20 @@ class OneStageHead(nn.Module):
         outputs = self.predict(
             self.cls_tower(features, arch.width, arch.num_convs), self.box_tower(features, arch.width, arch.num_convs)
         )
-        anchors = self.anchor_generator(images, features)
+        anchors = float_anchors(self.anchor_generator, images, features)
         num_per_level = [o.shape[1] for o in outputs["bbox_regression"]]
         if self.training:
             return self.loss({k: torch.cat(v, 1) for k, v in outputs.items()}, anchors, targets, num_per_level)
         return self.detect(outputs, anchors, images.image_sizes, num_per_level)
 
     def detect(self, outputs: dict[str, list[Tensor]], anchors: list[Tensor], image_sizes: list[tuple[int, int]], num_per_level: list[int]) -> list[dict[str, Tensor]]:
-        """Per level: score threshold and top-k; then class-wise NMS over the levels (torchvision's recipe)."""
+        """Per level: score threshold and top-k; then class-wise NMS over the levels (torchvision's
+        recipe), in float32 whatever the model's dtype (torchvision's CPU NMS has no bf16 kernel)."""
         detections = []
         for i, (anchors_i, size) in enumerate(zip(anchors, image_sizes)):
             boxes, scores, labels = [], [], []
             for level, anchors_l in enumerate(anchors_i.split(num_per_level)):
-                out = {k: v[level][i] for k, v in outputs.items()}
+                out = {k: v[level][i].float() for k, v in outputs.items()}
                 s = self.scores(out)
                 num_classes = s.shape[-1]
                 s = s.flatten()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,7 +19,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..layers import Conv2d, ConvBnAct, Linear
 from ..space import HeadArch
-from .common import DEFAULT_POST, STRIDES, PostProcess, anchor_generator
+from .common import DEFAULT_POST, STRIDES, PostProcess, anchor_generator, float_anchors
 
 ROI_SIZE = 7
 
@@ -95,9 +96,9 @@ class TwoStageHead(nn.Module):
     def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
         rpn = self.rpn
         objectness, deltas = rpn.head(features)
-        anchors = rpn.anchor_generator(images, features)
+        anchors = float_anchors(rpn.anchor_generator, images, features)  # proposals in float32 whatever the dtype
         num_per_level = [o[0].numel() for o in objectness]
-        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        objectness, deltas = (t.float() for t in concat_box_prediction_layers(objectness, deltas))
         proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
         proposals, _ = rpn.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
         losses = {}
@@ -109,8 +110,12 @@ class TwoStageHead(nn.Module):
             proposals, _, labels, regression_targets = self.roi.select_training_samples(proposals, shifted)
         # the pooler infers each level's scale from the padded batch size, which is exact
         padded = [tuple(images.tensors.shape[-2:])] * len(proposals)
-        x = self.roi.box_roi_pool(dict(zip(map(str, range(len(features))), features)), proposals, padded)
-        class_logits, box_regression = self.roi.box_predictor(self.roi.box_head(x, arch.width, arch.num_convs))
+        # RoIAlign wants one dtype for features and boxes, and has no bf16 kernel: pool bf16 in float32
+        dtype = features[0].dtype
+        pool = torch.float32 if dtype == torch.bfloat16 else dtype
+        maps = {str(i): f.to(pool) for i, f in enumerate(features)}
+        x = self.roi.box_roi_pool(maps, [p.to(pool) for p in proposals], padded).to(dtype)
+        class_logits, box_regression = (t.float() for t in self.roi.box_predictor(self.roi.box_head(x, arch.width, arch.num_convs)))
         if self.training:
             loss_cls, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
             return {**losses, "loss_classifier": loss_cls, "loss_box_reg": loss_box}
