@@ -193,6 +193,15 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path, monkeypatch):
     assert set(table.entries) == set(reference.entries) and not (tmp_path / "lut.json.partial").exists()
 
 
+@pytest.mark.parametrize("per_op_loo, chosen", [(9.5, "affine"), (8.5, "per_op"), (30.0, "affine")])
+def test_the_per_op_model_must_win_by_a_margin(monkeypatch, per_op_loo, chosen):
+    """Against the affine model's 10 % leave-one-out error, 9.5 % is not enough for a third
+    term (chance, on 20 noisy timings); 8.5 % is."""
+    models = {"affine": Correction(1.1, 0.5, 20.0, 10.0, True), "per_op": Correction(1.0, 0.2, 20.0, per_op_loo, per_op_loo < 20, -0.01)}
+    monkeypatch.setattr(Correction, "models", classmethod(lambda cls, *a, **k: models))
+    assert Correction.fit([1.0] * 5, [1.0] * 5, [1, 2, 3, 4, 5]) is models[chosen]
+
+
 def test_calibration_subnets_are_timed_among_the_ops(tmp_path):
     """In the same shuffled passes, not after them: a slow spell of the machine then hits op
     entries and calibration subnets alike instead of skewing the correction."""
