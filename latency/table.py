@@ -284,8 +284,8 @@ class LatencyTable:
 def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_classes: int = 80, passes: int = 2,
                 calib_archs: int = 20, seed: int = 0, timer: Optional[Timer] = None, progress: bool = True,
                 log: Callable[[str], None] = print, extra_passes: int = EXTRA_PASSES) -> LatencyTable:
-    """Measure every op of `space` (then `calib_archs` random subnets end to end, for the
-    correction) and write the table to `out`. Progress is checkpointed to `out`.partial every few
+    """Measure every op of `space` and, among them in the same passes, `calib_archs` random
+    subnets end to end (for the correction), and write the table to `out`. Progress is checkpointed to `out`.partial every few
     seconds: a build run again with the same arguments resumes there without re-measuring."""
     out = Path(out)
     ctx = OpContext.for_space(space, num_classes)
