@@ -29,9 +29,12 @@ def parse(argv: list[str] | None) -> tuple[SearchConfig, bool]:
     p.add_argument("--params-budget", type=float, help="millions of parameters")
     p.add_argument("--objective", choices=["map", "pareto"], default=D.objective,
                    help="map: best mAP under the budget; pareto: NSGA-II on (mAP, latency) under the budget")
-    p.add_argument("--stage", choices=["structural", "modular", "both"], default=D.stage)
+    p.add_argument("--stage", choices=["structural", "modular", "both", "random"], default=D.stage,
+                   help="random: the control, population x generations subnets drawn uniformly under the budget, no evolution")
     p.add_argument("--structural-block", default=D.structural_block, help="the block every position gets in the structural stage")
-    p.add_argument("--base-arch", help="Arch JSON whose structure --stage modular keeps (default: the largest subnet)")
+    p.add_argument("--finetune-steps", type=int, default=D.finetune_steps,
+                   help="--stage both: fine-tune the supernet this many steps on the structure found before the modular stage (SM-NAS); 0: none")
+    p.add_argument("--base-arch", help="Arch JSON whose structure --stage modular keeps (required there)")
     for name in ("population", "generations", "topk", "calib_batches", "val_images", "batch_size", "finalists", "seed", "workers"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(D, name))
     p.add_argument("--mutation-prob", type=float, default=D.mutation_prob, help="per-gene probability")

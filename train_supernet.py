@@ -19,8 +19,16 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     add_train_arguments(p)
     p.add_argument("--sampler", choices=["uniform", "sandwich", "fair"], default=TrainConfig.sampler)
     p.add_argument("--eval-images", type=int, default=TrainConfig.eval_images)
+    p.add_argument("--train-blocks", nargs="+", metavar="BLOCK",
+                   help="sample only these block types (stage-matched training: the structural stage's block, e.g. ir_k3_e6)")
+    p.add_argument("--structure", help="Arch JSON: sample only paths with its resolution, neck and head types and depths (fine-tuning for the modular stage)")
+    p.add_argument("--start-from", help="supernet checkpoint whose weights training starts from (fine-tuning)")
+    p.add_argument("--grad-average", choices=["users", "paths"], default=TrainConfig.grad_average,
+                   help="with several paths a step (sandwich): average each weight's gradient over the paths that ran it (users) or over all paths")
     args = vars(p.parse_args(argv))
     resume = args.pop("resume")
+    if args["train_blocks"]:
+        args["train_blocks"] = tuple(args["train_blocks"])
     return train_config(args), resume
 
 

@@ -35,6 +35,7 @@ from .evolution import Evolution, Objective, SearchError
 from .pareto import pareto_front
 
 STAGES = ("structural", "modular")
+RANDOM = "random"  # the control: as many subnets drawn uniformly under the budget, scored the same way
 STRUCTURE = ("resolution", "neck.type", "head.type")  # with the stage depths: what the modular stage keeps
 STRUCTURAL_BLOCK = "ir_k3_e6"  # the block every position gets while the structure is searched (MobileNetV2's)
 DEFAULT_LUT_DIR = Path("luts")
@@ -59,7 +60,8 @@ class SearchConfig:
     batch_size: int = 16
     stage: str = "both"  # structural | modular | both
     structural_block: str = STRUCTURAL_BLOCK
-    base_arch: Optional[str] = None  # Arch JSON file: the structure of --stage modular (default: the supernet's largest)
+    base_arch: Optional[str] = None  # Arch JSON file: the structure of --stage modular (required there)
+    finetune_steps: int = 0  # --stage both: steps of supernet fine-tuning on the found structure before the modular stage
     finalists: int = 5
     seed: int = 0
     out: str = "runs/search"
@@ -85,13 +87,26 @@ def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, blo
     head convs evolve."""
     genes = space.genes()
     if stage == "structural":
-        return [(n, (block if block in c else c[0],)) if ".blocks[" in n else (n, c) for n, c in genes]
+        return space.restrict(blocks=(block,)).genes()
+    if stage == RANDOM:
+        return space.genes()
     if stage == "modular":
         if base is None:
             raise SearchError("modular stage: needs the structure to keep (a base arch)")
         values = space.encode(base)
         return [(n, (values[n],)) if n in STRUCTURE or n.endswith(".depth") else (n, c) for n, c in genes]
-    raise SearchError(f"--stage: expected structural, modular or both, got {stage!r}")
+    raise SearchError(f"--stage: expected structural, modular, both or random, got {stage!r}")
+
+
+def finetune_config(trained: dict, search: "SearchConfig", out: Path) -> TrainConfig:
+    """The supernet's own training settings, restarted for `search.finetune_steps` steps from its
+    weights on the structure saved in `out`/structure.json, every block type sampled."""
+    steps = search.finetune_steps
+    config = {k: v for k, v in trained.items() if k in TrainConfig.__dataclass_fields__}
+    config.update(out=str(out), steps=steps, epochs=1, warmup=min(int(config.get("warmup", 0)), steps // 10), start_from=search.supernet,
+                  structure=str(out / "structure.json"), train_blocks=None, device=search.device, workers=search.workers,
+                  eval_images=min(int(config.get("eval_images", 0)) or search.val_images, search.val_images), eval_every=0)
+    return TrainConfig(**config)
 
 
 class SubnetEvaluator:
@@ -163,16 +178,25 @@ class Search:
             raise SearchError(f"--latency-budget: expected a positive number of milliseconds, got {c.latency_budget!r}")
         if c.objective not in ("map", "pareto"):
             raise SearchError(f"--objective: expected map or pareto, got {c.objective!r}")
-        if c.stage not in (*STAGES, "both"):
-            raise SearchError(f"--stage: expected structural, modular or both, got {c.stage!r}")
+        if c.stage not in (*STAGES, "both", RANDOM):
+            raise SearchError(f"--stage: expected structural, modular, both or random, got {c.stage!r}")
         for name in ("calib_batches", "val_images", "batch_size", "finalists", "generations"):
             if getattr(c, name) < 1:
                 raise SearchError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(c, name)!r}")
+        if c.finetune_steps < 0:
+            raise SearchError(f"--finetune-steps: expected 0 (no fine-tuning) or a positive number of steps, got {c.finetune_steps!r}")
+        if c.finetune_steps and c.stage != "both":
+            raise SearchError(f"--finetune-steps: fine-tunes between the two stages, so needs --stage both (got --stage {c.stage})")
         self.dist, self.device = init_distributed(c.device)
         self.out = Path(c.out)
         self.model, blob = load_supernet(c.supernet, self.device)
+        self.blob = blob
         self.space: SearchSpace = self.model.space
         self.num_classes = self.model.num_classes
+        try:
+            self.space.restrict(blocks=(c.structural_block,))
+        except ValueError as e:
+            raise SearchError(f"--structural-block {c.structural_block}: {e}") from None
         self.table = self._table()
         fastest, fastest_ms = self.table.extreme(fastest=True)
         if c.latency_budget < fastest_ms:
@@ -205,7 +229,8 @@ class Search:
         if c.stage != "modular":
             return None
         if not c.base_arch:
-            return self.space.largest()
+            raise SearchError("--stage modular: needs --base-arch, the Arch JSON whose structure it keeps (e.g. the structural "
+                              "stage's best in OUT/finetune/structure.json or finalists.json), or run --stage both")
         path = Path(c.base_arch)
         try:
             return self.space.validate(Arch.from_json(path.read_text()))
@@ -275,6 +300,8 @@ class Search:
     def run(self) -> dict:
         c = self.config
         stages = STAGES if c.stage == "both" else (c.stage,)
+        if c.stage == RANDOM:  # one generation of population x generations uniform draws: no selection at all
+            return self._random_control()
         objectives = [Objective("map")] if c.objective == "map" else [Objective("map"), Objective("latency_ms", maximize=False)]
         base = self.base_arch
         for index, stage in enumerate(stages):
@@ -285,10 +312,52 @@ class Search:
                                   c.aging, seed=c.seed + index, seeds=seeds)
             ranked = evolution.run(c.generations, on_generation=lambda _: self._write_outputs())
             base = max(ranked, key=lambda ind: ind.scores["map"]).item  # the modular stage keeps this structure
+            if stage == "structural" and len(stages) > 1 and c.finetune_steps:
+                self._finetune(base)
         summary = self._write_outputs()
         if self.dist.world > 1:
             dist.barrier()
         return summary
+
+    def _random_control(self) -> dict:
+        c = self.config
+        evolution = Evolution(stage_genes(self.space, RANDOM), self.space.decode, lambda a: a.hash(),
+                              lambda archs: self._evaluate(archs, RANDOM, evolution), [Objective("map")], self.constraints(),
+                              c.population * c.generations, seed=c.seed)
+        evolution.run(1)
+        summary = self._write_outputs()
+        if self.dist.world > 1:
+            dist.barrier()
+        return summary
+
+    def _finetune(self, structure: Arch) -> None:
+        """Stage-matched training (SM-NAS): fine-tune the supernet on paths of the structure the
+        structural stage found, all blocks free, so that the modular stage ranks weights trained
+        for its own choices. In OUT/finetune; resumed, or skipped when done, like training."""
+        from supernet.trainer import Trainer
+
+        c, folder = self.config, self.out / "finetune"
+        done = folder / "result.json"
+        if not done.is_file():
+            if self.dist.main:
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_json(structure.to_dict(), folder / "structure.json")
+            if self.dist.world > 1:
+                dist.barrier()
+            config = finetune_config(self.blob["config"], c, folder)
+            self.log(f"fine-tuning the supernet on the found structure ({structure.hash()}) for {c.finetune_steps} steps in {folder}")
+            trainer = Trainer(config, (self.train_set, self.val_set), resume=(folder / "last.pt").is_file())
+            result = trainer.run()
+            if self.dist.main:
+                atomic_json(result, done)
+            if self.dist.world > 1:
+                dist.barrier()
+        self.model, self.blob = load_supernet(folder / "last.pt", self.device)
+        self.evaluator.model = self.model
+        # scores of the supernet before fine-tuning do not compare: only the modular stage's own are kept
+        lines = (self.out / "history.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines if _is_json(line)]
+        self.cache = {r["hash"]: r for r in records if r["stage"] == "modular" and not r.get("cached")}
 
     def _evaluate(self, archs: list[Arch], stage: str, evolution: Evolution) -> list[dict]:
         """Results of one generation: from the cache (a resumed run), else evaluated, split across
@@ -297,7 +366,7 @@ class Search:
         todo = [a for a in archs if a.hash() not in self.cache]
         mine = todo[self.dist.rank::self.dist.world]
         best = max((r["map"] for r in self.history), default=0.0)
-        desc = f"{stage} gen {generation + 1}/{self.config.generations}"
+        desc = f"{stage} gen {generation + 1}/{self.config.generations}" if stage != RANDOM else RANDOM
         with tqdm(total=len(archs), desc=desc, disable=not self.dist.main, dynamic_ncols=True, leave=False) as bar:
             bar.update(len(archs) - len(todo))
             results: dict[str, dict] = {}
@@ -383,7 +452,7 @@ class Search:
 
     def _plot(self, records: list[dict], front: list[dict]) -> None:
         fig, ax = pyplot().subplots(figsize=(6.5, 4.5), dpi=120)
-        for stage, marker in zip(STAGES, "os"):
+        for stage, marker in zip((*STAGES, RANDOM), "osx"):
             pts = [r for r in records if r["stage"] == stage]
             if pts:
                 ax.scatter([r["latency_ms"] for r in pts], [r["map"] for r in pts], s=14, alpha=0.6, marker=marker, label=f"{stage} ({len(pts)})")

@@ -23,7 +23,7 @@ from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed
 
-from .nas import Search, SearchConfig
+from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig
 from .retrain import retrain
 
 SPACE = "tiny"
@@ -45,12 +45,15 @@ class Schedule:
     calib_batches: int
     retrain_steps: int | None
     retrain_epochs: int
+    finetune_steps: int  # the supernet fine-tuned on the found structure before the modular stage
 
 
 FULL = Schedule(supernet_epochs=10, supernet_steps=None, batch_size=16, lut_repeats=20, lut_passes=2, lut_calib=20,
-                population=12, generations=4, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=6)
+                population=12, generations=4, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=6,
+                finetune_steps=150)
 QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats=3, lut_passes=1, lut_calib=4,
-                 population=6, generations=2, search_val_images=24, calib_batches=2, retrain_steps=20, retrain_epochs=1)
+                 population=6, generations=2, search_val_images=24, calib_batches=2, retrain_steps=20, retrain_epochs=1,
+                 finetune_steps=4)
 
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
@@ -73,7 +76,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         return result
 
     train = TrainConfig(space=SPACE, out=str(out / "supernet"), epochs=s.supernet_epochs, steps=s.supernet_steps, batch_size=s.batch_size,
-                        seed=seed, workers=workers, device=str(dev), calib_batches=s.calib_batches, eval_images=s.search_val_images)
+                        seed=seed, workers=workers, device=str(dev), calib_batches=s.calib_batches, eval_images=s.search_val_images,
+                        train_blocks=(STRUCTURAL_BLOCK,))  # stage-matched: the structural stage's block everywhere
     supernet = step("supernet training", lambda: _train_supernet(train, space, log))
     lut = out / f"latency_{dev.type}.json"
     table = step("latency table", lambda: _latency_table(space, dev, s, lut, seed, log))
@@ -81,10 +85,14 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     log(f"latency budget: {budget:g} ms, halfway between the fastest ({fastest:.3f} ms) and the slowest ({slowest:.3f} ms) subnet")
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=s.generations,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, val_images=s.search_val_images,
-                          batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers)
+                          batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
+                          finetune_steps=s.finetune_steps)
     summary = step("search", lambda: Search(search, resume=(out / "search" / "config.json").is_file(), log=log).run())
     finalist = summary["best"]
-    candidates = {"searched": Arch.from_dict(finalist["arch"]), **baselines(space)}
+    # the control: as many subnets as the search evaluated, drawn uniformly under the budget, scored the same way
+    control_cfg = replace(search, stage=RANDOM, population=summary["evaluated"], generations=1, finetune_steps=0, out=str(out / "random"))
+    control = step("random-search control", lambda: Search(control_cfg, resume=(out / "random" / "config.json").is_file(), log=log).run())
+    candidates = {"searched": Arch.from_dict(finalist["arch"]), "random": Arch.from_dict(control["best"]["arch"]), **baselines(space)}
     retrain_cfg = replace(train, epochs=s.retrain_epochs, steps=s.retrain_steps, eval_images=0)
     results = {}
     for name, arch in candidates.items():
@@ -96,6 +104,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         "latency_range_ms": [round(fastest, 3), round(slowest, 3)], "schedule": asdict(s),
         "searched": {"hash": finalist["hash"], "inherited_map": finalist["map"], "predicted_ms": finalist["latency_ms"],
                      "evaluated": summary["evaluated"]},
+        "random": {"hash": control["best"]["hash"], "inherited_map": control["best"]["map"], "predicted_ms": control["best"]["latency_ms"],
+                   "evaluated": control["evaluated"]},
         "models": {name: {"arch": candidates[name].to_dict(), **r} for name, r in results.items()},
         "seconds": timings,
     }
@@ -164,7 +174,9 @@ def render_report(report: dict) -> str:
         f"Latency budget **{report['latency_budget_ms']:g} ms** (predicted), halfway between the fastest ({lo:g} ms) and the "
         f"slowest ({hi:g} ms) subnet of the space.", "",
         f"The search evaluated {searched['evaluated']} subnets with inherited weights; its best under the budget "
-        f"(`{searched['hash']}`) had mAP {searched['inherited_map']:.4f} with inherited weights. Below, it and the hand-designed "
+        f"(`{searched['hash']}`) had mAP {searched['inherited_map']:.4f} with inherited weights. The random-search control drew "
+        f"{report['random']['evaluated']} subnets uniformly under the same budget and scored them the same way; its best "
+        f"(`{report['random']['hash']}`, row `random`) had {report['random']['inherited_map']:.4f}. Below, these two and the hand-designed "
         "baselines (`supernet/baselines.py`), each trained from scratch with the same schedule and scored on the whole "
         "validation set. Latency is measured end to end on this machine with the latency table's settings, next to the "
         "table's prediction.", "",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -241,6 +241,30 @@ class SearchSpace:
             head=HeadSpace((arch.head.type,), (arch.head.width,), (arch.head.num_convs,), anchor_scale),
             activation=activation,
         )
+
+    def restrict(self, blocks: Sequence[str] | None = None, structure: "Arch | None" = None) -> "SearchSpace":
+        """The sub-space a training stage samples from (SM-NAS's stage-matched training).
+
+        `blocks`: every stage keeps only these block types, or its first choice where it offers
+        none of them (the structural stage runs one block everywhere). `structure`: the
+        resolution, neck and head types and stage depths of this arch are fixed (the modular
+        stage's fine-tune); widths, blocks, repeats and convs stay free. Raises ValueError naming
+        what does not fit this space."""
+        space = self
+        if blocks is not None:
+            blocks = tuple(blocks)
+            offered = {b for s in self.backbone.stages for b in s.blocks}
+            if not blocks or not offered & set(blocks):
+                raise ValueError(f"blocks: none of {list(blocks)} is a block choice of this space ({sorted(offered)})")
+            stages = tuple(StageSpace(s.depths, s.widths, tuple(b for b in s.blocks if b in blocks) or s.blocks[:1])
+                           for s in self.backbone.stages)
+            space = replace(space, backbone=replace(space.backbone, stages=stages))
+        if structure is not None:
+            self.validate(structure)
+            stages = tuple(replace(s, depths=(a.depth,)) for s, a in zip(space.backbone.stages, structure.backbone.stages))
+            space = replace(space, resolutions=(structure.resolution,), backbone=replace(space.backbone, stages=stages),
+                            neck=replace(space.neck, types=(structure.neck.type,)), head=replace(space.head, types=(structure.head.type,)))
+        return space
 
     # ---- architectures ----------------------------------------------------------------------
     def validate(self, arch: "Arch") -> "Arch":

@@ -13,6 +13,7 @@ import os
 import random
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
@@ -31,7 +32,7 @@ from .data import to_model_input
 from .io import atomic_torch_save, atomic_write_bytes
 from .path import preserve_off_path
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
-from .space import SearchSpace
+from .space import Arch, SearchSpace
 from .supernet import Detector, Supernet
 
 MAX_BAD_STEPS = 5
@@ -71,6 +72,10 @@ class TrainConfig:
     eval_images: int = 200  # validation images per evaluation (a fixed subset; retraining: 0 = all)
     eval_random_archs: int = 2  # evaluated besides the smallest and the largest
     calib_batches: int = 8  # BN recalibration batches before each evaluation
+    train_blocks: Optional[tuple[str, ...]] = None  # sample only these block types (structural stage); None: all
+    structure: Optional[str] = None  # Arch JSON: sample only paths of its structure (the modular stage's fine-tune)
+    start_from: Optional[str] = None  # supernet checkpoint whose weights training starts from (fine-tuning)
+    grad_average: str = "users"  # several paths a step: each weight's gradient averaged over the paths that ran it, or over all ("paths")
 
 
 @dataclass
@@ -151,6 +156,8 @@ class Trainer:
             raise TrainError("--amp: mixed precision needs a CUDA device (--device cuda)")
         if config.sampler not in SAMPLERS:
             raise TrainError(f"--sampler: expected one of {sorted(SAMPLERS)}, got {config.sampler!r}")
+        if config.grad_average not in ("users", "paths"):
+            raise TrainError(f"--grad-average: expected users or paths, got {config.grad_average!r}")
         if config.optimizer not in ("sgd", "adamw"):
             raise TrainError(f"--optimizer: expected sgd or adamw, got {config.optimizer!r}")
         self.out = Path(config.out)
@@ -165,9 +172,12 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise TrainError(f"--batch-size {config.batch_size}: larger than the training set ({len(self.train_set)} images)")
         self.total_steps = config.steps if config.steps else config.epochs * self.steps_per_epoch
+        self.sample_space = self.space if detector is not None else self._sample_space()
         seed_everything(config.seed + self.dist.rank)
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.model = (detector or Supernet(self.space, self.train_set.num_classes)).to(self.device)
+        if config.start_from:
+            self._load_start(config.start_from)
         self.optimizer = create_optimizer_v2(
             self.model, opt="momentum" if config.optimizer == "sgd" else "adamw", lr=config.lr,
             weight_decay=config.weight_decay, momentum=config.momentum, filter_bias_and_bn=True,
@@ -177,7 +187,7 @@ class Trainer:
             lr_min=config.lr * 1e-2, t_in_epochs=False,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-        self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](self.space, config.seed)
+        self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](self.sample_space, config.seed)
         self.step = 0
         self.train_seconds = 0.0  # spent in training steps, over every resumed part of the run
         self.bad_steps = 0
@@ -197,8 +207,39 @@ class Trainer:
         if detector is not None:
             self.eval_archs = {"arch": detector.arch}
         else:
-            self.eval_archs = {"smallest": self.space.smallest(), "largest": self.space.largest()}
-            self.eval_archs.update({f"random{i}": self.space.sample(rng) for i in range(config.eval_random_archs)})
+            sampled = self.sample_space
+            self.eval_archs = {"smallest": sampled.smallest(), "largest": sampled.largest()}
+            self.eval_archs.update({f"random{i}": sampled.sample(rng) for i in range(config.eval_random_archs)})
+
+    def _sample_space(self) -> SearchSpace:
+        """The sub-space this run's paths are drawn from (`train_blocks`, `structure`)."""
+        cfg, structure = self.config, None
+        if cfg.structure:
+            path = Path(cfg.structure)
+            try:
+                structure = Arch.from_json(path.read_text(), str(path))
+            except OSError:
+                raise TrainError(f"--structure: {path} not found (an Arch JSON file, e.g. a search's best.json)") from None
+            except ValueError as e:
+                raise TrainError(f"--structure: {e}") from None
+        try:
+            space = self.space.restrict(structure=structure)
+        except ValueError as e:
+            raise TrainError(f"--structure: {e}") from None
+        try:
+            return space.restrict(blocks=cfg.train_blocks)
+        except ValueError as e:
+            raise TrainError(f"--train-blocks: {e}") from None
+
+    def _load_start(self, path: str) -> None:
+        """Start from the weights of a supernet checkpoint of the same space (fine-tuning)."""
+        try:
+            model, _ = load_supernet(path)
+        except TrainError as e:
+            raise TrainError(f"--start-from: {e}") from None
+        if model.space != self.space or model.num_classes != self.model.num_classes:
+            raise TrainError(f"--start-from: {path} holds a supernet of another space or class count than --space {self.config.space}")
+        self.model.load_state_dict(model.state_dict())
 
     # ---- checkpoints --------------------------------------------------------------------------
     @property
@@ -318,6 +359,8 @@ class Trainer:
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             return None
+        if len(paths) > 1 and self.config.grad_average == "users":
+            self._average_over_users(paths)
         if self.config.clip_grad:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.config.clip_grad)
@@ -327,6 +370,15 @@ class Trainer:
         if self.ema:
             self.ema.update(self.model, step=self.step)
         return {"loss": sum(parts.values()), **parts}
+
+    def _average_over_users(self, paths: list) -> None:
+        """Each parameter's gradient becomes the mean over the paths that ran it, not over all
+        the step's paths: a head or neck type on one path of three would otherwise learn at a
+        third of the rate of the weights every path shares."""
+        users = Counter(name for arch in paths for name in self.model.path_shapes(arch))
+        for name, p in self.model.named_parameters():
+            if p.grad is not None and 0 < users[name] < len(paths):
+                p.grad.mul_(len(paths) / users[name])
 
     def evaluate(self, max_images: Optional[int] = None) -> dict[str, dict]:
         """mAP of the fixed evaluation archs with inherited weights after BN recalibration."""

@@ -25,7 +25,7 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     report = json.loads((out / "report.json").read_text())
     lo, hi = report["latency_range_ms"]
     assert lo < report["latency_budget_ms"] < hi
-    assert set(report["models"]) == {"searched", *RECIPES}
+    assert set(report["models"]) == {"searched", "random", *RECIPES}
     space = SearchSpace.preset("tiny")
     for name, m in report["models"].items():
         space.validate(Arch.from_dict(m["arch"]))
@@ -35,6 +35,11 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     assert searched["latency_pred_ms"] <= report["latency_budget_ms"]
     finalists = json.loads((out / "search" / "finalists.json").read_text())
     assert searched["hash"] == finalists[0]["hash"]
+    assert (out / "search" / "finetune" / "result.json").is_file()  # stage-matched: fine-tuned before the modular stage
+    control = [json.loads(line) for line in (out / "random" / "history.jsonl").read_text().splitlines()]
+    assert len(control) == report["searched"]["evaluated"] == report["random"]["evaluated"]
+    assert {r["stage"] for r in control} == {"random"} and all(r["latency_ms"] <= report["latency_budget_ms"] for r in control)
+    assert report["models"]["random"]["hash"] == max(control, key=lambda r: r["map"])["hash"]
     md = (out / "report.md").read_text()
     assert "![Pareto front of the search](pareto.png)" in md and (out / "pareto.png").is_file()
     assert all(f"| {name} |" in md for name in report["models"])

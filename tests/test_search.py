@@ -177,3 +177,48 @@ def test_config_fields_are_flags():
     """Every setting of a search can be given on the command line."""
     cfg, resume = evolve.parse(["--latency-budget", "3", "--aging", "--val-images-dir", "v", "--objective", "pareto"])
     assert cfg == replace(SearchConfig(), latency_budget=3.0, aging=True, val_images_dir="v", objective="pareto") and not resume
+
+
+def test_stage_both_fine_tunes_on_the_found_structure_and_resumes(trained, tmp_path):
+    import torch
+
+    out = tmp_path / "ft"
+    Search(config(trained, out, finetune_steps=2)).run()
+    history = read_history(out)
+    best = max((r for r in history if r["stage"] == "structural"), key=lambda r: r["map"])
+    structure = Arch.from_dict(json.loads((out / "finetune" / "structure.json").read_text()))
+    assert structure.hash() == best["hash"]
+    result = json.loads((out / "finetune" / "result.json").read_text())
+    assert result["step"] == 2
+    before = torch.load(trained["checkpoint"], weights_only=True)["model"]
+    after = torch.load(out / "finetune" / "last.pt", weights_only=True)
+    assert after["config"]["start_from"] == trained["checkpoint"] and after["config"]["structure"].endswith("structure.json")
+    assert any(not torch.equal(before[k], v) for k, v in after["model"].items())  # the modular stage ranks new weights
+    modular = [r for r in history if r["stage"] == "modular"]
+    for r in modular:
+        assert (r["arch"]["resolution"], r["arch"]["head"]["type"]) == (structure.resolution, structure.head.type)
+    assert modular[0]["hash"] == best["hash"] and not modular[0].get("cached")  # scored again, on the fine-tuned weights
+    mtime = (out / "finetune" / "last.pt").stat().st_mtime_ns
+    Search(config(trained, out, finetune_steps=2), resume=True).run()  # done: neither trained nor evaluated again
+    assert (out / "finetune" / "last.pt").stat().st_mtime_ns == mtime
+    assert [r["hash"] for r in read_history(out)][: len(history)] == [r["hash"] for r in history]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(stage="structural", finetune_steps=2), "--finetune-steps: fine-tunes between the two stages"),
+    (dict(finetune_steps=-1), "--finetune-steps: expected 0"),
+    (dict(stage="modular"), "--stage modular: needs --base-arch"),
+    (dict(structural_block="bogus"), "--structural-block bogus: blocks: none of"),
+])
+def test_stage_settings_errors(trained, tmp_path, kw, message):
+    with pytest.raises(SearchError, match=message):
+        Search(config(trained, tmp_path / "e", **kw))
+
+
+def test_random_control_draws_uniformly_under_the_budget(trained, tmp_path):
+    summary = Search(config(trained, tmp_path / "r", stage="random", population=3, generations=2)).run()
+    history = read_history(tmp_path / "r")
+    assert len(history) == 6 == summary["evaluated"] and {r["stage"] for r in history} == {"random"}
+    assert all(r["latency_ms"] <= trained["budget"] for r in history)
+    assert len({json.dumps(r["arch"]["backbone"]["stages"]) for r in history}) > 1  # blocks drawn too, not fixed
+    assert summary["best"]["map"] == max(r["map"] for r in history)

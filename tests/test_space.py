@@ -221,3 +221,24 @@ def test_genes_encode_decode_round_trip(tiny):
     values["neck.type"] = "fpn"
     values["neck.repeats"] = 2  # inactive for FPN: ignored
     assert tiny.decode(values).neck.repeats == 1
+
+
+def test_restrict_to_blocks_and_structure(tiny):
+    structural = tiny.restrict(blocks=["ir_k3_e6"])
+    assert all(s.blocks == ("ir_k3_e6",) for s in structural.backbone.stages)
+    assert structural.neck == tiny.neck and structural.resolutions == tiny.resolutions
+    micro = micro_space()  # stages 0, 2, 3 offer no ir_k3_e3: their first choice is kept
+    assert [s.blocks for s in micro.restrict(blocks=["ir_k3_e3"]).backbone.stages] == [("basic",), ("ir_k3_e3",), ("bottleneck",), ("basic",)]
+    with pytest.raises(ValueError, match=r"blocks: none of \['bogus'\]"):
+        tiny.restrict(blocks=["bogus"])
+    base = tiny.sample(5)
+    sub = tiny.restrict(structure=base)
+    assert sub.resolutions == (base.resolution,) and sub.neck.types == (base.neck.type,) and sub.head.types == (base.head.type,)
+    assert [s.depths for s in sub.backbone.stages] == [(s.depth,) for s in base.backbone.stages]
+    assert sub.neck.widths == tiny.neck.widths and sub.backbone.stages[0].blocks == tiny.backbone.stages[0].blocks
+    rng = random.Random(0)
+    for _ in range(50):  # every arch of the sub-space is one of the space with the structure kept
+        a = tiny.validate(sub.sample(rng))
+        assert (a.resolution, a.neck.type, a.head.type) == (base.resolution, base.neck.type, base.head.type)
+    with pytest.raises(ValueError, match=r"arch\.backbone\.stages\[0\]\.depth"):  # an arch of another space
+        micro.restrict(structure=base)

@@ -172,3 +172,68 @@ def test_ema_added_on_resume_starts_from_trained_weights(shapes, tmp_path):
     resumed = Trainer(config(shapes, tmp_path / "ema", steps=3, ema=0.99), build_datasets(cfg, 128), resume=True)
     trained, ema = resumed.model.state_dict(), resumed.ema.module.state_dict()
     assert all(torch.equal(trained[k], ema[k]) for k in trained)
+
+
+def test_stage_matched_training_samples_the_sub_space(shapes, tmp_path):
+    from supernet import Arch, SearchSpace
+    from supernet.space import StageArch
+
+    cfg = config(shapes, tmp_path / "structural", steps=2, train_blocks=("ir_k3_e6",), eval_random_archs=1)
+    trainer = Trainer(cfg, build_datasets(cfg, 128))
+    paths = [a for step in range(20) for a in trainer.sampler.paths(step)]
+    assert all(b == "ir_k3_e6" for a in paths for s in a.backbone.stages for b in s.blocks)
+    assert all(b == "ir_k3_e6" for a in trainer.eval_archs.values() for s in a.backbone.stages for b in s.blocks)
+    assert trainer.model.space == SearchSpace.preset("tiny")  # the supernet still holds every candidate
+    trainer.run()
+    # fine-tune on one structure, from those weights: every block type, the structure fixed
+    base = SearchSpace.preset("tiny").sample(2)
+    base = Arch(base.resolution, type(base.backbone)(base.backbone.stem_width, [StageArch(s.width, ("ir_k3_e6",) * s.depth) for s in base.backbone.stages]),
+                base.neck, base.head)
+    structure = tmp_path / "structure.json"
+    structure.write_text(base.to_json())
+    cfg = config(shapes, tmp_path / "finetune", steps=1, structure=str(structure), start_from=str(tmp_path / "structural" / "last.pt"))
+    tuned = Trainer(cfg, build_datasets(cfg, 128))
+    start = torch.load(tmp_path / "structural" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, start[k]) for k, v in tuned.model.state_dict().items())
+    paths = [a for step in range(30) for a in tuned.sampler.paths(step)]
+    assert {(a.resolution, a.neck.type, a.head.type, tuple(s.depth for s in a.backbone.stages)) for a in paths} == {
+        (base.resolution, base.neck.type, base.head.type, tuple(s.depth for s in base.backbone.stages))}
+    assert len({b for a in paths for s in a.backbone.stages for b in s.blocks}) > 3
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--train-blocks", "bogus"], "--train-blocks: blocks: none of ['bogus']"),
+    (["--structure", "nowhere.json"], "--structure: nowhere.json not found"),
+    (["--start-from", "nowhere.pt"], "--start-from: nowhere.pt: supernet checkpoint not found"),
+])
+def test_stage_matched_flags_errors(shapes, tmp_path, capsys, flags, message):
+    argv = ["--data", str(shapes), "--out", str(tmp_path / "r"), "--steps", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
+    assert train_supernet.main(argv + flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_gradients_are_averaged_over_the_paths_that_ran_each_weight(shapes, tmp_path):
+    """Two paths that share the backbone but not the head type: the shared weights get the mean
+    of both gradients, each head its own path's gradient in full."""
+    cfg = config(shapes, tmp_path / "g", steps=1, clip_grad=None, train_blocks=("ir_k3_e6",))
+    trainer = Trainer(cfg, build_datasets(cfg, 128))
+    a = trainer.sample_space.smallest()
+    heads = [t for t in trainer.space.head.types if t != a.head.type]
+    b = type(a)(a.resolution, a.backbone, a.neck, type(a.head)(heads[0], a.head.width, a.head.num_convs))
+    images, targets = trainer._to_device(*next(iter(trainer.loader(0, 1))))
+
+    def grads(paths):
+        trainer.model.zero_grad(set_to_none=True)
+        for arch in paths:  # what train_step accumulates, without the optimizer step
+            losses = trainer.model(images, targets, arch=arch)
+            (sum(losses.values()) / len(paths)).backward()
+        trainer._average_over_users(paths)
+        return {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    both, only_a, only_b = grads([a, b]), grads([a]), grads([b])
+    stem = "backbone.stem.conv.weight"
+    assert torch.allclose(both[stem], (only_a[stem] + only_b[stem]) / 2, atol=1e-6)
+    head_a = next(n for n in only_a if n.startswith(f"head.{a.head.type}."))
+    head_b = next(n for n in only_b if n.startswith(f"head.{b.head.type}."))
+    assert torch.allclose(both[head_a], only_a[head_a], atol=1e-6) and torch.allclose(both[head_b], only_b[head_b], atol=1e-6)
