@@ -90,7 +90,8 @@ def main() -> None:
     model, blob = load_supernet(args.supernet, device)
     table = LatencyTable.load(args.lut)
     space = model.space
-    archs = spread_archs(space, table, args.k, args.seed)
+    # a supernet trained on a sub-space (stage-matched, --train-blocks) is ranked on the archs it trained
+    archs = spread_archs(space.restrict(blocks=blob["config"].get("train_blocks")), table, args.k, args.seed)
     config = TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
                          epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=str(device),
                          eval_images=0, workers=2)
