@@ -29,7 +29,7 @@ from supernet.data import build_loader
 from supernet.evaluate import METRICS, Batches, coco_map, detect
 from supernet.io import atomic_json, atomic_save_figure, pyplot
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, build_datasets, init_distributed, load_supernet
+from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet
 
 from .evolution import Evolution, Objective, SearchError
 from .pareto import pareto_front
@@ -299,9 +299,9 @@ class Search:
 
     def run(self) -> dict:
         c = self.config
-        stages = STAGES if c.stage == "both" else (c.stage,)
-        if c.stage == RANDOM:  # one generation of population x generations uniform draws: no selection at all
-            return self._random_control()
+        stages = STAGES if c.stage == "both" else () if c.stage == RANDOM else (c.stage,)
+        if c.stage == RANDOM:
+            self._random_control()
         objectives = [Objective("map")] if c.objective == "map" else [Objective("map"), Objective("latency_ms", maximize=False)]
         base = self.base_arch
         for index, stage in enumerate(stages):
@@ -319,23 +319,18 @@ class Search:
             dist.barrier()
         return summary
 
-    def _random_control(self) -> dict:
+    def _random_control(self) -> None:
+        """One generation of population x generations uniform draws under the budgets: no selection at all."""
         c = self.config
         evolution = Evolution(stage_genes(self.space, RANDOM), self.space.decode, lambda a: a.hash(),
                               lambda archs: self._evaluate(archs, RANDOM, evolution), [Objective("map")], self.constraints(),
                               c.population * c.generations, seed=c.seed)
         evolution.run(1)
-        summary = self._write_outputs()
-        if self.dist.world > 1:
-            dist.barrier()
-        return summary
 
     def _finetune(self, structure: Arch) -> None:
         """Stage-matched training (SM-NAS): fine-tune the supernet on paths of the structure the
         structural stage found, all blocks free, so that the modular stage ranks weights trained
         for its own choices. In OUT/finetune; resumed, or skipped when done, like training."""
-        from supernet.trainer import Trainer
-
         c, folder = self.config, self.out / "finetune"
         done = folder / "result.json"
         if not done.is_file():

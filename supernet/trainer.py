@@ -219,7 +219,7 @@ class Trainer:
             try:
                 structure = Arch.from_json(path.read_text(), str(path))
             except OSError:
-                raise TrainError(f"--structure: {path} not found (an Arch JSON file, e.g. a search's best.json)") from None
+                raise TrainError(f"--structure: {path} not found (an Arch JSON file, e.g. a search's OUT/finetune/structure.json)") from None
             except ValueError as e:
                 raise TrainError(f"--structure: {e}") from None
         try:
