@@ -1,12 +1,17 @@
 """Can the supernet's ranking be trusted? Inherited-weight mAP against standalone-trained mAP.
 
     python benchmarks/ranking.py                       # the demo's supernet and table (runs/demo)
-    python benchmarks/ranking.py --supernet runs/supernet/last.pt --lut luts/cpu_tiny.json -k 12 --epochs 6
+    python benchmarks/ranking.py --supernet users=runs/a/last.pt paths=runs/b/last.pt --lut luts/cpu_tiny.json -k 30
 
-Picks K archs spread evenly over the table's latency range (one random arch per latency bin),
-scores each with inherited weights after BN recalibration (what the search sees) and after
-training it from scratch with one short schedule (what a user gets), on the whole validation set,
-and prints one JSON line with Kendall tau and Spearman rho between the two, plus a scatter plot.
+Picks K archs spread evenly over the table's latency range (one per latency bin, preferring the
+neck and head types picked least so far, so every type is covered), scores each with inherited
+weights after BN recalibration (what the search sees) and after training it from scratch with
+one short schedule (the "truth": what a user gets), on the whole validation set. The first
+--ceiling-archs archs (spread over the range) are trained again with a second seed: the truth's
+own seed-to-seed Kendall tau is the noise ceiling no supernet can beat. Several --supernet
+NAME=PATH rank the same archs against the same truth: one row each of the ablation table.
+Prints one JSON line (Kendall tau and Spearman with bootstrap 95 % intervals, the median
+inherited / standalone ratio, top-5 overlap, per supernet) and a scatter plot per supernet.
 Resumable: retrained archs are kept under --work and skipped when run again.
 """
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,11 +34,13 @@ from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, build_datasets, init_distributed, load_supernet
 
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
+TOP = 5  # the top-N overlap reported
 
 
 def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int) -> list[Arch]:
     """K distinct archs, one from each of K equal bins of predicted latency (empty bins are
-    filled from the nearest non-empty ones)."""
+    filled from the nearest non-empty ones); within a bin, an arch whose neck and head types
+    were picked least so far, so that K >= the number of types covers every one of them."""
     rng = random.Random(seed)
     pool = {a.hash(): a for a in (space.sample(rng) for _ in range(POOL))}
     timed = sorted((table.predict(a), h) for h, a in pool.items())
@@ -41,40 +49,77 @@ def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int) -> 
     for ms, h in timed:
         bins[min(k - 1, int((ms - lo) / (hi - lo) * k))].append(h)
     picks: list[str] = []
+    seen: Counter = Counter()
     for i in range(k):
         for j in sorted(range(k), key=lambda j: abs(j - i)):  # this bin, else the nearest with archs left
             left = [h for h in bins[j] if h not in picks]
             if left:
-                picks.append(rng.choice(left))
+                rarity = {h: seen[("neck", pool[h].neck.type)] + seen[("head", pool[h].head.type)] for h in left}
+                h = rng.choice([h for h in left if rarity[h] == min(rarity.values())])
+                seen.update([("neck", pool[h].neck.type), ("head", pool[h].head.type)])
+                picks.append(h)
                 break
     return [pool[h] for h in picks]
 
 
 def rank_agreement(inherited: list[float], standalone: list[float], resamples: int = 2000, seed: int = 0) -> dict:
-    """Kendall tau and Spearman rho of the two mAP lists, with a 95 % bootstrap interval for tau
-    (archs resampled with replacement): at K of 10-20 the interval is the honest answer to
+    """Kendall tau and Spearman rho of the two mAP lists, each with a 95 % bootstrap interval
+    (archs resampled with replacement): at K of 10-30 the interval is the honest answer to
     whether the supernet's order can be trusted."""
     if len(inherited) != len(standalone) or len(inherited) < 3:
         raise ValueError(f"rank_agreement: expected two equally long lists of at least 3 mAPs, got {len(inherited)} and {len(standalone)}")
     x, y = np.asarray(inherited, float), np.asarray(standalone, float)
     rng = np.random.default_rng(seed)
-    taus = []
+    taus, rhos = [], []
     for _ in range(resamples):
         i = rng.integers(0, len(x), len(x))
         if len(set(i)) > 2:
-            t = kendalltau(x[i], y[i]).statistic
-            if np.isfinite(t):
+            t, r = kendalltau(x[i], y[i]).statistic, spearmanr(x[i], y[i]).statistic
+            if np.isfinite(t) and np.isfinite(r):
                 taus.append(t)
-    lo, hi = np.percentile(taus, [2.5, 97.5])
-    return {"kendall_tau": round(float(kendalltau(x, y).statistic), 4), "kendall_tau_ci95": [round(float(lo), 3), round(float(hi), 3)],
-            "spearman": round(float(spearmanr(x, y).statistic), 4)}
+                rhos.append(r)
+    interval = lambda v: [round(float(q), 3) for q in np.percentile(v, [2.5, 97.5])]
+    return {"kendall_tau": round(float(kendalltau(x, y).statistic), 4), "kendall_tau_ci95": interval(taus),
+            "spearman": round(float(spearmanr(x, y).statistic), 4), "spearman_ci95": interval(rhos)}
+
+
+def ranking_row(inherited: list[float], standalone: list[float], seed: int = 0) -> dict:
+    """One supernet's row: rank agreement, the median inherited / standalone mAP ratio (how far
+    the shared weights are from a standalone training) and how many of the truth's top-5 the
+    inherited order also puts in its top 5."""
+    top = lambda v: set(np.argsort(v)[::-1][:TOP].tolist())
+    ratios = [i / s for i, s in zip(inherited, standalone) if s > 0]
+    return {**rank_agreement(inherited, standalone, seed=seed), "median_ratio": round(float(np.median(ratios)), 3) if ratios else None,
+            f"top{TOP}_overlap": len(top(inherited) & top(standalone))}
+
+
+def ceiling_picks(archs: list[Arch], table: LatencyTable, n: int) -> list[Arch]:
+    """`n` of the archs, evenly spread over their predicted latencies (the noise ceiling's)."""
+    timed = sorted(archs, key=table.predict)
+    if n >= len(timed):
+        return timed
+    return [timed[round(i * (len(timed) - 1) / (n - 1))] for i in range(n)] if n > 1 else timed[:1]
+
+
+def parse_supernets(specs: list[str]) -> dict[str, str]:
+    """`NAME=PATH` or `PATH` (named after its run folder) -> {name: path}; names must differ."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=")
+        name = name or Path(path).parent.name or "supernet"
+        if name in out:
+            raise ValueError(f"--supernet: the name {name!r} is given twice; name each as NAME=PATH")
+        out[name] = path
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--supernet", default="runs/demo/supernet/last.pt")
+    p.add_argument("--supernet", nargs="+", default=["runs/demo/supernet/last.pt"],
+                   help="checkpoint(s), each PATH or NAME=PATH: one ablation row each, on the first one's archs")
     p.add_argument("--lut", default="runs/demo/latency_cpu.json")
-    p.add_argument("-k", type=int, default=10, help="archs to compare (>= 10 for a meaningful tau)")
+    p.add_argument("-k", type=int, default=30, help="archs to compare (>= 30 for a meaningful tau)")
+    p.add_argument("--ceiling-archs", type=int, default=15, help="archs trained with a second seed for the noise ceiling (0: none)")
     p.add_argument("--epochs", type=int, default=6, help="standalone training schedule (the demo's retraining)")
     p.add_argument("--steps", type=int, help="instead of --epochs")
     p.add_argument("--batch-size", type=int, default=16)
@@ -86,47 +131,70 @@ def main() -> None:
     args = p.parse_args()
     if args.k < 3:
         sys.exit("error: -k: expected at least 3")
+    if not 0 <= args.ceiling_archs <= args.k or args.ceiling_archs in (1, 2):
+        sys.exit(f"error: --ceiling-archs: expected 0 or 3..{args.k} (-k), got {args.ceiling_archs}")
+    try:
+        supernets = parse_supernets(args.supernet)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     _, device = init_distributed(args.device)
-    model, blob = load_supernet(args.supernet, device)
     table = LatencyTable.load(args.lut)
-    space = model.space
-    # a supernet trained on a sub-space (stage-matched, --train-blocks) is ranked on the archs it trained
-    archs = spread_archs(space.restrict(blocks=blob["config"].get("train_blocks")), table, args.k, args.seed)
-    config = TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
-                         epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=str(device),
-                         eval_images=0, workers=2)
-    train_set, val_set = build_datasets(config, max(space.resolutions))
-    evaluator = SubnetEvaluator(model, train_set, val_set, device, args.calib_batches, len(val_set), args.batch_size, 2, args.seed)
-    points = []
+    log = lambda m: print(m, file=sys.stderr)
+    archs, config, inherited = None, None, {}
+    for name, path in supernets.items():
+        model, blob = load_supernet(path, device)
+        if archs is None:  # a supernet trained on a sub-space (stage-matched, --train-blocks) is ranked on the archs it trained
+            space = model.space
+            archs = spread_archs(space.restrict(blocks=blob["config"].get("train_blocks")), table, args.k, args.seed)
+            config = TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
+                                 epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=str(device),
+                                 eval_images=0, workers=2)
+            train_set, val_set = build_datasets(config, max(space.resolutions))
+        elif model.space != space:
+            sys.exit(f"error: --supernet {path}: its space differs from {next(iter(supernets.values()))}'s; rows must rank the same archs")
+        evaluator = SubnetEvaluator(model, train_set, val_set, device, args.calib_batches, len(val_set), args.batch_size, 2, args.seed)
+        log(f"== inherited: {name} ({path})")
+        inherited[name] = [round(evaluator(a)["map"], 5) for a in archs]
+    truth = {}
     for i, arch in enumerate(archs):
-        print(f"[{i + 1}/{len(archs)}] {arch.hash()} predicted {table.predict(arch):.2f} ms", file=sys.stderr)
-        inherited = evaluator(arch)["map"]
-        standalone = retrain(arch, space, replace(config, out=str(Path(args.work) / arch.hash())),
-                             lut=args.lut, resume=True, log=lambda m: print(m, file=sys.stderr))
-        points.append({"hash": arch.hash(), "latency_pred_ms": round(table.predict(arch), 4), "inherited_map": round(inherited, 5),
-                       "standalone_map": round(standalone["map"], 5), "arch": arch.to_dict()})
-    inh, sa = [q["inherited_map"] for q in points], [q["standalone_map"] for q in points]
+        log(f"[{i + 1}/{len(archs)}] {arch.hash()} predicted {table.predict(arch):.2f} ms")
+        truth[arch.hash()] = retrain(arch, space, replace(config, out=str(Path(args.work) / arch.hash())), lut=args.lut, resume=True, log=log)["map"]
+    ceiling, again = None, {}
+    if args.ceiling_archs:
+        second = args.seed + 1
+        for arch in ceiling_picks(archs, table, args.ceiling_archs):
+            log(f"[noise ceiling] {arch.hash()}, seed {second}")
+            cfg = replace(config, seed=second, out=str(Path(args.work) / f"{arch.hash()}_seed{second}"))
+            again[arch.hash()] = retrain(arch, space, cfg, lut=args.lut, resume=True, log=log)["map"]
+        ceiling = {"archs": len(again), "seeds": [args.seed, second],
+                   **rank_agreement([truth[h] for h in again], list(again.values()), seed=args.seed)}
+    standalone = [truth[a.hash()] for a in archs]
+    rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed)} for name, inh in inherited.items()]
     result = {
-        "benchmark": "ranking", "device": table.meta["environment"]["device_name"], "k": len(points), **rank_agreement(inh, sa, seed=args.seed),
-        "schedule": {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
-        "supernet": args.supernet, "val_images": len(val_set),
+        "benchmark": "ranking", "device": table.meta["environment"]["device_name"], "k": len(archs),
+        "head_types": sorted({a.head.type for a in archs}), "neck_types": sorted({a.neck.type for a in archs}),
+        "schedule": {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size}, "val_images": len(val_set),
+        "noise_ceiling": ceiling, "rows": rows,
     }
+    points = [{"hash": a.hash(), "latency_pred_ms": round(table.predict(a), 4), "standalone_map": round(truth[a.hash()], 5),
+               "standalone_map_seed2": again.get(a.hash()), "inherited_map": {n: v[i] for n, v in inherited.items()}, "arch": a.to_dict()}
+              for i, a in enumerate(archs)]
     out = Path(args.out)
     atomic_json({**result, "points": points}, out.with_suffix(".points.json"))
-    _plot(points, result, out.with_suffix(".png"))
+    _plot(points, rows, out.with_suffix(".png"))
     emit_result(result, out)
 
 
-def _plot(points: list[dict], result: dict, path: Path) -> None:
-    lo, hi = result["kendall_tau_ci95"]
-    fig, ax = pyplot().subplots(figsize=(5.5, 4.5), dpi=120)
-    sc = ax.scatter([q["inherited_map"] for q in points], [q["standalone_map"] for q in points],
-                    c=[q["latency_pred_ms"] for q in points], cmap="viridis")
-    fig.colorbar(sc, label="predicted latency (ms)")
-    ax.set(xlabel="mAP, inherited weights (BN recalibrated)", ylabel="mAP, trained standalone",
-           title=f"K={result['k']}: Kendall tau {result['kendall_tau']:.2f} (95 % CI {lo:.2f} to {hi:.2f}), Spearman {result['spearman']:.2f}")
-    ax.title.set_fontsize(9)
-    fig.tight_layout()
+def _plot(points: list[dict], rows: list[dict], path: Path) -> None:
+    fig, axes = pyplot().subplots(1, len(rows), figsize=(5.5 * len(rows), 4.5), dpi=120, squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        lo, hi = row["kendall_tau_ci95"]
+        sc = ax.scatter([q["inherited_map"][row["name"]] for q in points], [q["standalone_map"] for q in points],
+                        c=[q["latency_pred_ms"] for q in points], cmap="viridis")
+        ax.set(xlabel=f"mAP, inherited weights ({row['name']}, BN recalibrated)", ylabel="mAP, trained standalone",
+               title=f"K={len(points)}: Kendall tau {row['kendall_tau']:.2f} (95 % CI {lo:.2f} to {hi:.2f}), Spearman {row['spearman']:.2f}")
+        ax.title.set_fontsize(9)
+    fig.colorbar(sc, ax=axes[0].tolist(), label="predicted latency (ms)")
     atomic_save_figure(fig, path)
 
 

@@ -6,8 +6,9 @@
 Takes one arch (the `tiny` space's smallest with the structural block) and trains, each with the
 same schedule (the demo's retraining: 6 epochs), (a) that arch standalone, (b) the full supernet
 on that arch's path only, and (c) the supernet with a sandwich over a sub-space that frees one
-kind of choice at a time around the arch: widths, resolution, head type, neck type, blocks, or
-everything. Each row is the arch's mAP on the first --eval-images validation images after BN
+kind of choice at a time around the arch: widths, resolution, head type, neck type, blocks, all
+but blocks (`structural`, what the demo trains; `structural_one_stage` without the two-stage
+head), or everything. Each row is the arch's mAP on the first --eval-images validation images after BN
 recalibration, so the ratio to (a) says how much that kind of sharing costs. Rows ending in
 `_paths` average every gradient over all of a step's paths instead of over the paths that ran
 each weight (`--grad-average paths`). Prints one JSON line; resumable (finished rows are kept in
@@ -28,7 +29,9 @@ from supernet.supernet import Detector
 from supernet.trainer import TrainConfig, Trainer, build_datasets
 
 BLOCK = "ir_k3_e6"
-ROWS = ("standalone", "supernet_fixed", "widths", "resolution", "head", "head_paths", "neck", "blocks", "all")
+ROWS = ("standalone", "supernet_fixed", "widths", "resolution", "head", "head_paths", "neck", "blocks", "structural",
+        "structural_one_stage", "all")
+ONE_STAGE_HEADS = ("fcos", "retinanet")
 
 
 def sub_space(space: SearchSpace, row: str) -> SearchSpace:
@@ -45,6 +48,11 @@ def sub_space(space: SearchSpace, row: str) -> SearchSpace:
         sub = replace(sub, neck=space.neck)
     elif kind == "blocks":
         sub = space.restrict(structure=arch)
+    elif kind == "structural":  # what the demo trains: the structural block, everything else free
+        sub = space.restrict(blocks=(BLOCK,))
+    elif kind == "structural_one_stage":
+        sub = space.restrict(blocks=(BLOCK,))
+        sub = replace(sub, head=replace(sub.head, types=ONE_STAGE_HEADS))
     elif kind == "all":
         sub = space
     return sub

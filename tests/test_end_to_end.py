@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,15 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     assert "trained already" in again.stderr and "built already" in again.stderr
     assert again.stderr.count("already retrained") == len(report["models"])
     assert json.loads((out / "report.json").read_text())["models"] == report["models"]
+
+    # the 3-seed benchmark on this finished seed: it retrains only the supernet's extremes
+    shutil.copytree(out, tmp_path / "bench" / "seed0")
+    result = tmp_path / "bench.json"
+    bench = subprocess.run([sys.executable, str(REPO / "benchmarks" / "search_vs_baselines.py"), "--quick", "--seeds", "0",
+                            "--work", "bench", "--out", str(result)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert bench.stderr.count("already retrained") == len(report["models"])
+    seed = json.loads(result.read_text())["per_seed"]["0"]
+    assert set(seed["models"]) == {*report["models"], "smallest", "largest"}
+    assert all(seed["models"][n]["inherited_map"] is not None for n in ("searched", "random", "smallest", "largest"))
+    assert seed["models"]["mobilenetv2_fpn_fcos"]["inherited_map"] is None

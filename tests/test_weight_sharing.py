@@ -21,3 +21,11 @@ def test_each_row_frees_exactly_its_kind_of_choice():
     blocks = weight_sharing.sub_space(space, "blocks")
     assert blocks.backbone.stages[0].blocks == space.backbone.stages[0].blocks and blocks.head.types == (arch.head.type,)
     assert weight_sharing.sub_space(space, "all") == space
+
+
+def test_structural_rows_free_all_but_the_block_and_one_stage_drops_the_two_stage_head():
+    space = SearchSpace.preset("tiny")
+    structural = weight_sharing.sub_space(space, "structural")
+    assert structural == space.restrict(blocks=("ir_k3_e6",)) and structural.head.types == space.head.types
+    one_stage = weight_sharing.sub_space(space, "structural_one_stage")
+    assert one_stage.head.types == ("fcos", "retinanet") and one_stage.neck == space.neck

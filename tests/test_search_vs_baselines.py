@@ -1,0 +1,36 @@
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("svb", Path(__file__).parents[1] / "benchmarks" / "search_vs_baselines.py")
+svb = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(svb)
+
+
+def _model(map_, ms, inherited=None):
+    return {"map": map_, "latency_ms": ms, "latency_pred_ms": ms, "inherited_map": inherited}
+
+
+def _report(searched=0.15, random=0.12):
+    return {"latency_budget_ms": 20.0, "models": {
+        "searched": _model(searched, 10.0, 0.03), "random": _model(random, 9.0, 0.02),
+        "smallest": _model(0.05, 4.0, 0.025), "largest": _model(0.2, 40.0, 0.01),
+        "fast_baseline": _model(0.10, 10.4),  # within 5 % of the searched latency
+        "slow_baseline": _model(0.30, 10.6),  # 6 % slower: it does not compete
+    }}
+
+
+def test_only_baselines_within_the_latency_slack_compete():
+    verdict = svb.compare(_report(), slack=0.05)
+    assert verdict["baselines_within_slack"] == ["fast_baseline"] and verdict["best_baseline"] == "fast_baseline"
+    assert verdict["margin_over_best_baseline"] == 0.05 and verdict["beats_baselines"] and verdict["beats_random"]
+    assert verdict["inherited_ratio"] == {"searched": 0.2, "smallest": 0.5, "largest": 0.05}
+    loose = svb.compare(_report(), slack=0.10)
+    assert loose["best_baseline"] == "slow_baseline" and not loose["beats_baselines"]
+
+
+def test_summary_counts_seeds_where_the_search_wins():
+    seeds = {0: svb.compare(_report(), 0.05), 1: svb.compare(_report(searched=0.09, random=0.13), 0.05)}
+    summary = svb.summarize(seeds)
+    assert summary["searched_beats_baselines"] == 1 and summary["searched_beats_random"] == 1
+    assert summary["margins"] == [0.05, -0.01] and summary["mean_margin_over_best_baseline"] == 0.02
+    assert summary["mean_margin_over_random"] == -0.005
