@@ -1,6 +1,6 @@
 """Does the search beat hand design and chance? The whole demo pipeline, once per seed.
 
-    python benchmarks/search_vs_baselines.py                    # 3 seeds, tiny, shapes data, CPU: ~45 min
+    python benchmarks/search_vs_baselines.py                    # 3 seeds, the demo's space and data, CPU: ~45 min
     python benchmarks/search_vs_baselines.py --seeds 0 1 --quick
 
 Each seed runs `end_to_end.py`'s pipeline in --work/seedN (supernet, search, random-search
@@ -90,7 +90,7 @@ def main() -> None:
                               log=lambda m: print(m, file=sys.stderr))
         table = table or next(out.glob("latency_*.json"))
         seeds[seed] = compare(report, args.latency_slack)
-    emit_result({"benchmark": "search_vs_baselines", "space": "tiny", "quick": args.quick, "device": report["device"],
+    emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
                  "latency_slack": args.latency_slack, "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 

@@ -208,6 +208,7 @@ class Search:
         self.evaluator = SubnetEvaluator(self.model, self.train_set, self.val_set, self.device, c.calib_batches,
                                          c.val_images, c.batch_size, c.workers, c.seed)
         self.history: list[dict] = []  # this run's records, in order
+        self.finetuned = False  # the weights changed between the stages (--finetune-steps)
 
     # ---- set-up -------------------------------------------------------------------------------
     def _table(self) -> LatencyTable:
@@ -353,6 +354,7 @@ class Search:
         lines = (self.out / "history.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines if _is_json(line)]
         self.cache = {r["hash"]: r for r in records if r["stage"] == "modular" and not r.get("cached")}
+        self.finetuned = True
 
     def _evaluate(self, archs: list[Arch], stage: str, evolution: Evolution) -> list[dict]:
         """Results of one generation: from the cache (a resumed run), else evaluated, split across
@@ -432,7 +434,9 @@ class Search:
         c = self.config
         front = [records[i] for i in pareto_front([[r["map"], r["latency_ms"]] for r in records], [True, False])]
         front.sort(key=lambda r: r["latency_ms"])
-        finalists = sorted(records, key=lambda r: (-r["map"], r["latency_ms"]))[: c.finalists]
+        # after a fine-tune only the modular stage's scores were measured on the final weights
+        ranked = [r for r in records if r["stage"] == "modular"] if self.finetuned else records
+        finalists = sorted(ranked, key=lambda r: (-r["map"], r["latency_ms"]))[: c.finalists]
         keep = ("hash", "arch", *METRICS, "latency_ms", "flops", "params", "stage", "generation")
         summary = {
             "best": {k: finalists[0][k] for k in keep} if finalists else None,

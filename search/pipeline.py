@@ -1,7 +1,7 @@
 """The whole pipeline in one call: data -> supernet -> latency table -> search -> retraining -> report.
 
 What a newcomer runs first (`python end_to_end.py`, `make demo`): on the built-in shapes data and
-the `tiny` space, it trains the supernet, builds the latency table of this machine, searches under
+the `tiny_one_stage` space, it trains the supernet, builds the latency table of this machine, searches under
 a budget halfway between the fastest and the slowest subnet, retrains the best finalist and the
 hand-designed baselines with one schedule, and writes `report.md` comparing them. Every step
 writes into its own folder under `out` and is skipped (or resumed) when run again, so an
@@ -26,7 +26,7 @@ from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distribu
 from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig
 from .retrain import retrain
 
-SPACE = "tiny"
+SPACE = "tiny_one_stage"  # see the preset: at one time budget, more supernet steps instead of the two-stage head
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Schedule:
     finetune_steps: int  # the supernet fine-tuned on the found structure before the modular stage
 
 
-FULL = Schedule(supernet_epochs=10, supernet_steps=None, batch_size=16, lut_repeats=20, lut_passes=2, lut_calib=20,
+FULL = Schedule(supernet_epochs=24, supernet_steps=None, batch_size=16, lut_repeats=20, lut_passes=2, lut_calib=20,
                 population=12, generations=4, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=6,
                 finetune_steps=150)
 QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats=3, lut_passes=1, lut_calib=4,

@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from supernet import Arch, SearchSpace
-from supernet.baselines import RECIPES
+from search.pipeline import SPACE
+from supernet.baselines import baselines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,15 +19,16 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     """The README's first command in its --quick form, on a fresh folder (the shapes data is
     generated there); run again, it skips every finished step."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, str(REPO / "end_to_end.py"), "--quick", "--out", "demo", "--device", "cpu"]
+    # in the folder layout of benchmarks/search_vs_baselines.py, which then runs on this seed below
+    cmd = [sys.executable, str(REPO / "end_to_end.py"), "--quick", "--out", "bench/seed0", "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "demo"
+    out = tmp_path / "bench" / "seed0"
     report = json.loads((out / "report.json").read_text())
     lo, hi = report["latency_range_ms"]
     assert lo < report["latency_budget_ms"] < hi
-    assert set(report["models"]) == {"searched", "random", *RECIPES}
-    space = SearchSpace.preset("tiny")
+    space = SearchSpace.preset(SPACE)
+    assert report["space"] == SPACE and set(report["models"]) == {"searched", "random", *baselines(space)}
     for name, m in report["models"].items():
         space.validate(Arch.from_dict(m["arch"]))
         assert 0 <= m["map"] <= 1 and m["latency_ms"] > 0 and m["latency_pred_ms"] > 0 and m["flops"] > 0 and m["params"] > 0
@@ -53,7 +54,6 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     assert json.loads((out / "report.json").read_text())["models"] == report["models"]
 
     # the 3-seed benchmark on this finished seed: it retrains only the supernet's extremes
-    shutil.copytree(out, tmp_path / "bench" / "seed0")
     result = tmp_path / "bench.json"
     bench = subprocess.run([sys.executable, str(REPO / "benchmarks" / "search_vs_baselines.py"), "--quick", "--seeds", "0",
                             "--work", "bench", "--out", str(result)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

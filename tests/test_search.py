@@ -198,6 +198,8 @@ def test_stage_both_fine_tunes_on_the_found_structure_and_resumes(trained, tmp_p
     for r in modular:
         assert (r["arch"]["resolution"], r["arch"]["head"]["type"]) == (structure.resolution, structure.head.type)
     assert modular[0]["hash"] == best["hash"] and not modular[0].get("cached")  # scored again, on the fine-tuned weights
+    finalists = json.loads((out / "finalists.json").read_text())  # ranked on the final weights only
+    assert {r["stage"] for r in finalists} == {"modular"} and finalists[0]["map"] == max(r["map"] for r in modular)
     mtime = (out / "finetune" / "last.pt").stat().st_mtime_ns
     Search(config(trained, out, finetune_steps=2), resume=True).run()  # done: neither trained nor evaluated again
     assert (out / "finetune" / "last.pt").stat().st_mtime_ns == mtime

@@ -1,6 +1,7 @@
 import itertools
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -53,10 +54,11 @@ def test_presets_cover_every_choice():
     for name in PRESETS:
         space = SearchSpace.preset(name)
         assert set(space.neck.types) == {"fpn", "pan", "bifpn"}
-        assert set(space.head.types) == {"fcos", "retinanet", "two_stage"}
+        assert set(space.head.types) == ({"fcos", "retinanet"} if name == "tiny_one_stage" else {"fcos", "retinanet", "two_stage"})
         for stage in space.backbone.stages:
             assert set(stage.blocks) == set(BLOCK_TYPES)
     tiny = SearchSpace.preset("tiny")
+    assert replace(tiny, head=replace(tiny.head, types=("fcos", "retinanet"))) == SearchSpace.preset("tiny_one_stage")
     assert min(tiny.resolutions) == 64 and max(tiny.resolutions) == 128
     coco = SearchSpace.preset("coco")
     assert min(coco.resolutions) >= 320 and max(coco.resolutions) >= 512
