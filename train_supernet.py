@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from supernet.space import SearchSpace
 from supernet.trainer import TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
 
 
-def parse(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
+    """(config, --resume, --overwrite); TrainError for a value the config refuses."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
     p.add_argument("--sampler", choices=["uniform", "sandwich", "fair"], default=TrainConfig.sampler)
@@ -25,16 +27,24 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool]:
     p.add_argument("--start-from", help="supernet checkpoint whose weights training starts from (fine-tuning)")
     p.add_argument("--grad-average", choices=["users", "paths"], default=TrainConfig.grad_average,
                    help="with several paths a step (sandwich): average each weight's gradient over the paths that ran it (users) or over all paths")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that already holds a run (its files are replaced)")
     args = vars(p.parse_args(argv))
-    resume = args.pop("resume")
+    resume, overwrite = args.pop("resume"), args.pop("overwrite")
+    if resume and overwrite:
+        p.error("--resume and --overwrite: pick one (continue the run in --out, or start afresh over it)")
     if args["train_blocks"]:
         args["train_blocks"] = tuple(args["train_blocks"])
-    return train_config(args), resume
+    return train_config(args), resume, overwrite
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, resume = parse(argv)
     try:
+        config, resume, overwrite = parse(argv)
+        last = Path(config.out) / "last.pt"
+        if last.is_file() and not (resume or overwrite):
+            raise TrainError(f"--out {config.out}: holds a run ({last}); pass --resume to continue it or --overwrite to start afresh")
+        if overwrite:
+            (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)  # the new run's records only
         space = SearchSpace.resolve(config.space)
         init_distributed(config.device)  # before the data: rank 0 alone generates the default data
         trainer = Trainer(config, build_datasets(config, max(space.resolutions)), resume=resume)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from supernet import SearchSpace, Supernet, preserve_off_path
-from supernet.batches import FlipDataset, StepBatchSampler
+from supernet.batches import AugmentedDataset, StepBatchSampler
 from supernet.data import CocoDetection, coco_paths, collate, to_model_input
 from supernet.io import emit_result
 from supernet.sampler import UniformSampler
@@ -71,7 +71,7 @@ def main() -> None:
 
     def loader(batches: int, workers: int) -> DataLoader:
         sampler = StepBatchSampler(len(dataset), args.batch_size, args.seed, 0, batches)
-        return DataLoader(FlipDataset(dataset), batch_sampler=sampler, num_workers=workers, collate_fn=collate)
+        return DataLoader(AugmentedDataset(dataset), batch_sampler=sampler, num_workers=workers, collate_fn=collate)
 
     t0 = time.perf_counter()
     n = sum(len(images) for images, _ in loader(args.loader_batches, args.workers))

@@ -321,9 +321,13 @@ class Search:
         return summary
 
     def _random_control(self) -> None:
-        """One generation of population x generations uniform draws under the budgets: no selection at all."""
+        """One generation of population x generations uniform draws under the budgets: no selection
+        at all. Drawn from the sub-space the supernet trained (`--train-blocks`): the strict
+        control, on the same weights; draws with blocks it never trained would score near zero
+        and leave a control that only looks weak."""
         c = self.config
-        evolution = Evolution(stage_genes(self.space, RANDOM), self.space.decode, lambda a: a.hash(),
+        trained = self.space.restrict(blocks=self.blob["config"].get("train_blocks"))
+        evolution = Evolution(stage_genes(trained, RANDOM), self.space.decode, lambda a: a.hash(),
                               lambda archs: self._evaluate(archs, RANDOM, evolution), [Objective("map")], self.constraints(),
                               c.population * c.generations, seed=c.seed)
         evolution.run(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import time
@@ -27,7 +28,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .batches import FlipDataset, StepBatchSampler
+from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
 from .data import to_model_input
 from .io import atomic_torch_save, atomic_write_bytes
 from .path import preserve_off_path
@@ -76,6 +77,40 @@ class TrainConfig:
     structure: Optional[str] = None  # Arch JSON: sample only paths of its structure (the modular stage's fine-tune)
     start_from: Optional[str] = None  # supernet checkpoint whose weights training starts from (fine-tuning)
     grad_average: str = "users"  # several paths a step: each weight's gradient averaged over the paths that ran it, or over all ("paths")
+    augment: str = "flip"  # none | flip | scale_crop (flip, then transforms.v2 zoom-out and IoU crop)
+
+    def __post_init__(self) -> None:
+        """Every field checked once, here, naming its flag: a bad value would otherwise train
+        something else silently (a negative clip flips gradients) or fail deep inside timm."""
+        def bad(name: str, expected: str) -> TrainError:
+            return TrainError(f"--{name.replace('_', '-')}: expected {expected}, got {getattr(self, name)!r}")
+
+        def number(name: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False,
+                   integer: bool = False, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (not integer or float(v).is_integer())
+            ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+            if not ok:
+                kind = "an integer" if integer else "a number"
+                lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+                raise bad(name, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))
+
+        number("steps", 1, integer=True, optional=True)
+        for name in ("epochs", "batch_size", "ckpt_every", "log_every"):
+            number(name, 1, integer=True)
+        for name in ("warmup", "eval_every", "eval_images", "eval_random_archs", "calib_batches", "workers"):
+            number(name, 0, integer=True)
+        number("lr", 0, low_open=True)
+        number("momentum", 0, 1, high_open=True)
+        number("weight_decay", 0)
+        number("clip_grad", 0, optional=True)  # 0 or none: no clipping
+        number("ema", 0, 1, low_open=True, high_open=True, optional=True)
+        for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
+                              ("augment", list(AUGMENTS))):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"one of {choices}")
 
 
 @dataclass
@@ -154,12 +189,6 @@ class Trainer:
         self.dist, self.device = init_distributed(config.device)
         if config.amp and self.device.type != "cuda":
             raise TrainError("--amp: mixed precision needs a CUDA device (--device cuda)")
-        if config.sampler not in SAMPLERS:
-            raise TrainError(f"--sampler: expected one of {sorted(SAMPLERS)}, got {config.sampler!r}")
-        if config.grad_average not in ("users", "paths"):
-            raise TrainError(f"--grad-average: expected users or paths, got {config.grad_average!r}")
-        if config.optimizer not in ("sgd", "adamw"):
-            raise TrainError(f"--optimizer: expected sgd or adamw, got {config.optimizer!r}")
         self.out = Path(config.out)
         self.train_set, self.val_set = datasets
         try:
@@ -326,9 +355,11 @@ class Trainer:
 
         start = self.step if start is None else start
         stop = self.total_steps if stop is None else stop
-        sampler = StepBatchSampler(len(self.train_set), self.config.batch_size, self.config.seed, start, stop, self.dist.rank, self.dist.world)
+        cfg = self.config
+        sampler = StepBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, start, stop, self.dist.rank, self.dist.world,
+                                   flip=cfg.augment != "none")
         return DataLoader(
-            FlipDataset(self.train_set), batch_sampler=sampler, num_workers=self.config.workers, collate_fn=collate,
+            AugmentedDataset(self.train_set, cfg.augment), batch_sampler=sampler, num_workers=self.config.workers, collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.config.seed),  # else it draws from the global RNG
         )
@@ -473,6 +504,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="not applied to BN and biases")
     p.add_argument("--amp", action="store_true", help="fp16 mixed precision (CUDA)")
     p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max gradient norm; 0 disables")
+    p.add_argument("--augment", choices=AUGMENTS, default=d.augment,
+                   help="training augmentation: none, flip (horizontal), scale_crop (flip, then transforms.v2 zoom-out and IoU crop)")
     p.add_argument("--ema", type=float, help="keep an EMA of the weights with this decay (e.g. 0.9998)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers)

@@ -224,3 +224,14 @@ def test_random_control_draws_uniformly_under_the_budget(trained, tmp_path):
     assert all(r["latency_ms"] <= trained["budget"] for r in history)
     assert len({json.dumps(r["arch"]["backbone"]["stages"]) for r in history}) > 1  # blocks drawn too, not fixed
     assert summary["best"]["map"] == max(r["map"] for r in history)
+
+
+def test_random_control_draws_from_the_sub_space_the_supernet_trained(trained, tmp_path):
+    """A stage-matched supernet (--train-blocks) trained one block: the control draws only
+    archs of it, on the same weights, as the search's structural stage does."""
+    cfg = TrainConfig(space=str(trained["root"] / "space.json"), data=str(trained["root"] / "shapes"), out=str(tmp_path / "sm"), steps=1,
+                      batch_size=2, workers=0, eval_images=2, eval_random_archs=0, calib_batches=1, device="cpu", train_blocks=("ir_k3_e6",))
+    Trainer(cfg, build_datasets(cfg, 96)).run()
+    Search(config(trained, tmp_path / "r", supernet=str(tmp_path / "sm" / "last.pt"), stage="random", population=3, generations=2)).run()
+    blocks = {b for r in read_history(tmp_path / "r") for s in r["arch"]["backbone"]["stages"] for b in s["blocks"]}
+    assert blocks == {"ir_k3_e6", "basic"}  # the last stage offers no ir_k3_e6 and keeps its only choice

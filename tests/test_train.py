@@ -39,8 +39,9 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch):
-    full = train(config(shapes, tmp_path / "full"))
+@pytest.mark.parametrize("augment", ["flip", "scale_crop"])
+def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch, augment):
+    full = train(config(shapes, tmp_path / "full", augment=augment))
     assert full["step"] == 6 and Path(full["checkpoint"]).is_file()
     assert set(full["eval"]) == {"smallest", "largest"}
 
@@ -53,10 +54,10 @@ def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
     with pytest.raises(Interrupt):
-        train(config(shapes, tmp_path / "cut"))
+        train(config(shapes, tmp_path / "cut", augment=augment))
     monkeypatch.setattr(Trainer, "train_step", original)
     assert [s for s, _ in losses(tmp_path / "cut")] == [1, 2, 3, 4, 5]
-    resumed = train(config(shapes, tmp_path / "cut"), resume=True)  # from the step-3 checkpoint
+    resumed = train(config(shapes, tmp_path / "cut", augment=augment), resume=True)  # from the step-3 checkpoint
     assert resumed["step"] == 6
     assert [s for s, _ in losses(tmp_path / "cut")] == [1, 2, 3, 4, 5, 6]
     assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # logged to 5 decimals
@@ -64,6 +65,16 @@ def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch):
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+
+
+def test_augment_none_draws_no_flips_and_scale_crop_changes_the_batches(shapes, tmp_path):
+    keys = lambda augment: list(Trainer(config(shapes, tmp_path / augment, augment=augment), build_datasets(config(shapes, tmp_path), 128))
+                                .loader(0, 3).batch_sampler)
+    assert not any(flip for batch in keys("none") for _, flip, _ in batch) and any(flip for batch in keys("flip") for _, flip, _ in batch)
+    cfg = config(shapes, tmp_path / "sc", augment="scale_crop")
+    images, _ = next(iter(Trainer(cfg, build_datasets(cfg, 128)).loader(0, 1)))
+    plain, _ = next(iter(Trainer(config(shapes, tmp_path / "fl"), build_datasets(cfg, 128)).loader(0, 1)))
+    assert [tuple(i.shape) for i in images] != [tuple(i.shape) for i in plain]
 
 
 def test_sandwich_and_fair_samplers_train(shapes, tmp_path):
@@ -109,6 +120,24 @@ def test_non_finite_loss_is_skipped(shapes, tmp_path, monkeypatch):
         (["--data", "/nonexistent/coco"], "/nonexistent/coco: data folder not found"),
         (["--space", "huge"], "--space: 'huge' is neither a preset"),
         (["--train-ann", "x.json"], "--train-images, --val-ann, --val-images: needed when --data is not given"),
+        # values that used to train something else silently, or fail deep inside timm
+        (["--clip-grad", "-1"], "--clip-grad: expected a number in [0, inf] or none, got -1.0"),
+        (["--steps", "0"], "--steps: expected an integer in [1, inf] or none, got 0"),
+        (["--steps", "-5"], "--steps: expected an integer in [1, inf]"),
+        (["--epochs", "0"], "--epochs: expected an integer in [1, inf], got 0"),
+        (["--momentum", "nan"], "--momentum: expected a number in [0, 1), got nan"),
+        (["--eval-every", "-1"], "--eval-every: expected an integer in [0, inf], got -1"),
+        (["--ema", "2.0"], "--ema: expected a number in (0, 1) or none, got 2.0"),
+        (["--warmup", "-1"], "--warmup: expected an integer in [0, inf], got -1"),
+        (["--weight-decay", "-1"], "--weight-decay: expected a number in [0, inf], got -1.0"),
+        (["--lr", "0"], "--lr: expected a number in (0, inf], got 0.0"),
+        (["--lr", "nan"], "--lr: expected a number in (0, inf], got nan"),
+        (["--batch-size", "0"], "--batch-size: expected an integer in [1, inf], got 0"),
+        (["--batch-size", "-1"], "--batch-size: expected an integer in [1, inf], got -1"),
+        (["--ckpt-every", "0"], "--ckpt-every: expected an integer in [1, inf], got 0"),
+        (["--log-every", "0"], "--log-every: expected an integer in [1, inf], got 0"),
+        (["--eval-images", "-3"], "--eval-images: expected an integer in [0, inf], got -3"),
+        (["--workers", "-1"], "--workers: expected an integer in [0, inf], got -1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
@@ -127,6 +156,11 @@ def test_bad_annotations_and_resume_errors(shapes, tmp_path, capsys):
     assert train_supernet.main(common + ["--resume"]) == 2
     assert "--resume: no checkpoint at" in capsys.readouterr().err
     assert train_supernet.main(common + ["--eval-images", "2"]) == 0
+    finished, records = (tmp_path / "r2" / "last.pt").read_bytes(), (tmp_path / "r2" / "metrics.jsonl").read_text()
+    assert train_supernet.main(common + ["--eval-images", "2"]) == 2  # a new run would overwrite the finished one
+    assert "holds a run" in capsys.readouterr().err and (tmp_path / "r2" / "last.pt").read_bytes() == finished
+    assert train_supernet.main(common + ["--eval-images", "2", "--overwrite"]) == 0
+    assert len((tmp_path / "r2" / "metrics.jsonl").read_text().splitlines()) == len(records.splitlines())  # not appended to
     other = tmp_path / "space.json"
     from supernet import SearchSpace
 
