@@ -2,7 +2,7 @@
 # The ranking ablation: supernets that differ from the demo's in one training option, ranked by
 # benchmarks/ranking.py on the same 30 archs against the same standalone truth (and its noise
 # ceiling). Run after benchmarks/search_vs_baselines.py, whose three seeds' supernets are rows too.
-#   bash benchmarks/ranking_ablation.sh            # CPU, ~45 min on 2 cores
+#   bash benchmarks/ranking_ablation.sh            # CPU, ~25 min on 2 cores
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-runs/search_vs_baselines}
@@ -18,10 +18,7 @@ train() {  # NAME, then the options that differ from the demo's
   fi
 }
 train epochs10 --epochs 10
-train grad_paths --grad-average paths
-train all_blocks --train-blocks $(
-  "$PY" -c 'from supernet.space import SearchSpace; print(" ".join(SearchSpace.preset("tiny_one_stage").backbone.stages[0].blocks))')
 "$PY" benchmarks/ranking.py --lut "$SEEDS/seed0/latency_cpu.json" -k 30 --ceiling-archs 15 --device cpu \
   --work "$WORK/standalone" --out benchmarks/results/ranking_cpu_tiny_one_stage_ablation.json \
   --supernet demo="$SEEDS/seed0/supernet/last.pt" seed1="$SEEDS/seed1/supernet/last.pt" seed2="$SEEDS/seed2/supernet/last.pt" \
-             epochs10="$WORK/epochs10/last.pt" grad_paths="$WORK/grad_paths/last.pt" all_blocks="$WORK/all_blocks/last.pt"
+             epochs10="$WORK/epochs10/last.pt"

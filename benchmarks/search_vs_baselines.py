@@ -42,7 +42,7 @@ def compare(report: dict, slack: float) -> dict:
         "baselines_within_slack": sorted(near),
         "best_baseline": best,
         "margin_over_best_baseline": round(searched["map"] - near[best]["map"], 5) if best else None,
-        "beats_baselines": all(searched["map"] > m["map"] for m in near.values()),
+        "beats_baselines": all(searched["map"] > m["map"] for m in near.values()) if near else None,  # None: none competes
         "beats_random": searched["map"] > models["random"]["map"],
         "inherited_ratio": {n: round(models[n]["inherited_map"] / models[n]["map"], 3)
                             for n in EXTREMES if n in models and models[n]["map"] > 0},
@@ -54,7 +54,8 @@ def summarize(seeds: dict[int, dict]) -> dict:
     ratios = {n: [s["inherited_ratio"][n] for s in seeds.values() if n in s["inherited_ratio"]] for n in EXTREMES}
     return {
         "seeds": len(seeds),
-        "searched_beats_baselines": sum(s["beats_baselines"] for s in seeds.values()),
+        "seeds_with_a_baseline_within_slack": sum(s["beats_baselines"] is not None for s in seeds.values()),
+        "searched_beats_baselines": sum(bool(s["beats_baselines"]) for s in seeds.values()),
         "searched_beats_random": sum(s["beats_random"] for s in seeds.values()),
         "mean_margin_over_best_baseline": round(statistics.mean(margins), 5) if margins else None,
         "margins": margins,

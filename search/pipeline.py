@@ -45,15 +45,16 @@ class Schedule:
     calib_batches: int
     retrain_steps: int | None
     retrain_epochs: int
-    finetune_steps: int  # the supernet fine-tuned on the found structure before the modular stage
+    search_stage: str  # structural | both (structural, a fine-tune on the structure found, modular)
+    finetune_steps: int  # with "both": the supernet fine-tuned on the found structure before the modular stage
 
 
 FULL = Schedule(supernet_epochs=24, supernet_steps=None, batch_size=16, lut_repeats=20, lut_passes=2, lut_calib=20,
-                population=12, generations=4, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=6,
-                finetune_steps=150)
+                population=12, generations=8, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=6,
+                search_stage="structural", finetune_steps=0)
 QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats=3, lut_passes=1, lut_calib=4,
-                 population=6, generations=2, search_val_images=24, calib_batches=2, retrain_steps=20, retrain_epochs=1,
-                 finetune_steps=4)
+                 population=6, generations=4, search_val_images=24, calib_batches=2, retrain_steps=20, retrain_epochs=1,
+                 search_stage="structural", finetune_steps=0)
 
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
@@ -89,7 +90,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=s.generations,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, val_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
-                          finetune_steps=s.finetune_steps)
+                          stage=s.search_stage, finetune_steps=s.finetune_steps)
     summary = step("search", lambda: Search(search, resume=(out / "search" / "config.json").is_file(), log=log).run())
     finalist = summary["best"]
     # the control: as many subnets as the search evaluated, drawn uniformly under the budget, scored the same way

@@ -24,6 +24,7 @@ def test_only_baselines_within_the_latency_slack_compete():
     assert verdict["baselines_within_slack"] == ["fast_baseline"] and verdict["best_baseline"] == "fast_baseline"
     assert verdict["margin_over_best_baseline"] == 0.05 and verdict["beats_baselines"] and verdict["beats_random"]
     assert verdict["inherited_ratio"] == {"searched": 0.2, "smallest": 0.5, "largest": 0.05}
+    assert svb.compare(_report(), slack=0.0)["beats_baselines"] is None  # no baseline competes: no claim either way
     loose = svb.compare(_report(), slack=0.10)
     assert loose["best_baseline"] == "slow_baseline" and not loose["beats_baselines"]
 
@@ -32,5 +33,6 @@ def test_summary_counts_seeds_where_the_search_wins():
     seeds = {0: svb.compare(_report(), 0.05), 1: svb.compare(_report(searched=0.09, random=0.13), 0.05)}
     summary = svb.summarize(seeds)
     assert summary["searched_beats_baselines"] == 1 and summary["searched_beats_random"] == 1
+    assert summary["seeds_with_a_baseline_within_slack"] == 2
     assert summary["margins"] == [0.05, -0.01] and summary["mean_margin_over_best_baseline"] == 0.02
     assert summary["mean_margin_over_random"] == -0.005
