@@ -20,7 +20,8 @@ def test_latency_benchmark_reports_build_validation_and_each_correction_model(tm
     assert (tmp_path / "cpu_micro_fp32_bs1.json").is_file() and (tmp_path / "cpu_micro_fp32_bs1.validation.png").is_file()
     models = line["correction_models"]
     assert set(models) <= {"none", "affine", "per_op"} and {"none", "affine"} <= set(models)
-    assert models["none"]["validation_mape"] == line["validation"]["mape_uncorrected"]
+    # recomputed from the points, whose times are rounded to 0.1 us: equal up to the last digit kept (0.01)
+    assert models["none"]["validation_mape"] == pytest.approx(line["validation"]["mape_uncorrected"], abs=0.011)
     kept = line["build"]["correction"]
     if kept["kept"]:  # the model the build kept is the one the validation's own error was measured with
         name = "per_op" if kept["per_op_ms"] != 0 else "affine"
