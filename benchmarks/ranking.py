@@ -31,7 +31,7 @@ from search.nas import SubnetEvaluator
 from search.retrain import retrain
 from supernet.io import atomic_json, atomic_save_figure, emit_result, pyplot
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, build_datasets, init_distributed, load_supernet
+from supernet.trainer import TrainConfig, build_datasets, init_distributed, load_supernet, trained_space
 
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
 TOP = 5  # the top-N overlap reported
@@ -145,7 +145,7 @@ def main() -> None:
         model, blob = load_supernet(path, device)
         if archs is None:  # a supernet trained on a sub-space (stage-matched, --train-blocks) is ranked on the archs it trained
             space = model.space
-            archs = spread_archs(space.restrict(blocks=blob["config"].get("train_blocks")), table, args.k, args.seed)
+            archs = spread_archs(trained_space(model, blob), table, args.k, args.seed)
             config = TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
                                  epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=str(device),
                                  eval_images=0, workers=2)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from search.pipeline import run_pipeline
+from supernet.baselines import RECIPES
 from supernet.io import emit_result
 
 EXTREMES = ("searched", "smallest", "largest")
@@ -32,7 +33,7 @@ def compare(report: dict, slack: float) -> dict:
     models = report["models"]
     searched = models["searched"]
     limit = searched["latency_ms"] * (1 + slack)
-    baselines = {n: m for n, m in models.items() if n not in ("searched", "random", "smallest", "largest")}
+    baselines = {n: m for n, m in models.items() if n in RECIPES}
     near = {n: m for n, m in baselines.items() if m["latency_ms"] <= limit}
     best = max(near, key=lambda n: near[n]["map"]) if near else None
     return {

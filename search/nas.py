@@ -29,7 +29,7 @@ from supernet.data import build_loader
 from supernet.evaluate import METRICS, Batches, coco_map, detect
 from supernet.io import atomic_json, atomic_save_figure, pyplot
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet
+from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, trained_space
 
 from .evolution import Evolution, Objective, SearchError
 from .pareto import pareto_front
@@ -326,8 +326,7 @@ class Search:
         control, on the same weights; draws with blocks it never trained would score near zero
         and leave a control that only looks weak."""
         c = self.config
-        trained = self.space.restrict(blocks=self.blob["config"].get("train_blocks"))
-        evolution = Evolution(stage_genes(trained, RANDOM), self.space.decode, lambda a: a.hash(),
+        evolution = Evolution(stage_genes(trained_space(self.model, self.blob), RANDOM), self.space.decode, lambda a: a.hash(),
                               lambda archs: self._evaluate(archs, RANDOM, evolution), [Objective("map")], self.constraints(),
                               c.population * c.generations, seed=c.seed)
         evolution.run(1)

@@ -69,12 +69,12 @@ class AugmentedDataset(Dataset):
     def __init__(self, dataset: Dataset, augment: str = "flip"):
         if augment not in AUGMENTS:
             raise ValueError(f"--augment: expected one of {list(AUGMENTS)}, got {augment!r}")
-        self.dataset, self.augment = dataset, augment
+        self.dataset = dataset
         self.scale_crop = v2.Compose([
             v2.RandomZoomOut(fill={tv_tensors.Image: _MEAN_FILL, "others": 0}, side_range=(1.0, 2.0), p=0.5),
             v2.RandomIoUCrop(),
             v2.SanitizeBoundingBoxes(),
-        ])
+        ]) if augment == "scale_crop" else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -87,7 +87,7 @@ class AugmentedDataset(Dataset):
             boxes = target["boxes"].clone()
             boxes[:, [0, 2]] = image.shape[-1] - target["boxes"][:, [2, 0]]
             target = {**target, "boxes": boxes}
-        if self.augment == "scale_crop":
+        if self.scale_crop is not None:
             image, target = self._scale_crop(image, target, seed)
         return image, target
 

@@ -524,6 +524,12 @@ def train_config(args: dict) -> TrainConfig:
     return TrainConfig(**config)
 
 
+def trained_space(model: Supernet, blob: dict) -> SearchSpace:
+    """The sub-space a checkpoint's paths were drawn from by block type (`--train-blocks`): what
+    its weights can score (a stage-matched supernet never ran the other blocks)."""
+    return model.space.restrict(blocks=blob["config"].get("train_blocks"))
+
+
 def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple[Supernet, dict]:
     """The supernet of a training checkpoint (its EMA weights when it kept an EMA) and the
     checkpoint itself (space, config, num_classes, cat_ids ...). Raises TrainError on bad files."""

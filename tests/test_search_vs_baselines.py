@@ -14,19 +14,19 @@ def _report(searched=0.15, random=0.12):
     return {"latency_budget_ms": 20.0, "models": {
         "searched": _model(searched, 10.0, 0.03), "random": _model(random, 9.0, 0.02),
         "smallest": _model(0.05, 4.0, 0.025), "largest": _model(0.2, 40.0, 0.01),
-        "fast_baseline": _model(0.10, 10.4),  # within 5 % of the searched latency
-        "slow_baseline": _model(0.30, 10.6),  # 6 % slower: it does not compete
+        "mobilenetv2_fpn_fcos": _model(0.10, 10.4),  # within 5 % of the searched latency
+        "efficientdet_d0_like": _model(0.30, 10.6),  # 6 % slower: it does not compete
     }}
 
 
 def test_only_baselines_within_the_latency_slack_compete():
     verdict = svb.compare(_report(), slack=0.05)
-    assert verdict["baselines_within_slack"] == ["fast_baseline"] and verdict["best_baseline"] == "fast_baseline"
+    assert verdict["baselines_within_slack"] == ["mobilenetv2_fpn_fcos"] and verdict["best_baseline"] == "mobilenetv2_fpn_fcos"
     assert verdict["margin_over_best_baseline"] == 0.05 and verdict["beats_baselines"] and verdict["beats_random"]
     assert verdict["inherited_ratio"] == {"searched": 0.2, "smallest": 0.5, "largest": 0.05}
     assert svb.compare(_report(), slack=0.0)["beats_baselines"] is None  # no baseline competes: no claim either way
     loose = svb.compare(_report(), slack=0.10)
-    assert loose["best_baseline"] == "slow_baseline" and not loose["beats_baselines"]
+    assert loose["best_baseline"] == "efficientdet_d0_like" and not loose["beats_baselines"]
 
 
 def test_summary_counts_seeds_where_the_search_wins():
