@@ -21,7 +21,7 @@ from pathlib import Path
 from search.retrain import INITS, load_archs, retrain
 from supernet.baselines import RECIPES
 from supernet.space import SearchSpace
-from supernet.trainer import TrainError, add_train_arguments, load_supernet, train_config
+from supernet.trainer import Interrupted, TrainError, add_train_arguments, load_supernet, train_config
 
 DATA_FLAGS = ("data", "train_ann", "train_images", "val_ann", "val_images")
 
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             metrics = retrain(arch, space, replace(config, out=str(out)), args.init, args.supernet, args.lut, args.export, args.resume,
                               log=lambda m: print(m, file=sys.stderr))
             results.append({"name": name, "out": str(out), **metrics})
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 130
     except (TrainError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

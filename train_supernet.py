@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from supernet.space import SearchSpace
-from supernet.trainer import TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
+from supernet.trainer import Interrupted, TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
@@ -43,12 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         last = Path(config.out) / "last.pt"
         if last.is_file() and not (resume or overwrite):
             raise TrainError(f"--out {config.out}: holds a run ({last}); pass --resume to continue it or --overwrite to start afresh")
-        if overwrite:
-            (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)  # the new run's records only
         space = SearchSpace.resolve(config.space)
         init_distributed(config.device)  # before the data: rank 0 alone generates the default data
         trainer = Trainer(config, build_datasets(config, max(space.resolutions)), resume=resume)
         result = trainer.run()
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 130
     except (TrainError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

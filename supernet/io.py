@@ -81,3 +81,65 @@ def emit_result(result: dict, out: str | Path | None = None) -> None:
     print(line)
     if out:
         atomic_write_bytes(out, (line + "\n").encode())
+
+
+TEMP_GLOB = ".*.tmp"  # what `atomic_write_bytes` leaves behind when the process is killed mid-write
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files an interrupted atomic write left in `folder`; returns them. Call
+    it only while holding the folder's `RunLock`, so no live writer's file is taken."""
+    removed = []
+    for tmp in Path(folder).glob(TEMP_GLOB):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder (`flock` on FOLDER/.lock, released when the process
+    exits however it exits), so two runs never interleave their checkpoints and metrics.
+    Platforms without `fcntl` run unlocked."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / ".lock"
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise FolderBusy(f"{self.path.parent}: another run (pid {holder}) is writing here; wait for it or choose another folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -12,6 +12,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from collections import Counter
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
 from .data import to_model_input
-from .io import atomic_torch_save, atomic_write_bytes
+from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, remove_stale_temps
 from .path import preserve_off_path
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
 from .space import Arch, SearchSpace
@@ -41,6 +43,16 @@ MAX_BAD_STEPS = 5
 
 class TrainError(RuntimeError):
     """A run cannot go on; the message is for the user (the script prints it, exit code 2)."""
+
+
+class Interrupted(TrainError):
+    """Ctrl-C: the run saved a checkpoint at a step boundary and stopped (exit code 130)."""
+
+
+# fields a resumed run may change: they decide where and how fast it runs, or what is evaluated
+# on the way, never the weights it ends with
+RUNTIME_FIELDS = frozenset({"out", "device", "workers", "eval_every", "ckpt_every", "log_every", "eval_images", "eval_random_archs",
+                            "calib_batches", "space"})  # the space is compared by content, not by how it was named
 
 
 @dataclass
@@ -190,6 +202,13 @@ class Trainer:
         if config.amp and self.device.type != "cuda":
             raise TrainError("--amp: mixed precision needs a CUDA device (--device cuda)")
         self.out = Path(config.out)
+        self.lock = RunLock(self.out)
+        if self.dist.main:
+            try:
+                self.lock.acquire()
+            except (FolderBusy, OSError) as e:
+                raise TrainError(f"--out {e}") from None
+            remove_stale_temps(self.out)
         self.train_set, self.val_set = datasets
         try:
             self.space = detector.space if detector is not None else SearchSpace.resolve(config.space)
@@ -221,7 +240,8 @@ class Trainer:
         self.train_seconds = 0.0  # spent in training steps, over every resumed part of the run
         self.bad_steps = 0
         ema_state = self._resume() if resume else None
-        # after resuming, so that a new EMA starts from the trained weights, not the random ones
+        if not resume and self.dist.main:
+            self.metrics_path.unlink(missing_ok=True)  # lines of a run killed before its first checkpoint
         self.ema = ModelEmaV3(self.model, decay=config.ema) if config.ema else None
         if self.ema and ema_state is not None:
             self.ema.module.load_state_dict(ema_state)
@@ -288,6 +308,7 @@ class Trainer:
             "rng": _rng_state(),
             "space": self.space.to_dict(),
             "config": asdict(self.config),
+            "threads": torch.get_num_threads(),
             "num_classes": self.model.num_classes,
             "cat_ids": list(getattr(self.train_set, "cat_ids", [])),
         }
@@ -312,6 +333,14 @@ class Trainer:
             raise TrainError(f"--resume: {self.last_path} is not a readable checkpoint ({type(e).__name__})") from None
         if SearchSpace.from_dict(blob["space"]) != self.space:
             raise TrainError(f"--resume: {self.last_path} was trained on another search space than --space {self.config.space}")
+        changed = changed_settings(blob.get("config", {}), self.config)
+        if changed:
+            raise TrainError(f"--resume: {self.last_path} was trained with other settings ({', '.join(changed)}); "
+                             "resume with the same flags, or start afresh with --overwrite or another --out")
+        threads = blob.get("threads")
+        if threads is not None and threads != torch.get_num_threads():
+            warnings.warn(f"--resume: {self.last_path} was trained with {threads} threads, this process uses {torch.get_num_threads()}: "
+                          "the run continues, but not bit-equal to an uninterrupted one (set OMP_NUM_THREADS)", stacklevel=2)
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
@@ -321,7 +350,7 @@ class Trainer:
         self.step = blob["step"]
         self.train_seconds = blob.get("train_seconds", 0.0)
         if self.dist.main:
-            self._truncate_metrics(self.step)
+            self._truncate_metrics(self.step, final=self.step >= self.total_steps)
         return blob["ema"]
 
     # ---- metrics ------------------------------------------------------------------------------
@@ -342,10 +371,12 @@ class Trainer:
             for k, v in scalars.items():
                 self.tensorboard.add_scalar(k, v, record["step"])
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop records of steps after the checkpoint: the resumed run writes them again."""
+    def _truncate_metrics(self, step: int, final: bool) -> None:
+        """Drop records of steps after the checkpoint, and with `final` (a finished run) its
+        final evaluation: the resumed run writes them again, so each appears once."""
         if self.metrics_path.is_file():
-            keep = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            records = [(line, json.loads(line)) for line in self.metrics_path.read_text().splitlines() if line]
+            keep = [line for line, r in records if r["step"] < step or (r["step"] == step and not (final and "eval" in r))]
             atomic_write_bytes(self.metrics_path, "".join(line + "\n" for line in keep).encode())
 
     # ---- training -----------------------------------------------------------------------------
@@ -398,6 +429,10 @@ class Trainer:
         with preserve_off_path(self.model, paths, self.optimizer):
             self.scaler.step(self.optimizer)
         self.scaler.update()
+        updated = [p.detach() for p in self.model.parameters() if p.grad is not None]
+        if updated and not torch.isfinite(torch.nn.utils.get_total_norm(updated)):
+            raise TrainError(f"step {self.step}: the update made weights NaN/inf; stopping without saving them. "
+                             f"Last good checkpoint: {self.last_path} (try a lower --lr, or --clip-grad)")
         if self.ema:
             self.ema.update(self.model, step=self.step)
         return {"loss": sum(parts.values()), **parts}
@@ -435,7 +470,20 @@ class Trainer:
         return results
 
     def run(self) -> dict:
-        """Train to `total_steps` (from the resumed step), evaluating and checkpointing on the way."""
+        """Train to `total_steps` (from the resumed step), evaluating and checkpointing on the
+        way. Ctrl-C (single process) finishes the current step, saves and raises `Interrupted`."""
+        stop = threading.Event()
+        handler = None
+        if self.dist.world == 1 and threading.current_thread() is threading.main_thread():
+            handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            return self._run(stop)
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)
+            self.lock.release()
+
+    def _run(self, stop: threading.Event) -> dict:
         cfg = self.config
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -469,8 +517,11 @@ class Trainer:
             self.train_seconds += time.perf_counter() - tick
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                 self._evaluate_and_log(copy_as=f"step{self.step:07d}.pt")
-            elif self.step % cfg.ckpt_every == 0:
+            elif self.step % cfg.ckpt_every == 0 or stop.is_set():
                 self.save()
+            if stop.is_set():
+                bar.close()
+                raise Interrupted(f"interrupted at step {self.step} of {self.total_steps}: saved {self.last_path}; --resume continues the run")
             tick = time.perf_counter()
         bar.close()
         final = self._evaluate_and_log(copy_as=None)
@@ -514,6 +565,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+
+
+def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
+    """"--flag old -> new" for each result-changing field where `config` differs from the
+    `recorded` config of a checkpoint (a field the checkpoint predates counts as its default)."""
+    def plain(v):
+        return list(v) if isinstance(v, (tuple, list)) else v
+
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in RUNTIME_FIELDS:
+            continue
+        old, new = plain(recorded.get(f.name, f.default)), plain(getattr(config, f.name))
+        if old != new:
+            out.append(f"--{f.name.replace('_', '-')} {old!r} -> {new!r}")
+    return out
 
 
 def train_config(args: dict) -> TrainConfig:

@@ -200,12 +200,87 @@ def test_trains_and_evaluates_on_real_coco128(tmp_path, capsys):
     assert blob["num_classes"] == 80 and blob["cat_ids"][:3] == [1, 2, 3] and blob["cat_ids"][-1] == 90
 
 
-def test_ema_added_on_resume_starts_from_trained_weights(shapes, tmp_path):
-    cfg = config(shapes, tmp_path / "ema", steps=2)
+def test_resume_refuses_changed_settings_and_allows_runtime_ones(shapes, tmp_path):
+    cfg = config(shapes, tmp_path / "run", steps=2)
     train(cfg)
-    resumed = Trainer(config(shapes, tmp_path / "ema", steps=3, ema=0.99), build_datasets(cfg, 128), resume=True)
-    trained, ema = resumed.model.state_dict(), resumed.ema.module.state_dict()
-    assert all(torch.equal(trained[k], ema[k]) for k in trained)
+    with pytest.raises(TrainError, match=r"--steps 2 -> 3, --ema None -> 0.99"):
+        Trainer(config(shapes, tmp_path / "run", steps=3, ema=0.99), build_datasets(cfg, 128), resume=True)
+    with pytest.raises(TrainError, match=r"--lr 0.01 -> 0.02"):
+        Trainer(config(shapes, tmp_path / "run", steps=2, lr=0.02), build_datasets(cfg, 128), resume=True)
+    # where and how it runs may change: the finished run is evaluated again, its final record once
+    again = train(config(shapes, tmp_path / "run", steps=2, log_every=2, eval_images=2, ckpt_every=1), resume=True)
+    assert again["step"] == 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval" in r] == [2] and [r["step"] for r in records if "loss" in r] == [1, 2]
+
+
+def test_resume_with_another_thread_count_warns(shapes, tmp_path):
+    cfg = config(shapes, tmp_path / "run", steps=2)
+    train(cfg)
+    threads = torch.get_num_threads()
+    blob = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert blob["threads"] == threads
+    blob["threads"] = threads + 1
+    torch.save(blob, tmp_path / "run" / "last.pt")
+    with pytest.warns(UserWarning, match="threads.*not bit-equal"):
+        Trainer(cfg, build_datasets(cfg, 128), resume=True)
+
+
+def test_a_fresh_run_drops_debris_and_a_second_writer_is_refused(shapes, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 7, "loss": 1.0}\n')  # a run killed before its first checkpoint
+    (out / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    cfg = config(shapes, out, steps=2)
+    first = Trainer(cfg, build_datasets(cfg, 128))
+    assert not (out / ".last.pt.abc123.tmp").exists() and not (out / "metrics.jsonl").exists()
+    with pytest.raises(TrainError, match=rf"--out {out}: another run \(pid {os.getpid()}\) is writing here"):
+        Trainer(cfg, build_datasets(cfg, 128))
+    first.run()  # releases the folder
+    assert [s for s, _ in losses(out)] == [1, 2]
+    Trainer(cfg, build_datasets(cfg, 128), resume=True).run()
+
+
+def test_non_finite_weights_stop_the_run_without_a_checkpoint(shapes, tmp_path, monkeypatch):
+    cfg = config(shapes, tmp_path / "run", steps=6, ckpt_every=2)
+    original = torch.optim.SGD.step
+
+    def poisons_at_step_3(self, *a, **kw):
+        out = original(self, *a, **kw)
+        if trainer.step == 3:
+            with torch.no_grad():
+                next(p for g in self.param_groups for p in g["params"] if p.grad is not None).fill_(float("nan"))
+        return out
+
+    trainer = Trainer(cfg, build_datasets(cfg, 128))
+    monkeypatch.setattr(torch.optim.SGD, "step", poisons_at_step_3)
+    with pytest.raises(TrainError, match="step 3: the update made weights NaN/inf"):
+        trainer.run()
+    blob = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert blob["step"] == 2 and all(torch.isfinite(v).all() for v in blob["model"].values() if v.is_floating_point())
+
+
+def test_ctrl_c_saves_at_the_step_boundary_and_resume_matches(shapes, tmp_path, monkeypatch):
+    import signal
+
+    from supernet.trainer import Interrupted
+
+    full = train(config(shapes, tmp_path / "full", ckpt_every=100))
+    original = Trainer.train_step
+
+    def ctrl_c_at_step_4(self, images, targets):
+        if self.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, images, targets)
+
+    monkeypatch.setattr(Trainer, "train_step", ctrl_c_at_step_4)
+    with pytest.raises(Interrupted, match="interrupted at step 5 of 6"):
+        train(config(shapes, tmp_path / "cut", ckpt_every=100))
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == 5
+    train(config(shapes, tmp_path / "cut", ckpt_every=100), resume=True)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full") and full["step"] == 6
 
 
 def test_stage_matched_training_samples_the_sub_space(shapes, tmp_path):
