@@ -15,6 +15,7 @@ import sys
 
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig
+from supernet.io import error_line
 from supernet.trainer import TrainError
 
 D = SearchConfig()
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         search = Search(config, resume=resume, log=lambda m: print(m, file=sys.stderr))
         summary = search.run()
-    except (SearchError, TrainError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (SearchError, TrainError, ValueError, OSError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     if search.dist.main:
         best = summary["best"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from search.retrain import INITS, load_archs, retrain
 from supernet.baselines import RECIPES
+from supernet.io import error_line
 from supernet.space import SearchSpace
 from supernet.trainer import Interrupted, TrainError, add_train_arguments, load_supernet, train_config
 
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 130
-    except (TrainError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (TrainError, ValueError, OSError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     for r in results:
         if "map" in r:

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from supernet.io import error_line
 from supernet.space import SearchSpace
 from supernet.trainer import Interrupted, TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
 
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 130
-    except (TrainError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (TrainError, ValueError, OSError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     if trainer.dist.main:
         print(f"checkpoint: {result['checkpoint']}")

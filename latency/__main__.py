@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from supernet.io import atomic_json
+from supernet.io import atomic_json, check_writable, error_line
 from supernet.space import SearchSpace
 
 from .measure import EXTRA_PASSES, STATISTICS, Settings
@@ -46,6 +46,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     b.add_argument("--calib", type=int, default=20, help="random subnets timed end to end to fit the correction (0: none)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", required=True, help="table JSON to write (resumes from OUT.partial if interrupted)")
+    b.add_argument("--overwrite", action="store_true", help="rebuild over an existing table at --out")
     _settings_args(b)
     v = sub.add_parser("validate", help="compare a table's predictions with measured end-to-end latency")
     v.add_argument("--lut", required=True, help="table JSON written by build")
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             return _build(args)
         return _validate(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
 
 
@@ -79,6 +80,10 @@ def _build(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-classes: expected a positive integer, got {args.num_classes}")
     if args.calib < 0:
         raise ValueError(f"--calib: expected 0 or more, got {args.calib}")
+    out = Path(args.out)
+    if out.is_file() and not args.overwrite:
+        raise ValueError(f"--out {out}: a table is there already; pass --overwrite to rebuild it, or choose another --out")
+    check_writable(out, "--out")  # before the measuring, not after it
     start = time.perf_counter()
     table = build_table(space, settings, args.out, args.num_classes, args.passes, args.calib, args.seed,
                         log=lambda m: print(m, file=sys.stderr), extra_passes=args.extra_passes)

@@ -350,6 +350,6 @@ def _load_partial(path: Path, job: dict) -> dict:
     fresh = {"job": job, "times": {}, "seconds": 0.0}
     try:
         state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, cut, or not text at all: measured again
         return fresh
-    return state if state.get("job") == json.loads(json.dumps(job)) and "times" in state else fresh
+    return state if isinstance(state, dict) and state.get("job") == json.loads(json.dumps(job)) and "times" in state else fresh

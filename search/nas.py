@@ -27,7 +27,7 @@ from latency.table import LatencyTable, TableError, device_name
 from supernet.bn import recalibrate_bn
 from supernet.data import build_loader
 from supernet.evaluate import METRICS, Batches, coco_map, detect
-from supernet.io import atomic_json, atomic_save_figure, pyplot
+from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, pyplot, remove_stale_temps
 from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, trained_space
 
@@ -246,6 +246,13 @@ class Search:
         saved = {k: v for k, v in asdict(self.config).items() if k not in SearchConfig.RUNTIME}
         cache: dict[str, dict] = {}
         self.recorded: set[tuple[str, str, int]] = set()  # (hash, stage, generation) already in history.jsonl
+        self.lock = RunLock(self.out)
+        if self.dist.main:
+            try:
+                self.lock.acquire()
+            except (FolderBusy, OSError) as e:
+                raise SearchError(f"--out {e}") from None
+            remove_stale_temps(self.out)
         if resume:
             try:
                 before = json.loads((self.out / "config.json").read_text())
@@ -299,6 +306,13 @@ class Search:
         return checks
 
     def run(self) -> dict:
+        """Search every stage (or draw the random control); the folder stays locked meanwhile."""
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> dict:
         c = self.config
         stages = STAGES if c.stage == "both" else () if c.stage == RANDOM else (c.stage,)
         if c.stage == RANDOM:

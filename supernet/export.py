@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from .io import error_line
 from .supernet import Detector
 from .transform import IMAGENET_MEAN
 
@@ -202,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         detector = Detector.load(args.model)
         result = export(detector, args.out or Path(args.model).parent, args.formats, check=not args.no_check)
-    except (ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, ImportError, OSError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     failed = {fmt: r["check_failed"] for fmt, r in result.items() if "check_failed" in r}
     for fmt, why in failed.items():

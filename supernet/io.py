@@ -143,3 +143,26 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def error_line(e: BaseException) -> str:
+    """One line for the user: an OSError names its path and the system's reason (read-only, disk
+    full, a file where a folder is expected); anything else is its message."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+        return f"{where}: {e.strerror}" if where else e.strerror
+    return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+
+
+def check_writable(path: str | Path, flag: str) -> None:
+    """ValueError naming `flag` unless a file can be written at `path` (its folder is created):
+    checked before long work, so it does not fail only at the end."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; expected a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror})") from None
