@@ -20,6 +20,7 @@ from pathlib import Path
 
 from search.retrain import INITS, load_archs, retrain
 from supernet.baselines import RECIPES
+from latency.table import LatencyTable
 from supernet.io import error_line
 from supernet.space import SearchSpace
 from supernet.trainer import Interrupted, TrainError, add_train_arguments, load_supernet, train_config
@@ -60,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
             space = SearchSpace.resolve(args.space)
         archs = load_archs(args.arch, space, args.index, args.all)
         config = train_config(vars(args))
+        # what would otherwise fail only after (or inside) the first retraining
+        if args.init == "inherited" and not args.supernet:
+            raise TrainError("--init inherited: needs --supernet (the checkpoint the arch inherits its weights from)")
+        if args.lut:
+            try:
+                LatencyTable.load(args.lut)
+            except ValueError as e:
+                raise TrainError(f"--lut: {e}") from None
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrainError(f"--out {args.out}: {e.strerror}") from None
         results = []
         for name, arch in archs:
             out = Path(args.out) / arch.hash() if args.all else Path(args.out)

@@ -55,6 +55,8 @@ class Settings:
             raise ValueError(f"--dtype: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {self.device!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"--threads: expected a positive integer or none, got {self.threads!r}")
         if self.device == "cpu" and self.dtype == "fp16":
             raise ValueError("--dtype fp16: not supported for CPU timing (use fp32 or bf16)")
         for name in ("batch_size", "warmup", "repeats"):

@@ -267,6 +267,8 @@ class LatencyTable:
             raise TableError(f"{path}: latency table not found (build one with python -m latency build --out {path})")
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict) or "entries" not in data:
+                raise TableError(f"{path}: not a latency table (no 'entries'; write one with python -m latency build)")
             if data.get("format") != FORMAT:
                 raise TableError(f"{path}: table format {data.get('format')!r}, this version reads {FORMAT}; rebuild it")
             corr = Correction(**data["correction"]) if data["correction"] else None

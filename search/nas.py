@@ -11,6 +11,7 @@ from there, so nothing is evaluated twice and the run continues as if never stop
 from __future__ import annotations
 
 import json
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -174,8 +175,10 @@ class Search:
     def __init__(self, config: SearchConfig, resume: bool = False, log: Callable[[str], None] = print):
         self.config, self.log = config, log
         c = config
-        if c.latency_budget is None or c.latency_budget <= 0:
-            raise SearchError(f"--latency-budget: expected a positive number of milliseconds, got {c.latency_budget!r}")
+        for name, unit in (("latency_budget", "milliseconds"), ("flops_budget", "GFLOPs"), ("params_budget", "million parameters")):
+            v = getattr(c, name)
+            if (v is not None or name == "latency_budget") and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SearchError(f"--{name.replace('_', '-')}: expected a positive number of {unit}, got {v!r}")
         if c.objective not in ("map", "pareto"):
             raise SearchError(f"--objective: expected map or pareto, got {c.objective!r}")
         if c.stage not in (*STAGES, "both", RANDOM):

@@ -23,7 +23,7 @@ from latency.ops import OpContext, detector_runner
 from latency.table import LatencyTable
 from supernet.baselines import PREFIX, baseline
 from supernet.evaluate import METRICS
-from supernet.io import atomic_json
+from supernet.io import atomic_json, error_line
 from supernet.space import Arch, SearchSpace
 from supernet.supernet import Detector
 from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets, init_distributed, load_supernet
@@ -45,8 +45,8 @@ def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every
         data = json.loads(path.read_text())
     except OSError:
         raise ValueError(f"--arch {spec}: file not found (expected an Arch JSON, finalists.json, or baseline:NAME)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--arch {spec}: not valid JSON ({e})") from None
+    except ValueError as e:  # not JSON, not text
+        raise ValueError(f"--arch {spec}: not valid JSON ({error_line(e)})") from None
     if isinstance(data, list):
         if not data:
             raise ValueError(f"--arch {spec}: the list holds no archs")

@@ -151,7 +151,12 @@ def error_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
         return f"{where}: {e.strerror}" if where else e.strerror
-    return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    last = text.splitlines()[-1]  # a DataLoader worker's error arrives as its whole traceback
+    prefix = f"{type(e).__module__}.{type(e).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
 
 
 def check_writable(path: str | Path, flag: str) -> None:
@@ -166,3 +171,12 @@ def check_writable(path: str | Path, flag: str) -> None:
             pass
     except OSError as e:
         raise ValueError(f"{flag} {path}: cannot write there ({e.strerror})") from None
+
+
+def load_failure(e: BaseException) -> str:
+    """Why `torch.load` refused a file, in a few words: torch's own text runs to many lines and
+    suggests `weights_only=False`, which would run whatever code the file holds."""
+    if type(e).__name__ == "UnpicklingError" or "weights_only" in str(e):
+        return "not a torch file this library wrote, or it holds more than tensors and plain data"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -13,7 +13,7 @@ from torch import Tensor
 from .backbone import Backbone, block_positions
 from .blocks import BLOCKS
 from .heads import HEADS, PostProcess
-from .io import atomic_torch_save
+from .io import atomic_torch_save, load_failure
 from .layers import ConvBnAct, leading_slice
 from .necks import NECKS
 from .space import Arch, SearchSpace
@@ -161,7 +161,7 @@ class Detector(Supernet):
         try:
             blob = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # corrupt or not a torch file
-            raise ValueError(f"{path}: not a readable detector file ({type(e).__name__}: {e})") from None
+            raise ValueError(f"{path}: not a readable detector file ({load_failure(e)})") from None
         if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
             raise ValueError(f"{path}: expected a dict with 'config' and 'state_dict' (written by Detector.save)")
         det = cls.from_config(blob["config"])

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
 from .data import to_model_input
-from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, remove_stale_temps
+from .io import FolderBusy, RunLock, load_failure, atomic_torch_save, atomic_write_bytes, remove_stale_temps
 from .path import preserve_off_path
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
 from .space import Arch, SearchSpace
@@ -90,6 +90,7 @@ class TrainConfig:
     start_from: Optional[str] = None  # supernet checkpoint whose weights training starts from (fine-tuning)
     grad_average: str = "users"  # several paths a step: each weight's gradient averaged over the paths that ran it, or over all ("paths")
     augment: str = "flip"  # none | flip | scale_crop (flip, then transforms.v2 zoom-out and IoU crop)
+    skip_unreadable: bool = False  # leave out images that do not decode (checked once at start) instead of stopping
 
     def __post_init__(self) -> None:
         """Every field checked once, here, naming its flag: a bad value would otherwise train
@@ -492,38 +493,39 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main, desc=desc, dynamic_ncols=True)
         t0, seen = time.perf_counter(), 0
         tick = t0
-        for images, targets in self.loader():
-            images, targets = self._to_device(images, targets)
-            self.scheduler.step_update(self.step)
-            result = self.train_step(images, targets)
-            if result is None:
-                self.bad_steps += 1
-                warnings.warn(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)", stacklevel=2)
-                if self.bad_steps >= MAX_BAD_STEPS:
-                    raise TrainError(
-                        f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row (last at step {self.step}); "
-                        f"stopping. Last good checkpoint: {self.last_path} (try a lower --lr or --clip-grad)"
-                    )
-            else:
-                self.bad_steps = 0
-            self.step += 1
-            seen += len(images) * self.dist.world
-            if result is not None and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
-                rate = seen / (time.perf_counter() - t0)
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.log({"step": self.step, **{k: round(v, 5) for k, v in result.items()}, "lr": lr, "images_per_s": round(rate, 2)})
-                bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
-            bar.update(1)
-            self.train_seconds += time.perf_counter() - tick
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
-                self._evaluate_and_log(copy_as=f"step{self.step:07d}.pt")
-            elif self.step % cfg.ckpt_every == 0 or stop.is_set():
-                self.save()
-            if stop.is_set():
-                bar.close()
-                raise Interrupted(f"interrupted at step {self.step} of {self.total_steps}: saved {self.last_path}; --resume continues the run")
-            tick = time.perf_counter()
-        bar.close()
+        try:
+            for images, targets in self.loader():
+                images, targets = self._to_device(images, targets)
+                self.scheduler.step_update(self.step)
+                result = self.train_step(images, targets)
+                if result is None:
+                    self.bad_steps += 1
+                    warnings.warn(f"step {self.step}: non-finite loss, step skipped ({self.bad_steps} in a row)", stacklevel=2)
+                    if self.bad_steps >= MAX_BAD_STEPS:
+                        raise TrainError(
+                            f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row (last at step {self.step}); "
+                            f"stopping. Last good checkpoint: {self.last_path} (try a lower --lr or --clip-grad)"
+                        )
+                else:
+                    self.bad_steps = 0
+                self.step += 1
+                seen += len(images) * self.dist.world
+                if result is not None and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
+                    rate = seen / (time.perf_counter() - t0)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.log({"step": self.step, **{k: round(v, 5) for k, v in result.items()}, "lr": lr, "images_per_s": round(rate, 2)})
+                    bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                bar.update(1)
+                self.train_seconds += time.perf_counter() - tick
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
+                    self._evaluate_and_log(copy_as=f"step{self.step:07d}.pt")
+                elif self.step % cfg.ckpt_every == 0 or stop.is_set():
+                    self.save()
+                if stop.is_set():
+                    raise Interrupted(f"interrupted at step {self.step} of {self.total_steps}: saved {self.last_path}; --resume continues the run")
+                tick = time.perf_counter()
+        finally:
+            bar.close()  # before any error line, which would otherwise follow the bar on its line
         final = self._evaluate_and_log(copy_as=None)
         return {"checkpoint": str(self.last_path), "step": self.step, "eval": final}
 
@@ -565,6 +567,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="decode every image once at start and leave out those that fail (counted in a warning), instead of stopping at the first")
 
 
 def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
@@ -609,7 +613,7 @@ def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple
         model = Supernet(space, blob["num_classes"])
         model.load_state_dict(blob["ema"] if blob.get("ema") else blob["model"])
     except Exception as e:  # not a torch file, not ours, or another version's
-        raise TrainError(f"{path}: not a supernet checkpoint written by train_supernet.py ({type(e).__name__}: {e})") from None
+        raise TrainError(f"{path}: not a supernet checkpoint written by train_supernet.py ({load_failure(e)})") from None
     return model.to(device).eval(), blob
 
 
@@ -655,8 +659,8 @@ def build_datasets(config: TrainConfig, max_size: int) -> tuple:
         missing = [f"--{k.replace('_', '-')}" for k in overrides if k not in paths]
         if missing:
             raise ValueError(f"{', '.join(missing)}: needed when --data is not given")
-        train = CocoDetection(paths["train_images"], paths["train_ann"], max_size)
-        val = CocoDetection(paths["val_images"], paths["val_ann"], max_size)
+        train = CocoDetection(paths["train_images"], paths["train_ann"], max_size, config.skip_unreadable)
+        val = CocoDetection(paths["val_images"], paths["val_ann"], max_size, config.skip_unreadable)
     except ValueError as e:
         raise TrainError(str(e)) from None
     if train.cat_ids != val.cat_ids:

@@ -28,6 +28,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 Target = dict[str, Any]
 
 
+class UnreadableImage(ValueError):
+    """An image file listed in the annotations that Pillow cannot decode."""
+
+
 @dataclass(frozen=True)
 class _Record:
     path: Path
@@ -49,7 +53,7 @@ class CocoDetection(Dataset):
     including images listed but missing on disk, raises ValueError at construction.
     """
 
-    def __init__(self, images_dir: str | Path, ann_file: str | Path, max_size: int):
+    def __init__(self, images_dir: str | Path, ann_file: str | Path, max_size: int, skip_unreadable: bool = False):
         images_dir, ann_file = Path(images_dir), Path(ann_file)
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"max_size: expected a positive integer, got {max_size!r}")
@@ -63,6 +67,13 @@ class CocoDetection(Dataset):
         self.num_classes = len(self.cat_ids)
         self.records, dropped = _records(data, images_dir, ann_file, {cid: i for i, cid in enumerate(self.cat_ids)})
         _check_files(self.records, images_dir, ann_file)
+        self.skipped: list[Path] = []
+        if skip_unreadable:  # decoded once up front, so every epoch, rank and resume sees the same images
+            readable = _decodes(self.records)
+            self.skipped = [r.path for r, ok in zip(self.records, readable) if not ok]
+            self.records = [r for r, ok in zip(self.records, readable) if ok]
+            if self.skipped:
+                warnings.warn(f"{ann_file}: skipped {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0]}", stacklevel=2)
         if dropped:
             warnings.warn(f"{ann_file}: dropped {dropped} degenerate box(es) (zero or negative size, or outside the image)", stacklevel=2)
         self.coco = COCO()
@@ -75,8 +86,12 @@ class CocoDetection(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         rec = self.records[index]
-        with Image.open(rec.path) as img:
-            img = img.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB; no EXIF rotation: COCO boxes refer to the stored pixels
+        try:
+            with Image.open(rec.path) as img:
+                img = img.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB; no EXIF rotation: COCO boxes refer to the stored pixels
+        except (OSError, SyntaxError, ValueError) as e:  # not an image, truncated, corrupt
+            raise UnreadableImage(f"{rec.path} (image id {rec.image_id} in {self.ann_file}): not a readable image ({e}); "
+                                  "fix or remove it, or pass --skip-unreadable") from None
         w, h = img.size
         if (h, w) != rec.size:
             raise ValueError(f"{rec.path}: image is {w}x{h} but {self.ann_file} lists it as {rec.size[1]}x{rec.size[0]}")
@@ -174,6 +189,22 @@ def _check_files(records: list[_Record], images_dir: Path, ann_file: Path) -> No
     missing = [r.path for r in records if not (r.path.parent == images_dir and r.path.name in on_disk) and not r.path.is_file()]
     if missing:
         raise ValueError(f"{missing[0]}: listed in {ann_file} but not found ({len(missing)} of {len(records)} images missing)")
+
+
+def _decodes(records: list[_Record]) -> list[bool]:
+    """Whether each record's image decodes completely (threads: Pillow releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ok(rec: _Record) -> bool:
+        try:
+            with Image.open(rec.path) as img:
+                img.load()
+            return True
+        except (OSError, SyntaxError, ValueError):
+            return False
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(ok, records))
 
 
 def _is_int(v: Any) -> bool:
