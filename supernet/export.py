@@ -195,6 +195,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="folder to write to (default: the model's folder)")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), help=f"some of {list(FORMATS)}")
     p.add_argument("--no-check", action="store_true", help="skip comparing the exports with eager outputs (exit 1 when they differ)")
+    p.add_argument("--overwrite", action="store_true", help="replace exports already in the folder")
     return p.parse_args(argv)
 
 
@@ -202,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         detector = Detector.load(args.model)
+        out = Path(args.out or Path(args.model).parent)
+        there = [str(out / FILENAMES[f]) for f in args.formats if f in FILENAMES and (out / FILENAMES[f]).exists()]
+        if there and not args.overwrite:
+            raise ValueError(f"--out {out}: holds {', '.join(there)} already; pass --overwrite to replace")
         result = export(detector, args.out or Path(args.model).parent, args.formats, check=not args.no_check)
     except (ValueError, ImportError, OSError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)

@@ -39,13 +39,15 @@ def files(tmp_path_factory):
     Detector(arch, 3, micro.activation, micro.head.anchor_scale).save(root / "model.pt")
     (root / "garbage.json").write_bytes(b"\x89 not json \xff\x00")
     (root / "afile").write_text("a file, not a folder")
+    (root / "exported").mkdir()
+    (root / "exported" / "model.onnx").write_bytes(b"an earlier export")
     (root / "search").mkdir()
     (root / "search" / "history.jsonl").write_text('{"hash": "x"}\n')
     budget = (table.extreme(True)[1] + table.extreme(False)[1]) / 2
     return {"root": root, "data": str(data), "space": space, "run": str(root / "run"), "ckpt": str(root / "run" / "last.pt"),
             "lut": str(root / "lut.json"), "arch": str(root / "arch.json"), "archs": str(root / "archs.json"),
             "model": str(root / "model.pt"), "garbage": str(root / "garbage.json"), "afile": str(root / "afile"),
-            "search": str(root / "search"), "missing": str(root / "missing.json"), "budget": f"{budget:.4f}"}
+            "search": str(root / "search"), "exported": str(root / "exported"), "missing": str(root / "missing.json"), "budget": f"{budget:.4f}"}
 
 
 def base(command: str, case: list[str]) -> list[str]:
@@ -174,6 +176,7 @@ CASES = [
     ("export", ["{ckpt}"], "last.pt"),
     ("export", ["{model}", "--formats", "bogus"], "--formats"),
     ("export", ["{model}", "--out", "{afile}"], "afile"),
+    ("export", ["{model}", "--out", "{exported}"], "--overwrite"),
 ]
 
 
