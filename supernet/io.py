@@ -138,12 +138,6 @@ class RunLock:
             self._file.close()  # closing drops the flock
             self._file = None
 
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 def error_line(e: BaseException) -> str:
     """One line for the user: an OSError names its path and the system's reason (read-only, disk

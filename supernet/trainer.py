@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
 from .data import to_model_input
-from .io import FolderBusy, RunLock, load_failure, atomic_torch_save, atomic_write_bytes, remove_stale_temps
+from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load_failure, remove_stale_temps
 from .path import preserve_off_path
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
 from .space import Arch, SearchSpace
@@ -240,7 +240,11 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0  # spent in training steps, over every resumed part of the run
         self.bad_steps = 0
-        ema_state = self._resume() if resume else None
+        try:
+            ema_state = self._resume() if resume else None
+        except TrainError:
+            self.lock.release()  # refused: the folder is free for a corrected retry in this process
+            raise
         if not resume and self.dist.main:
             self.metrics_path.unlink(missing_ok=True)  # lines of a run killed before its first checkpoint
         self.ema = ModelEmaV3(self.model, decay=config.ema) if config.ema else None
