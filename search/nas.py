@@ -206,8 +206,10 @@ class Search:
             raise SearchError(f"--latency-budget {c.latency_budget:g} ms: below the fastest subnet of this space on "
                               f"{self.table.meta['environment']['device_name']}, {fastest_ms:.3f} ms (arch {fastest.hash()})")
         self.base_arch = self._base_arch()
-        self.cache = self._prepare_out(resume)
         self.train_set, self.val_set = self._datasets(blob)
+        if c.val_images > len(self.val_set):  # else scored on fewer than config.json would record
+            raise SearchError(f"--val-images {c.val_images}: the validation set has {len(self.val_set)} images")
+        self.cache = self._prepare_out(resume)
         self.evaluator = SubnetEvaluator(self.model, self.train_set, self.val_set, self.device, c.calib_batches,
                                          c.val_images, c.batch_size, c.workers, c.seed)
         self.history: list[dict] = []  # this run's records, in order

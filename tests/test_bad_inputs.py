@@ -146,6 +146,7 @@ CASES = [
     ("evolve", ["--mutation-prob", "2"], "--mutation-prob"),
     ("evolve", ["--crossover-prob", "-0.1"], "--crossover-prob"),
     ("evolve", ["--val-images", "-1"], "--val-images"),
+    ("evolve", ["--val-images", "1000"], "--val-images"),
     ("evolve", ["--finetune-steps", "-1"], "--finetune-steps"),
     ("evolve", ["--supernet", "{missing}"], "missing.json"),
     ("evolve", ["--lut", "{garbage}"], "garbage.json"),
