@@ -28,7 +28,7 @@ from latency.table import LatencyTable, TableError, device_name
 from supernet.bn import recalibrate_bn
 from supernet.data import build_loader
 from supernet.evaluate import METRICS, Batches, coco_map, detect
-from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, pyplot, remove_stale_temps
+from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, pyplot
 from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, trained_space
 
@@ -257,7 +257,6 @@ class Search:
                 self.lock.acquire()
             except (FolderBusy, OSError) as e:
                 raise SearchError(f"--out {e}") from None
-            remove_stale_temps(self.out)
         if resume:
             try:
                 before = json.loads((self.out / "config.json").read_text())

@@ -87,8 +87,8 @@ TEMP_GLOB = ".*.tmp"  # what `atomic_write_bytes` leaves behind when the process
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temp files an interrupted atomic write left in `folder`; returns them. Call
-    it only while holding the folder's `RunLock`, so no live writer's file is taken."""
+    """Delete the temp files an interrupted atomic write left in `folder`; returns them. Only
+    safe while holding the folder's lock (`RunLock.acquire` calls it), so no live writer's file is taken."""
     removed = []
     for tmp in Path(folder).glob(TEMP_GLOB):
         try:
@@ -105,8 +105,8 @@ class FolderBusy(RuntimeError):
 
 class RunLock:
     """An exclusive lock on a run folder (`flock` on FOLDER/.lock, released when the process
-    exits however it exits), so two runs never interleave their checkpoints and metrics.
-    Platforms without `fcntl` run unlocked."""
+    exits however it exits), so two runs never interleave their checkpoints and metrics. Taking
+    it clears the temp files a killed writer left. Platforms without `fcntl` run unlocked."""
 
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / ".lock"
@@ -131,6 +131,7 @@ class RunLock:
         f.write(f"{os.getpid()}\n")
         f.flush()
         self._file = f
+        remove_stale_temps(self.path.parent)
         return self
 
     def release(self) -> None:

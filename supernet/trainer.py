@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
 from .data import to_model_input
-from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load_failure, remove_stale_temps
+from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load_failure
 from .path import preserve_off_path
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
 from .space import Arch, SearchSpace
@@ -209,7 +209,6 @@ class Trainer:
                 self.lock.acquire()
             except (FolderBusy, OSError) as e:
                 raise TrainError(f"--out {e}") from None
-            remove_stale_temps(self.out)
         self.train_set, self.val_set = datasets
         try:
             self.space = detector.space if detector is not None else SearchSpace.resolve(config.space)

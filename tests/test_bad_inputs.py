@@ -66,25 +66,15 @@ def base(command: str, case: list[str]) -> list[str]:
 
 
 def later_wins(argv: list[str]) -> list[str]:
-    """Drop a base flag (and its value) that the case gives again."""
-    out, seen = [], set()
-    i = len(argv)
-    pairs = []
-    while i > 0:  # walk back: flag with its values
-        j = i - 1
-        while j > 0 and not argv[j].startswith("--"):
-            j -= 1
-        chunk = argv[j:i] if argv[j].startswith("--") else argv[:i]
-        if argv[j].startswith("--"):
-            if argv[j] not in seen or argv[j] in ("--resume",):
-                pairs.append(chunk)
-            seen.add(argv[j])
+    """Drop a base flag (and its values) that the case gives again."""
+    chunks: list[list[str]] = []
+    for a in argv:
+        if a.startswith("--") or not chunks:
+            chunks.append([a])
         else:
-            pairs.append(chunk)
-        i = j
-    for chunk in reversed(pairs):
-        out += chunk
-    return out
+            chunks[-1].append(a)
+    last = {c[0]: i for i, c in enumerate(chunks)}
+    return [a for i, c in enumerate(chunks) if not c[0].startswith("--") or last[c[0]] == i for a in c]
 
 
 CASES = [
