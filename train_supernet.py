@@ -20,7 +20,10 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
     """(config, --resume, --overwrite); TrainError for a value the config refuses."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
-    p.add_argument("--sampler", choices=["uniform", "sandwich", "fair"], default=TrainConfig.sampler)
+    p.add_argument("--sampler", choices=["uniform", "sandwich", "fair"], default=TrainConfig.sampler,
+                   help="paths a step: uniform (random), sandwich (the largest, the smallest and random ones), fair (every choice equally often)")
+    p.add_argument("--random-paths", type=int, default=TrainConfig.random_paths,
+                   help="random paths a step, gradients accumulated (sandwich: besides the largest and the smallest)")
     p.add_argument("--eval-images", type=int, default=TrainConfig.eval_images)
     p.add_argument("--train-blocks", nargs="+", metavar="BLOCK",
                    help="sample only these block types (stage-matched training: the structural stage's block, e.g. ir_k3_e6)")

@@ -12,7 +12,10 @@ own seed-to-seed Kendall tau is the noise ceiling no supernet can beat. Several 
 NAME=PATH rank the same archs against the same truth: one row each of the ablation table.
 Prints one JSON line (Kendall tau and Spearman with bootstrap 95 % intervals, the median
 inherited / standalone ratio, top-5 overlap, per supernet) and a scatter plot per supernet.
-Resumable: retrained archs are kept under --work and skipped when run again.
+Resumable: retrained archs are kept under --work and skipped when run again. --truth POINTS.json
+takes the archs, the truth, its noise ceiling and the rows of an earlier run's points file instead
+of training anything: a new supernet then costs one row of inherited evaluations, and the rows
+already measured stay in the table.
 """
 from __future__ import annotations
 
@@ -113,11 +116,29 @@ def parse_supernets(specs: list[str]) -> dict[str, str]:
     return out
 
 
+def load_truth(path: str) -> dict:
+    """An earlier run's points file: its archs, truth, ceiling and rows, checked to be whole."""
+    import json
+    try:
+        data = json.loads(Path(path).read_text())
+        archs = [Arch.from_dict(q["arch"], source=f"{path}: points[{i}].arch") for i, q in enumerate(data["points"])]
+        truth = {a.hash(): float(q["standalone_map"]) for a, q in zip(archs, data["points"])}
+        again = {a.hash(): q["standalone_map_seed2"] for a, q in zip(archs, data["points"]) if q.get("standalone_map_seed2") is not None}
+        inherited = {row["name"]: [q["inherited_map"][row["name"]] for q in data["points"]] for row in data["rows"]}
+        supernets = {row["name"]: row["supernet"] for row in data["rows"]}
+        latency = [q["latency_pred_ms"] for q in data["points"]]
+        keep = {k: data[k] for k in ("device", "schedule", "val_images", "noise_ceiling")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--truth {path}: not a ranking points file written by this benchmark ({type(e).__name__}: {e})") from None
+    return {"archs": archs, "truth": truth, "again": again, "inherited": inherited, "supernets": supernets, "latency": latency, **keep}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--supernet", nargs="+", default=["runs/demo/supernet/last.pt"],
                    help="checkpoint(s), each PATH or NAME=PATH: one ablation row each, on the first one's archs")
     p.add_argument("--lut", default="runs/demo/latency_cpu.json")
+    p.add_argument("--truth", help="an earlier run's .points.json: reuse its archs, truth and rows (no --lut, nothing trained)")
     p.add_argument("-k", type=int, default=30, help="archs to compare (>= 30 for a meaningful tau)")
     p.add_argument("--ceiling-archs", type=int, default=15, help="archs trained with a second seed for the noise ceiling (0: none)")
     p.add_argument("--epochs", type=int, default=6, help="standalone training schedule (the demo's retraining)")
@@ -137,9 +158,16 @@ def main() -> None:
         supernets = parse_supernets(args.supernet)
     except ValueError as e:
         sys.exit(f"error: {e}")
+    try:
+        stored = load_truth(args.truth) if args.truth else None
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     _, device = init_distributed(args.device)
-    table = LatencyTable.load(args.lut)
     log = lambda m: print(m, file=sys.stderr)
+    if stored:
+        rank_stored(stored, supernets, args, device, log)
+        return
+    table = LatencyTable.load(args.lut)
     archs, config, inherited = None, None, {}
     for name, path in supernets.items():
         model, blob = load_supernet(path, device)
@@ -152,9 +180,7 @@ def main() -> None:
             train_set, val_set = build_datasets(config, max(space.resolutions))
         elif model.space != space:
             sys.exit(f"error: --supernet {path}: its space differs from {next(iter(supernets.values()))}'s; rows must rank the same archs")
-        evaluator = SubnetEvaluator(model, train_set, val_set, device, args.calib_batches, len(val_set), args.batch_size, 2, args.seed)
-        log(f"== inherited: {name} ({path})")
-        inherited[name] = [round(evaluator(a)["map"], 5) for a in archs]
+        inherited[name] = inherited_maps(model, archs, train_set, val_set, device, args, f"{name} ({path})", log)
     truth = {}
     for i, arch in enumerate(archs):
         log(f"[{i + 1}/{len(archs)}] {arch.hash()} predicted {table.predict(arch):.2f} ms")
@@ -168,17 +194,54 @@ def main() -> None:
             again[arch.hash()] = retrain(arch, space, cfg, lut=args.lut, resume=True, log=log)["map"]
         ceiling = {"archs": len(again), "seeds": [args.seed, second],
                    **rank_agreement([truth[h] for h in again], list(again.values()), seed=args.seed)}
+    write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, ceiling,
+                 table.meta["environment"]["device_name"], {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
+                 len(val_set), args)
+
+
+def inherited_maps(model, archs: list[Arch], train_set, val_set, device, args, label: str, log) -> list[float]:
+    """Each arch's mAP with the supernet's weights after BN recalibration, as the search scores it."""
+    evaluator = SubnetEvaluator(model, train_set, val_set, device, args.calib_batches, len(val_set), args.batch_size, 2, args.seed)
+    log(f"== inherited: {label}")
+    return [round(evaluator(a)["map"], 5) for a in archs]
+
+
+def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> None:
+    """--truth: the stored archs and truth, the stored rows, and one new row per --supernet."""
+    archs = stored["archs"]
+    inherited, names = dict(stored["inherited"]), dict(stored["supernets"])
+    for name, path in supernets.items():
+        model, blob = load_supernet(path, device)
+        space = trained_space(model, blob)
+        for a in archs:
+            try:
+                space.validate(a)
+            except ValueError as e:
+                sys.exit(f"error: --supernet {path}: it did not train the --truth arch {a.hash()} ({e})")
+        config = TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
+                             batch_size=args.batch_size, seed=args.seed, device=str(device), eval_images=0, workers=2)
+        train_set, val_set = build_datasets(config, max(model.space.resolutions))
+        if len(val_set) != stored["val_images"]:
+            sys.exit(f"error: --supernet {path}: its validation set has {len(val_set)} images, the --truth was scored on {stored['val_images']}")
+        inherited[name] = inherited_maps(model, archs, train_set, val_set, device, args, f"{name} ({path})", log)
+        names[name] = path
+    write_result(archs, stored["latency"], stored["truth"], stored["again"], inherited, names, stored["noise_ceiling"],
+                 stored["device"], stored["schedule"], stored["val_images"], args)
+
+
+def write_result(archs: list[Arch], latency: list[float], truth: dict, again: dict, inherited: dict, supernets: dict, ceiling,
+                 device_name: str, schedule: dict, val_images: int, args) -> None:
+    """The JSON line (one row per supernet), the points file beside it and the plot."""
     standalone = [truth[a.hash()] for a in archs]
     rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed)} for name, inh in inherited.items()]
     result = {
-        "benchmark": "ranking", "device": table.meta["environment"]["device_name"], "k": len(archs),
+        "benchmark": "ranking", "device": device_name, "k": len(archs),
         "head_types": sorted({a.head.type for a in archs}), "neck_types": sorted({a.neck.type for a in archs}),
-        "schedule": {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size}, "val_images": len(val_set),
-        "noise_ceiling": ceiling, "rows": rows,
+        "schedule": schedule, "val_images": val_images, "noise_ceiling": ceiling, "rows": rows,
     }
-    points = [{"hash": a.hash(), "latency_pred_ms": round(table.predict(a), 4), "standalone_map": round(truth[a.hash()], 5),
+    points = [{"hash": a.hash(), "latency_pred_ms": ms, "standalone_map": round(truth[a.hash()], 5),
                "standalone_map_seed2": again.get(a.hash()), "inherited_map": {n: v[i] for n, v in inherited.items()}, "arch": a.to_dict()}
-              for i, a in enumerate(archs)]
+              for i, (a, ms) in enumerate(zip(archs, latency))]
     out = Path(args.out)
     atomic_json({**result, "points": points}, out.with_suffix(".points.json"))
     _plot(points, rows, out.with_suffix(".png"))

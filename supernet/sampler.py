@@ -13,13 +13,15 @@ from .space import Arch, SearchSpace
 
 
 class UniformSampler:
-    """SPOS: one path per step, every choice drawn uniformly and independently."""
+    """SPOS: `random_paths` paths per step (gradients accumulated), every choice drawn uniformly
+    and independently. Several a step buy each weight more updates per step at the same number
+    of optimizer steps, without the sandwich's bias towards paths near the extremes."""
 
-    def __init__(self, space: SearchSpace, seed: int):
-        self.space, self.seed = space, seed
+    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1):
+        self.space, self.seed, self.random_paths = space, seed, random_paths
 
     def paths(self, step: int) -> list[Arch]:
-        return [self.space.sample(random.Random(f"{self.seed}/{step}"))]
+        return [self.space.sample(random.Random(f"{self.seed}/{step}" + (f"/{i}" if i else ""))) for i in range(self.random_paths)]
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -29,7 +31,7 @@ class UniformSampler:
 
 
 class SandwichSampler(UniformSampler):
-    """The largest, the smallest and one random path per step, gradients accumulated (BigNAS):
+    """The largest, the smallest and `random_paths` random paths per step, gradients accumulated (BigNAS):
     the extremes of the ordered choices (resolution, widths, depths, repeats, convs) bound the
     space and are trained every step. Their types (blocks, neck, head) are drawn at random: types
     have no extreme, and fixing the extremes to the first and last listed trained those types
@@ -58,12 +60,15 @@ class FairSampler:
     (FairNAS's strict fairness, spread over steps). Inactive genes (blocks past the depth) do
     not consume their round."""
 
-    def __init__(self, space: SearchSpace, seed: int):
-        self.space = space
+    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1):
+        self.space, self.random_paths = space, random_paths
         self.rng = random.Random(f"{seed}/fair")
         self.rounds: dict[str, list] = {name: [] for name, _ in space.genes()}
 
     def paths(self, step: int) -> list[Arch]:
+        return [self._next() for _ in range(self.random_paths)]
+
+    def _next(self) -> Arch:
         values: dict[str, Any] = {}
         for name, choices in self.space.genes():
             if not self.space.is_active(name, values):
@@ -73,7 +78,7 @@ class FairSampler:
             if not pending:
                 pending.extend(self.rng.sample(choices, len(choices)))
             values[name] = pending.pop()
-        return [self.space.decode(values)]
+        return self.space.decode(values)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.getstate(), "rounds": {k: list(v) for k, v in self.rounds.items()}}

@@ -76,6 +76,7 @@ class TrainConfig:
     clip_grad: Optional[float] = 10.0
     ema: Optional[float] = None  # EMA decay, e.g. 0.9998
     sampler: str = "sandwich"  # the extremes, which bound the search's latency range, train every step (BigNAS)
+    random_paths: int = 1  # random paths a step, gradients accumulated (the sandwich adds the largest and the smallest)
     seed: int = 0
     workers: int = 2
     eval_every: int = 0  # 0: only at the end
@@ -111,7 +112,7 @@ class TrainConfig:
                 raise bad(name, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))
 
         number("steps", 1, integer=True, optional=True)
-        for name in ("epochs", "batch_size", "ckpt_every", "log_every"):
+        for name in ("epochs", "batch_size", "ckpt_every", "log_every", "random_paths"):
             number(name, 1, integer=True)
         for name in ("warmup", "eval_every", "eval_images", "eval_random_archs", "calib_batches", "workers"):
             number(name, 0, integer=True)
@@ -235,7 +236,7 @@ class Trainer:
             lr_min=config.lr * 1e-2, t_in_epochs=False,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-        self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](self.sample_space, config.seed)
+        self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](self.sample_space, config.seed, config.random_paths)
         self.step = 0
         self.train_seconds = 0.0  # spent in training steps, over every resumed part of the run
         self.bad_steps = 0

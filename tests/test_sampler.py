@@ -56,3 +56,14 @@ def test_fair_visits_every_value_equally_often(space):
         c = counts[name]
         assert set(c) == set(choices), name
         assert max(c.values()) - min(c.values()) <= 1, (name, c)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_random_paths_a_step(space, name):
+    one, three = SAMPLERS[name](space, 5), SAMPLERS[name](space, 5, random_paths=3)
+    extremes = 2 if name == "sandwich" else 0
+    for step in range(10):
+        single, several = one.paths(step), three.paths(step)
+        assert len(single) == 1 + extremes and len(several) == 3 + extremes
+        assert len({a.hash() for a in several[extremes:]}) == 3  # distinct draws, not one path three times
+        assert several[0] == single[0] or name == "fair"  # uniform and sandwich: the first draw is the one-path run's own
