@@ -24,6 +24,10 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
                    help="paths a step: uniform (random), sandwich (the largest, the smallest and random ones), fair (every choice equally often)")
     p.add_argument("--random-paths", type=int, default=TrainConfig.random_paths,
                    help="random paths a step, gradients accumulated (sandwich: besides the largest and the smallest)")
+    p.add_argument("--distill", type=float, default=TrainConfig.distill,
+                   help="in-place distillation weight (sandwich): the other paths match the largest path's features; 0: off")
+    p.add_argument("--distill-features", choices=["backbone", "neck"], default=TrainConfig.distill_features,
+                   help="with --distill: match the backbone's outputs (the neck's input) or the neck's outputs")
     p.add_argument("--eval-images", type=int, default=TrainConfig.eval_images)
     p.add_argument("--train-blocks", nargs="+", metavar="BLOCK",
                    help="sample only these block types (stage-matched training: the structural stage's block, e.g. ir_k3_e6)")

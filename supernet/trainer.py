@@ -34,6 +34,7 @@ from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
 from .data import to_model_input
 from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load_failure
 from .path import preserve_off_path
+from .distill import FEATURES, capture_features, feature_distillation, feature_modules
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
 from .space import Arch, SearchSpace
 from .supernet import Detector, Supernet
@@ -89,6 +90,8 @@ class TrainConfig:
     train_blocks: Optional[tuple[str, ...]] = None  # sample only these block types (structural stage); None: all
     structure: Optional[str] = None  # Arch JSON: sample only paths of its structure (the modular stage's fine-tune)
     start_from: Optional[str] = None  # supernet checkpoint whose weights training starts from (fine-tuning)
+    distill: float = 0.0  # in-place distillation weight: the sandwich's largest path's features teach the other paths; 0: off
+    distill_features: str = "backbone"  # backbone | neck: whose outputs the other paths match
     grad_average: str = "users"  # several paths a step: each weight's gradient averaged over the paths that ran it, or over all ("paths")
     augment: str = "flip"  # none | flip | scale_crop (flip, then transforms.v2 zoom-out and IoU crop)
     skip_unreadable: bool = False  # leave out images that do not decode (checked once at start) instead of stopping
@@ -121,8 +124,11 @@ class TrainConfig:
         number("weight_decay", 0)
         number("clip_grad", 0, optional=True)  # 0 or none: no clipping
         number("ema", 0, 1, low_open=True, high_open=True, optional=True)
+        number("distill", 0)
+        if self.distill and self.sampler != "sandwich":
+            raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
         for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
-                              ("augment", list(AUGMENTS))):
+                              ("augment", list(AUGMENTS)), ("distill_features", list(FEATURES))):
             if getattr(self, name) not in choices:
                 raise bad(name, f"one of {choices}")
 
@@ -411,14 +417,21 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         parts: dict[str, float] = {}
         finite = True
-        for arch in paths:
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.config.amp):
-                losses = self.ddp(images, targets, arch=arch)
-            loss = sum(losses.values()) / len(paths)
-            finite &= bool(torch.isfinite(loss))
-            self.scaler.scale(loss).backward()
-            for k, v in losses.items():
-                parts[k] = parts.get(k, 0.0) + float(v.detach()) / len(paths)
+        distill = self.config.distill if len(paths) > 1 and not isinstance(self.model, Detector) else 0.0
+        teacher = None
+        with capture_features(feature_modules(self.model, self.config.distill_features) if distill else []) as captured:
+            for arch in paths:
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.config.amp):
+                    losses = self.ddp(images, targets, arch=arch)
+                    if distill and teacher is None:  # the first path is the sandwich's largest
+                        teacher = [f.detach() for f in captured["features"]]
+                    elif distill:
+                        losses["distill"] = distill * feature_distillation(captured["features"], teacher)
+                loss = sum(losses.values()) / len(paths)
+                finite &= bool(torch.isfinite(loss))
+                self.scaler.scale(loss).backward()
+                for k, v in losses.items():
+                    parts[k] = parts.get(k, 0.0) + float(v.detach()) / len(paths)
         if self.dist.world > 1:  # gradients are already averaged: every rank must skip together
             flag = torch.tensor(float(finite), device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
