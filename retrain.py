@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from search.retrain import INITS, load_archs, retrain
+from search.retrain import INITS, finished_metrics, load_archs, retrain
 from supernet.baselines import RECIPES
 from latency.table import LatencyTable
 from supernet.io import error_line
@@ -73,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise TrainError(f"--out {args.out}: {e.strerror}") from None
+        outs = [Path(args.out) / arch.hash() if args.all else Path(args.out) for _, arch in archs]
+        for (_, arch), out in zip(archs, outs):
+            if args.resume and (out / "metrics.json").is_file():
+                finished_metrics(out / "metrics.json", arch)
         results = []
-        for name, arch in archs:
-            out = Path(args.out) / arch.hash() if args.all else Path(args.out)
+        for (name, arch), out in zip(archs, outs):
             print(f"retraining {name} ({arch.hash()}, {args.init}) in {out}", file=sys.stderr)
             metrics = retrain(arch, space, replace(config, out=str(out)), args.init, args.supernet, args.lut, args.export, args.resume,
                               log=lambda m: print(m, file=sys.stderr))

@@ -79,8 +79,9 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
     out = Path(config.out)
     metrics_path = out / "metrics.json"
     if resume and metrics_path.is_file():
+        done = finished_metrics(metrics_path, arch)
         log(f"{out}: already retrained (metrics.json); skipping")
-        return json.loads(metrics_path.read_text())
+        return done
     if not resume and (out / "last.pt").is_file():
         raise TrainError(f"--out {out}: holds a retraining run already; pass --resume to continue it, or choose another --out")
     info, device = init_distributed(config.device)
@@ -126,6 +127,20 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
     if info.world > 1:
         dist.barrier()
     return metrics
+
+
+def finished_metrics(path: Path, arch: Arch) -> dict:
+    """The metrics.json of a finished retraining of `arch`; anything else there (another file,
+    another arch's metrics) is refused rather than taken as "already retrained"."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TrainError(f"{path}: not a retraining's metrics.json ({error_line(e)}); move it away or choose another --out") from None
+    if not isinstance(data, dict) or not {"hash", "map", "latency_ms"} <= data.keys():
+        raise TrainError(f"{path}: not a retraining's metrics.json (no hash, map and latency_ms); move it away or choose another --out")
+    if data["hash"] != arch.hash():
+        raise TrainError(f"{path}: holds the metrics of arch {data['hash']}, not of {arch.hash()}; choose another --out")
+    return data
 
 
 def measure_latency(model: Detector, device: torch.device, lut: Optional[str], space: SearchSpace) -> dict:

@@ -41,13 +41,17 @@ def files(tmp_path_factory):
     (root / "afile").write_text("a file, not a folder")
     (root / "exported").mkdir()
     (root / "exported" / "model.onnx").write_bytes(b"an earlier export")
+    for name, text in (("othermetrics", '{"kind": "something else"}'), ("archmetrics", '{"hash": "0123abcd", "map": 0.1, "latency_ms": 1.0}')):
+        (root / name).mkdir()
+        (root / name / "metrics.json").write_text(text)
     (root / "search").mkdir()
     (root / "search" / "history.jsonl").write_text('{"hash": "x"}\n')
     budget = (table.extreme(True)[1] + table.extreme(False)[1]) / 2
     return {"root": root, "data": str(data), "space": space, "run": str(root / "run"), "ckpt": str(root / "run" / "last.pt"),
             "lut": str(root / "lut.json"), "arch": str(root / "arch.json"), "archs": str(root / "archs.json"),
             "model": str(root / "model.pt"), "garbage": str(root / "garbage.json"), "afile": str(root / "afile"),
-            "search": str(root / "search"), "exported": str(root / "exported"), "missing": str(root / "missing.json"), "budget": f"{budget:.4f}"}
+            "search": str(root / "search"), "exported": str(root / "exported"), "missing": str(root / "missing.json"),
+            "othermetrics": str(root / "othermetrics"), "archmetrics": str(root / "archmetrics"), "budget": f"{budget:.4f}"}
 
 
 def base(command: str, case: list[str]) -> list[str]:
@@ -124,6 +128,8 @@ CASES = [
     ("retrain", ["--lr", "-1"], "--lr"),
     ("retrain", ["--steps", "0"], "--steps"),
     ("retrain", ["--out", "{afile}/sub"], "afile"),
+    ("retrain", ["--out", "{othermetrics}", "--resume"], "othermetrics/metrics.json"),
+    ("retrain", ["--out", "{archmetrics}", "--resume"], "archmetrics/metrics.json"),
     # evolve.py
     ("evolve", ["--latency-budget", "nan"], "--latency-budget"),
     ("evolve", ["--latency-budget", "-1"], "--latency-budget"),
