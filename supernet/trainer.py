@@ -76,7 +76,7 @@ class TrainConfig:
     amp: bool = False
     clip_grad: Optional[float] = 10.0
     ema: Optional[float] = None  # EMA decay, e.g. 0.9998
-    sampler: str = "sandwich"  # the extremes, which bound the search's latency range, train every step (BigNAS)
+    sampler: str = "uniform"  # SPOS; the sandwich trains its extremes every step, which ranks paths near them too high
     random_paths: int = 1  # random paths a step, gradients accumulated (the sandwich adds the largest and the smallest)
     seed: int = 0
     workers: int = 2
