@@ -15,11 +15,12 @@ import sys
 
 from search.evolution import SearchError
 from search.pipeline import render_table, run_pipeline
+from supernet.cli import CommandParser
 from supernet.trainer import TrainError
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="short schedules: checks that every step works, numbers mean little")
     p.add_argument("--out", help="run folder (default: runs/demo, or runs/demo_quick with --quick)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

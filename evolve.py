@@ -9,12 +9,12 @@ Writes history.jsonl, pareto.json, finalists.json and pareto.png to --out; --res
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig
+from supernet.cli import CommandParser
 from supernet.io import error_line
 from supernet.trainer import TrainError
 
@@ -22,7 +22,7 @@ D = SearchConfig()
 
 
 def parse(argv: list[str] | None) -> tuple[SearchConfig, bool]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__)
     p.add_argument("--supernet", default=D.supernet, help="checkpoint written by train_supernet.py")
     p.add_argument("--latency-budget", type=float, required=True, help="milliseconds, as predicted by the latency table")
     p.add_argument("--lut", help="latency table JSON (default: one in luts/ built on this device for this space)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from search.retrain import INITS, finished_metrics, load_archs, retrain
 from supernet.baselines import RECIPES
 from latency.table import LatencyTable
+from supernet.cli import CommandParser
 from supernet.io import error_line
 from supernet.space import SearchSpace
 from supernet.trainer import Interrupted, TrainError, add_train_arguments, load_supernet, train_config
@@ -29,7 +30,7 @@ DATA_FLAGS = ("data", "train_ann", "train_images", "val_ann", "val_images")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__)
     p.add_argument("--arch", required=True,
                    help=f"an Arch JSON, finalists.json / pareto.json (with --index or --all), or baseline:NAME ({', '.join(RECIPES)})")
     which = p.add_mutually_exclusive_group()

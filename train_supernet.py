@@ -6,11 +6,11 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from supernet.cli import CommandParser
 from supernet.io import error_line
 from supernet.space import SearchSpace
 from supernet.trainer import Interrupted, TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
@@ -18,7 +18,7 @@ from supernet.trainer import Interrupted, TrainConfig, Trainer, TrainError, add_
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
     """(config, --resume, --overwrite); TrainError for a value the config refuses."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__)
     add_train_arguments(p)
     p.add_argument("--sampler", choices=["uniform", "sandwich", "fair"], default=TrainConfig.sampler,
                    help="paths a step: uniform (random), sandwich (the largest, the smallest and random ones), fair (every choice equally often)")

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from supernet.cli import CommandParser
 from supernet.io import atomic_json, check_writable, error_line
 from supernet.space import SearchSpace
 
@@ -31,7 +32,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m latency", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m latency", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="measure every op of a space and write a table")
     b.add_argument("--space", default="tiny", help="tiny, coco, or a .yaml/.json space file")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from .cli import CommandParser
 from .io import error_line
 from .supernet import Detector
 from .transform import IMAGENET_MEAN
@@ -190,7 +191,7 @@ def _above_floor(*outs: Sequence[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m supernet.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m supernet.export", description=__doc__)
     p.add_argument("model", help="a detector file written by Detector.save (retrain.py's model.pt)")
     p.add_argument("--out", help="folder to write to (default: the model's folder)")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), help=f"some of {list(FORMATS)}")

@@ -84,6 +84,11 @@ def later_wins(argv: list[str]) -> list[str]:
 CASES = [
     # train_supernet.py
     ("train", ["--steps", "0"], "--steps"),
+    ("train", ["--steps", "abc"], "--steps"),
+    ("train", ["--augment", "bogus"], "--augment"),
+    ("train", ["--resume", "--overwrite"], "--overwrite"),
+    ("train", ["--distill", "1", "--sampler", "uniform"], "--distill"),
+    ("train", ["--random-paths", "0"], "--random-paths"),
     ("train", ["--steps", "-5"], "--steps"),
     ("train", ["--epochs", "0"], "--epochs"),
     ("train", ["--batch-size", "0"], "--batch-size"),
@@ -126,6 +131,7 @@ CASES = [
     ("retrain", ["--lut", "{garbage}"], "--lut"),
     ("retrain", ["--lut", "{arch}"], "--lut"),
     ("retrain", ["--lr", "-1"], "--lr"),
+    ("retrain", ["--init", "bogus"], "--init"),
     ("retrain", ["--steps", "0"], "--steps"),
     ("retrain", ["--out", "{afile}/sub"], "afile"),
     ("retrain", ["--out", "{othermetrics}", "--resume"], "othermetrics/metrics.json"),
@@ -138,6 +144,7 @@ CASES = [
     ("evolve", ["--params-budget", "nan"], "--params-budget"),
     ("evolve", ["--structural-block", "bogus"], "--structural-block"),
     ("evolve", ["--population", "0"], "--population"),
+    ("evolve", ["--population", "x"], "--population"),
     ("evolve", ["--generations", "0"], "--generations"),
     ("evolve", ["--mutation-prob", "2"], "--mutation-prob"),
     ("evolve", ["--crossover-prob", "-0.1"], "--crossover-prob"),
