@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# The ranking ablation: supernets that differ from the demo's in one training option, ranked by
-# benchmarks/ranking.py on the same 30 archs against the same standalone truth (and its noise
-# ceiling). Run after benchmarks/search_vs_baselines.py, whose three seeds' supernets are rows too.
-#   bash benchmarks/ranking_ablation.sh            # CPU, ~25 min on 2 cores
+# The ranking ablation: supernets that differ from the demo's in one training option, each ranked
+# by benchmarks/ranking.py on the same 30 archs against the same stored 12-epoch standalone truth
+# and its noise ceiling (--truth: nothing is retrained; the rows already in the file stay).
+#   bash benchmarks/ranking_ablation.sh                 # CPU, ~12 min a row on 2 cores
+#   ROWS="uniform1_e72 fair3" bash benchmarks/ranking_ablation.sh
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
-SEEDS=${SEEDS:-runs/search_vs_baselines}
-WORK=${WORK:-runs/ranking_ablation}
-# the demo's supernet (search/pipeline.py): tiny_one_stage, 24 epochs, stage-matched, user-averaged gradients
-DEMO=(--space tiny_one_stage --epochs 24 --batch-size 16 --seed 0 --workers 2 --device cpu --eval-images 100
-      --train-blocks ir_k3_e6)
-train() {  # NAME, then the options that differ from the demo's
-  local name=$1; shift
+WORK=${WORK:-runs/ablation}
+OUT=benchmarks/results/ranking_cpu_tiny_one_stage_e12_ablation.json
+TRUTH=${OUT%.json}.points.json
+[ -f "$TRUTH" ] || TRUTH=benchmarks/results/ranking_cpu_tiny_one_stage_e12.points.json
+# what every row shares with the demo's supernet (search/pipeline.py): tiny_one_stage, stage-matched
+BASE=(--space tiny_one_stage --batch-size 16 --seed 0 --workers 2 --device cpu --eval-images 100 --train-blocks ir_k3_e6)
+declare -A OPTIONS=(
+  [sandwich24]="--sampler sandwich --epochs 24"
+  [uniform3]="--sampler uniform --random-paths 3 --epochs 24"
+  [fair3]="--sampler fair --random-paths 3 --epochs 24"
+  [uniform1_e72]="--sampler uniform --random-paths 1 --epochs 72"
+  [kd_backbone]="--sampler sandwich --epochs 24 --distill 1.0 --distill-features backbone"
+)
+ROWS=${ROWS:-"uniform3 fair3 uniform1_e72 kd_backbone"}
+for name in $ROWS; do
   if [ ! -f "$WORK/$name/result.done" ]; then
-    "$PY" train_supernet.py "${DEMO[@]}" "$@" --out "$WORK/$name" $( [ -f "$WORK/$name/last.pt" ] && echo --resume )
+    # shellcheck disable=SC2086
+    "$PY" train_supernet.py "${BASE[@]}" ${OPTIONS[$name]} --out "$WORK/$name" $( [ -f "$WORK/$name/last.pt" ] && echo --resume )
     touch "$WORK/$name/result.done"
   fi
-}
-train epochs10 --epochs 10
-"$PY" benchmarks/ranking.py --lut "$SEEDS/seed0/latency_cpu.json" -k 30 --ceiling-archs 15 --device cpu \
-  --work "$WORK/standalone" --out benchmarks/results/ranking_cpu_tiny_one_stage_ablation.json \
-  --supernet demo="$SEEDS/seed0/supernet/last.pt" seed1="$SEEDS/seed1/supernet/last.pt" seed2="$SEEDS/seed2/supernet/last.pt" \
-             epochs10="$WORK/epochs10/last.pt"
+  "$PY" benchmarks/ranking.py --truth "$TRUTH" --device cpu --out "$OUT" --supernet "$name=$WORK/$name/last.pt"
+  TRUTH=${OUT%.json}.points.json
+done
