@@ -50,7 +50,7 @@ class Schedule:
 
 
 FULL = Schedule(supernet_epochs=72, supernet_steps=None, batch_size=16, lut_repeats=20, lut_passes=2, lut_calib=20,
-                population=12, generations=8, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=6,
+                population=12, generations=8, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=12,
                 search_stage="structural", finetune_steps=0)
 QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats=3, lut_passes=1, lut_calib=4,
                  population=6, generations=4, search_val_images=24, calib_batches=2, retrain_steps=20, retrain_epochs=1,
