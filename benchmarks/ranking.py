@@ -135,8 +135,9 @@ def load_truth(path: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--supernet", nargs="+", default=["runs/demo/supernet/last.pt"],
-                   help="checkpoint(s), each PATH or NAME=PATH: one ablation row each, on the first one's archs")
+    p.add_argument("--supernet", nargs="+",
+                   help="checkpoint(s), each PATH or NAME=PATH: one ablation row each, on the first one's archs "
+                        "(default: runs/demo/supernet/last.pt; with --truth, none: the stored rows are summarised again)")
     p.add_argument("--lut", default="runs/demo/latency_cpu.json")
     p.add_argument("--truth", help="an earlier run's .points.json: reuse its archs, truth and rows (no --lut, nothing trained)")
     p.add_argument("-k", type=int, default=30, help="archs to compare (>= 30 for a meaningful tau)")
@@ -155,7 +156,7 @@ def main() -> None:
     if not 0 <= args.ceiling_archs <= args.k or args.ceiling_archs in (1, 2):
         sys.exit(f"error: --ceiling-archs: expected 0 or 3..{args.k} (-k), got {args.ceiling_archs}")
     try:
-        supernets = parse_supernets(args.supernet)
+        supernets = parse_supernets(args.supernet or ([] if args.truth else ["runs/demo/supernet/last.pt"]))
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:

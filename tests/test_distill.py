@@ -44,6 +44,6 @@ def test_distillation_trains_and_is_refused_without_a_teacher(shapes, tmp_path):
     with pytest.raises(TrainError, match="--distill: expected 0 with --sampler uniform"):
         TrainConfig(sampler="uniform", distill=0.5)
     with pytest.raises(TrainError, match="--distill-features: expected one of"):
-        TrainConfig(distill=1.0, distill_features="head")
+        TrainConfig(sampler="sandwich", distill=1.0, distill_features="head")
     with pytest.raises(TrainError, match="--distill: expected a number"):
         TrainConfig(distill=-1.0)
