@@ -31,7 +31,7 @@ SPACE = "tiny_one_stage"  # see the preset: at one time budget, more supernet st
 
 @dataclass(frozen=True)
 class Schedule:
-    """How much of each step to run: `FULL` is the ~10 min CPU demo, `QUICK` the ~3 min CI run."""
+    """How much of each step to run: `FULL` is the ~13 min CPU demo (quiet host), `QUICK` the ~3 min CI run."""
 
     supernet_epochs: int
     supernet_steps: int | None  # takes precedence over epochs
