@@ -20,6 +20,7 @@ already measured stay in the table.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 from collections import Counter
@@ -118,7 +119,6 @@ def parse_supernets(specs: list[str]) -> dict[str, str]:
 
 def load_truth(path: str) -> dict:
     """An earlier run's points file: its archs, truth, ceiling and rows, checked to be whole."""
-    import json
     try:
         data = json.loads(Path(path).read_text())
         archs = [Arch.from_dict(q["arch"], source=f"{path}: points[{i}].arch") for i, q in enumerate(data["points"])]
@@ -175,9 +175,7 @@ def main() -> None:
         if archs is None:  # a supernet trained on a sub-space (stage-matched, --train-blocks) is ranked on the archs it trained
             space = model.space
             archs = spread_archs(trained_space(model, blob), table, args.k, args.seed)
-            config = TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
-                                 epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=str(device),
-                                 eval_images=0, workers=2)
+            config = data_config(blob, args, device, epochs=args.epochs, steps=args.steps)
             train_set, val_set = build_datasets(config, max(space.resolutions))
         elif model.space != space:
             sys.exit(f"error: --supernet {path}: its space differs from {next(iter(supernets.values()))}'s; rows must rank the same archs")
@@ -200,6 +198,12 @@ def main() -> None:
                  len(val_set), args)
 
 
+def data_config(blob: dict, args, device, **schedule) -> TrainConfig:
+    """A TrainConfig on a supernet checkpoint's space and data, with this run's batch, seed and device."""
+    return TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
+                       batch_size=args.batch_size, seed=args.seed, device=str(device), eval_images=0, workers=2, **schedule)
+
+
 def inherited_maps(model, archs: list[Arch], train_set, val_set, device, args, label: str, log) -> list[float]:
     """Each arch's mAP with the supernet's weights after BN recalibration, as the search scores it."""
     evaluator = SubnetEvaluator(model, train_set, val_set, device, args.calib_batches, len(val_set), args.batch_size, 2, args.seed)
@@ -219,8 +223,7 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> N
                 space.validate(a)
             except ValueError as e:
                 sys.exit(f"error: --supernet {path}: it did not train the --truth arch {a.hash()} ({e})")
-        config = TrainConfig(**{k: blob["config"].get(k) for k in ("space", "data", "train_ann", "train_images", "val_ann", "val_images")},
-                             batch_size=args.batch_size, seed=args.seed, device=str(device), eval_images=0, workers=2)
+        config = data_config(blob, args, device)
         train_set, val_set = build_datasets(config, max(model.space.resolutions))
         if len(val_set) != stored["val_images"]:
             sys.exit(f"error: --supernet {path}: its validation set has {len(val_set)} images, the --truth was scored on {stored['val_images']}")
