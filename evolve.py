@@ -50,7 +50,10 @@ def parse(argv: list[str] | None) -> tuple[SearchConfig, bool]:
         p.add_argument(f"--{name}", help="override one path of --data")
     args = vars(p.parse_args(argv))
     resume = args.pop("resume")
-    return SearchConfig(**args), resume
+    try:
+        return SearchConfig(**args), resume
+    except SearchError as e:
+        p.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> int:

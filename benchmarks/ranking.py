@@ -35,7 +35,7 @@ from search.nas import SubnetEvaluator
 from search.retrain import retrain
 from supernet.io import atomic_json, atomic_save_figure, emit_result, pyplot
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, build_datasets, init_distributed, load_supernet, trained_space
+from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, train_config, trained_space
 
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
 TOP = 5  # the top-N overlap reported
@@ -146,6 +146,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="instead of --epochs")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="score each arch after this many steps of fine-tuning alone from the supernet's weights instead of "
+                        "with inherited weights (a second score a search could rank its finalists by); 0: inherited")
+    p.add_argument("--refine-lr", type=float, help="the fine-tune's peak learning rate (default: the supernet's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default="runs/ranking", help="retrained archs (kept: a rerun skips them)")
@@ -153,6 +157,8 @@ def main() -> None:
     args = p.parse_args()
     if args.k < 3:
         sys.exit("error: -k: expected at least 3")
+    if args.refine_steps < 0:
+        sys.exit(f"error: --refine-steps: expected 0 (inherited weights) or a positive number of steps, got {args.refine_steps}")
     if not 0 <= args.ceiling_archs <= args.k or args.ceiling_archs in (1, 2):
         sys.exit(f"error: --ceiling-archs: expected 0 or 3..{args.k} (-k), got {args.ceiling_archs}")
     try:
@@ -179,7 +185,7 @@ def main() -> None:
             train_set, val_set = build_datasets(config, max(space.resolutions))
         elif model.space != space:
             sys.exit(f"error: --supernet {path}: its space differs from {next(iter(supernets.values()))}'s; rows must rank the same archs")
-        inherited[name] = inherited_maps(model, archs, train_set, val_set, device, args, f"{name} ({path})", log)
+        inherited[name] = inherited_maps(model, blob, archs, train_set, val_set, device, args, name, f"{name} ({path})", log)
     truth = {}
     for i, arch in enumerate(archs):
         log(f"[{i + 1}/{len(archs)}] {arch.hash()} predicted {table.predict(arch):.2f} ms")
@@ -204,11 +210,40 @@ def data_config(blob: dict, args, device, **schedule) -> TrainConfig:
                        batch_size=args.batch_size, seed=args.seed, device=str(device), eval_images=0, workers=2, **schedule)
 
 
-def inherited_maps(model, archs: list[Arch], train_set, val_set, device, args, label: str, log) -> list[float]:
-    """Each arch's mAP with the supernet's weights after BN recalibration, as the search scores it."""
+def inherited_maps(model, blob: dict, archs: list[Arch], train_set, val_set, device, args, name: str, label: str, log) -> list[float]:
+    """Each arch's mAP with the supernet's weights after BN recalibration, as the search scores
+    it; with --refine-steps, after that many steps of fine-tuning alone from them (each kept in
+    --work/refine/NAME/HASH): whether a short fine-tune would rank the search's finalists better."""
+    if args.refine_steps:
+        log(f"== refined ({args.refine_steps} steps): {label}")
+        maps = []
+        for a in archs:
+            config = refine_config(blob["config"], args.refine_steps, out=str(Path(args.work) / "refine" / name / a.hash()), seed=args.seed,
+                                   device=str(device), workers=2, eval_images=len(val_set), batch_size=args.batch_size,
+                                   **({"lr": args.refine_lr} if args.refine_lr else {}))
+            maps.append(round(refined_map(model, a, config, (train_set, val_set)), 5))
+        return maps
     evaluator = SubnetEvaluator(model, train_set, val_set, device, args.calib_batches, len(val_set), args.batch_size, 2, args.seed)
     log(f"== inherited: {label}")
     return [round(evaluator(a)["map"], 5) for a in archs]
+
+
+def refine_config(trained: dict, steps: int, **settings) -> TrainConfig:
+    """The supernet's recorded optimizer, lr, augmentation and data for a `steps`-step run of one
+    path (warm-up a tenth of it, nothing of path sampling); `settings` override the rest."""
+    config = train_config(trained)
+    return replace(config, steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=None, structure=None,
+                   train_blocks=None, distill=0.0, random_paths=1, sampler="uniform", ema=None, eval_every=0, **settings)
+
+
+def refined_map(model, arch: Arch, config: TrainConfig, datasets: tuple) -> float:
+    """mAP of `arch` fine-tuned alone from `model`'s weights in `config.out` (BN statistics its
+    own) on the first `config.eval_images` validation images; a finished folder is read back."""
+    done = Path(config.out) / "result.json"
+    if not done.is_file():
+        trainer = Trainer(config, datasets, resume=(Path(config.out) / "last.pt").is_file(), detector=model.extract(arch).train())
+        atomic_json({"hash": arch.hash(), **trainer.run()["eval"]["arch"]}, done)
+    return json.loads(done.read_text())["map"]
 
 
 def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> None:
@@ -227,8 +262,9 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> N
         train_set, val_set = build_datasets(config, max(model.space.resolutions))
         if len(val_set) != stored["val_images"]:
             sys.exit(f"error: --supernet {path}: its validation set has {len(val_set)} images, the --truth was scored on {stored['val_images']}")
-        inherited[name] = inherited_maps(model, archs, train_set, val_set, device, args, f"{name} ({path})", log)
-        names[name] = path
+        inherited[name] = inherited_maps(model, blob, archs, train_set, val_set, device, args, name, f"{name} ({path})", log)
+        names[name] = path + (f" (each arch fine-tuned alone {args.refine_steps} steps, lr {args.refine_lr or blob['config'].get('lr')})"
+                              if args.refine_steps else "")
     write_result(archs, stored["latency"], stored["truth"], stored["again"], inherited, names, stored["noise_ceiling"],
                  stored["device"], stored["schedule"], stored["val_images"], args)
 

@@ -11,7 +11,6 @@ from there, so nothing is evaluated twice and the run continues as if never stop
 from __future__ import annotations
 
 import json
-import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from latency.cost import flops, params
 from latency.measure import Settings
 from latency.table import LatencyTable, TableError, device_name
 from supernet.bn import recalibrate_bn
+from supernet.cli import check_number, flag_error
 from supernet.data import build_loader
 from supernet.evaluate import METRICS, Batches, coco_map, detect
 from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, pyplot
@@ -77,6 +77,23 @@ class SearchConfig:
 
     # settings that change no result: may differ on --resume
     RUNTIME = ("device", "workers")
+
+    def __post_init__(self) -> None:
+        """Every setting checked once, here, naming its flag (those that need the supernet, the
+        table or the data are checked by `Search`)."""
+        for name in ("latency_budget", "flops_budget", "params_budget"):  # ms, GFLOPs, millions
+            check_number(SearchError, name, getattr(self, name), 0, low_open=True, optional=True)
+        for name in ("population", "generations", "topk", "calib_batches", "val_images", "batch_size", "finalists"):
+            check_number(SearchError, name, getattr(self, name), 1, integer=True)
+        for name in ("finetune_steps", "workers"):
+            check_number(SearchError, name, getattr(self, name), 0, integer=True)
+        check_number(SearchError, "mutation_prob", self.mutation_prob, 0, 1, low_open=True)
+        check_number(SearchError, "crossover_prob", self.crossover_prob, 0, 1)
+        for name, choices in (("objective", ["map", "pareto"]), ("stage", [*STAGES, "both", RANDOM])):
+            if getattr(self, name) not in choices:
+                raise flag_error(SearchError, name, getattr(self, name), f"one of {choices}")
+        if self.finetune_steps and self.stage != "both":
+            raise SearchError(f"--finetune-steps: fine-tunes between the two stages, so needs --stage both (got --stage {self.stage})")
 
 
 def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, block: str = STRUCTURAL_BLOCK) -> list[tuple[str, tuple]]:
@@ -175,21 +192,8 @@ class Search:
     def __init__(self, config: SearchConfig, resume: bool = False, log: Callable[[str], None] = print):
         self.config, self.log = config, log
         c = config
-        for name, unit in (("latency_budget", "milliseconds"), ("flops_budget", "GFLOPs"), ("params_budget", "million parameters")):
-            v = getattr(c, name)
-            if (v is not None or name == "latency_budget") and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise SearchError(f"--{name.replace('_', '-')}: expected a positive number of {unit}, got {v!r}")
-        if c.objective not in ("map", "pareto"):
-            raise SearchError(f"--objective: expected map or pareto, got {c.objective!r}")
-        if c.stage not in (*STAGES, "both", RANDOM):
-            raise SearchError(f"--stage: expected structural, modular, both or random, got {c.stage!r}")
-        for name in ("calib_batches", "val_images", "batch_size", "finalists", "generations"):
-            if getattr(c, name) < 1:
-                raise SearchError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(c, name)!r}")
-        if c.finetune_steps < 0:
-            raise SearchError(f"--finetune-steps: expected 0 (no fine-tuning) or a positive number of steps, got {c.finetune_steps!r}")
-        if c.finetune_steps and c.stage != "both":
-            raise SearchError(f"--finetune-steps: fine-tunes between the two stages, so needs --stage both (got --stage {c.stage})")
+        if c.latency_budget is None:
+            raise SearchError("--latency-budget: required (milliseconds, as the latency table predicts them)")
         self.dist, self.device = init_distributed(c.device)
         self.out = Path(c.out)
         self.model, blob = load_supernet(c.supernet, self.device)

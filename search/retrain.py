@@ -148,6 +148,13 @@ def measure_latency(model: Detector, device: torch.device, lut: Optional[str], s
     dtype, batch size and memory format on `device` (the table is `lut`, else one in luts/ for
     this device and space; without any, fp32 batch 1 and no prediction). Post-processing is the
     table's (full candidate budget), so measured and predicted time the same work."""
+    return measure_latencies({"model": model}, device, lut, space)["model"]
+
+
+def measure_latencies(models: dict[str, Detector], device: torch.device, lut: Optional[str], space: SearchSpace,
+                      passes: int = LATENCY_PASSES) -> dict[str, dict]:
+    """`measure_latency` of several detectors side by side: their passes interleaved in shuffled
+    order, so that a host whose speed drifts slows all of them alike and their ratios hold."""
     path = Path(lut) if lut else None
     if path is None:
         try:
@@ -159,16 +166,16 @@ def measure_latency(model: Detector, device: torch.device, lut: Optional[str], s
         base = table.settings
         settings = replace(base, device=str(device))
         table.check(settings, force=False)
-        ctx = table.context
     else:
         settings = Settings(str(device))
-        ctx = OpContext.for_space(model.space, model.num_classes)
-    if ctx.num_classes != model.num_classes:
-        raise TrainError(f"--lut {path}: built for {ctx.num_classes} classes; the detector predicts {model.num_classes}")
-    state = model.state_dict()
-    ms = measure_many({"model": lambda: detector_runner(model.arch, ctx, settings, state)}, settings, LATENCY_PASSES)["model"]
-    return {
-        "latency_ms": round(ms, 4),
-        "latency_pred_ms": round(table.predict(model.arch), 4) if table else None,
-        "latency_settings": {**settings.to_dict(), "lut": str(path) if path else None},
-    }
+    contexts = {name: table.context if table else OpContext.for_space(m.space, m.num_classes) for name, m in models.items()}
+    for name, m in models.items():
+        if contexts[name].num_classes != m.num_classes:
+            raise TrainError(f"--lut {path}: built for {contexts[name].num_classes} classes; the detector predicts {m.num_classes}")
+    factories = {name: (lambda m=m, ctx=contexts[name], state=m.state_dict(): detector_runner(m.arch, ctx, settings, state))
+                 for name, m in models.items()}
+    times = measure_many(factories, settings, passes)
+    return {name: {"latency_ms": round(times[name], 4),
+                   "latency_pred_ms": round(table.predict(m.arch), 4) if table else None,
+                   "latency_settings": {**settings.to_dict(), "lut": str(path) if path else None}}
+            for name, m in models.items()}

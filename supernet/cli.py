@@ -1,7 +1,9 @@
-"""The commands' argument parser: a bad flag is one line, like every other bad input."""
+"""The commands' flags: their argument parser, and the check the config dataclasses run on each
+numeric field. A bad flag is one line naming it, like every other bad input."""
 from __future__ import annotations
 
 import argparse
+import math
 from typing import NoReturn
 
 
@@ -15,3 +17,22 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def flag_error(error: type[Exception], name: str, value, expected: str) -> Exception:
+    """`error("--NAME: expected EXPECTED, got VALUE")` for the config field `name`."""
+    return error(f"--{name.replace('_', '-')}: expected {expected}, got {value!r}")
+
+
+def check_number(error: type[Exception], name: str, value, low: float, high: float = math.inf, low_open: bool = False,
+                 high_open: bool = False, integer: bool = False, optional: bool = False) -> None:
+    """Raise `error` naming the flag unless `value` is a finite number (an integer if asked) in
+    the range; bools are not numbers here, None passes where `optional`."""
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (not integer or float(value).is_integer())
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        raise flag_error(error, name, value, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))

@@ -13,10 +13,9 @@ and NMS and RoIAlign export as ONNX ops), then run on another input and compared
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +27,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from .cli import CommandParser
-from .io import error_line
+from .io import FolderBusy, RunLock, atomic_write_bytes, error_line
 from .supernet import Detector
 from .transform import IMAGENET_MEAN
 
@@ -85,7 +84,17 @@ def export(detector: Detector, out_dir: str | Path, formats: Sequence[str] = FOR
     if unknown:
         raise ValueError(f"--formats: unknown {unknown}; expected some of {list(FORMATS)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(out_dir).acquire()  # also clears the temp files of an export that was killed
+    except FolderBusy as e:
+        raise ValueError(f"--out {e}") from None
+    try:
+        return _export(detector, out_dir, formats, check)
+    finally:
+        lock.release()
+
+
+def _export(detector: Detector, out_dir: Path, formats: Sequence[str], check: bool) -> dict[str, dict]:
     module = Inference(detector).eval()
     example, probe = _example(detector, 0), _example(detector, 1)
     results = {}
@@ -95,7 +104,9 @@ def export(detector: Detector, out_dir: str | Path, formats: Sequence[str] = FOR
         traced = torch.jit.trace(module, (example,), check_trace=False)
         for fmt in formats:
             path = out_dir / FILENAMES[fmt]
-            _write_atomically(path, lambda tmp, fmt=fmt: _save(fmt, traced, module, example, tmp))
+            # serialised in memory, then written by Python: a full disk is an OSError naming the
+            # file, where the C++ writers abort the process and leave their partial file behind
+            atomic_write_bytes(path, _serialise(fmt, traced, module, example))
             results[fmt] = {"path": str(path)}
             if check:
                 eager = module(probe)
@@ -115,25 +126,16 @@ def _has_ties(scores: Tensor) -> bool:
     return bool(len(s) > 1 and ((s[1:] - s[:-1]) < SCORE_TOL).float().mean() > 0.1)
 
 
-def _save(fmt: str, traced: torch.jit.ScriptModule, module: nn.Module, example: Tensor, path: Path) -> None:
+def _serialise(fmt: str, traced: torch.jit.ScriptModule, module: nn.Module, example: Tensor) -> bytes:
+    buffer = io.BytesIO()
     if fmt == "torchscript":
-        traced.save(str(path))
-        return
+        torch.jit.save(traced, buffer)
+        return buffer.getvalue()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
+        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
                           output_names=list(OUTPUTS), external_data=False)
-
-
-def _write_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return buffer.getvalue()
 
 
 def run_exported(path: str | Path, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:

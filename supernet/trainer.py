@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
+from .cli import check_number, flag_error
 from .data import to_model_input
 from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load_failure
 from .path import preserve_off_path
@@ -100,19 +101,10 @@ class TrainConfig:
         """Every field checked once, here, naming its flag: a bad value would otherwise train
         something else silently (a negative clip flips gradients) or fail deep inside timm."""
         def bad(name: str, expected: str) -> TrainError:
-            return TrainError(f"--{name.replace('_', '-')}: expected {expected}, got {getattr(self, name)!r}")
+            return flag_error(TrainError, name, getattr(self, name), expected)
 
-        def number(name: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False,
-                   integer: bool = False, optional: bool = False) -> None:
-            v = getattr(self, name)
-            if v is None and optional:
-                return
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (not integer or float(v).is_integer())
-            ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-            if not ok:
-                kind = "an integer" if integer else "a number"
-                lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-                raise bad(name, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))
+        def number(name: str, low: float, high: float = math.inf, **kw) -> None:
+            check_number(TrainError, name, getattr(self, name), low, high, **kw)
 
         number("steps", 1, integer=True, optional=True)
         for name in ("epochs", "batch_size", "ckpt_every", "log_every", "random_paths"):
@@ -489,10 +481,11 @@ class Trainer:
 
     def run(self) -> dict:
         """Train to `total_steps` (from the resumed step), evaluating and checkpointing on the
-        way. Ctrl-C (single process) finishes the current step, saves and raises `Interrupted`."""
+        way. Ctrl-C finishes the current step, saves and raises `Interrupted`; under torchrun,
+        where it reaches every rank (or only some), the ranks agree on the step to stop after."""
         stop = threading.Event()
         handler = None
-        if self.dist.world == 1 and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():
             handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
         try:
             return self._run(stop)
@@ -534,17 +527,27 @@ class Trainer:
                     bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                 bar.update(1)
                 self.train_seconds += time.perf_counter() - tick
+                stopping = self._stop_requested(stop)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
                     self._evaluate_and_log(copy_as=f"step{self.step:07d}.pt")
-                elif self.step % cfg.ckpt_every == 0 or stop.is_set():
+                elif self.step % cfg.ckpt_every == 0 or stopping:
                     self.save()
-                if stop.is_set():
+                if stopping:
                     raise Interrupted(f"interrupted at step {self.step} of {self.total_steps}: saved {self.last_path}; --resume continues the run")
                 tick = time.perf_counter()
         finally:
             bar.close()  # before any error line, which would otherwise follow the bar on its line
         final = self._evaluate_and_log(copy_as=None)
         return {"checkpoint": str(self.last_path), "step": self.step, "eval": final}
+
+    def _stop_requested(self, stop: threading.Event) -> bool:
+        """Whether to stop after this step: on a Ctrl-C of any rank, agreed by all (a rank that
+        stopped alone would leave the others waiting in the next step's gradient all-reduce)."""
+        if self.dist.world == 1:
+            return stop.is_set()
+        flag = torch.tensor(float(stop.is_set()), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag)
 
     def _evaluate_and_log(self, copy_as: Optional[str]) -> dict:
         results = self.evaluate() if self.dist.main else {}

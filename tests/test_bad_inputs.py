@@ -151,6 +151,7 @@ CASES = [
     ("evolve", ["--val-images", "-1"], "--val-images"),
     ("evolve", ["--val-images", "1000"], "--val-images"),
     ("evolve", ["--finetune-steps", "-1"], "--finetune-steps"),
+    ("evolve", ["--topk", "0"], "--topk"),
     ("evolve", ["--supernet", "{missing}"], "missing.json"),
     ("evolve", ["--lut", "{garbage}"], "garbage.json"),
     ("evolve", ["--lut", "{arch}"], "arch.json"),
@@ -237,6 +238,31 @@ def test_a_full_disk_mid_run_leaves_the_last_checkpoint_intact(files, tmp_path, 
 
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 2  # the first checkpoint, whole
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_full_disk_mid_export_keeps_the_earlier_export(files, tmp_path, monkeypatch, capsys):
+    """The exports are written by Python from memory: the full disk is one line naming the file
+    (the C++ writers used to abort the process and leave their partial file), and the export
+    that was there is intact."""
+    import errno
+
+    import supernet.io
+
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"an earlier export")
+    (out / ".model.onnx.abc.tmp").write_bytes(b"left by an export that was killed")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as the OS raises it: no file name
+
+    monkeypatch.setattr(supernet.io.os, "fsync", disk_full)
+    capsys.readouterr()
+    assert export_main([files["model"], "--out", str(out), "--formats", "onnx", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out / 'model.onnx'}: No space left on device"
+    assert (out / "model.onnx").read_bytes() == b"an earlier export"
+    assert not list(out.glob(".*.tmp"))  # neither this write's temp file nor the killed one's
 
 
 def test_an_unreadable_image_is_named_or_skipped(files, tmp_path, capsys):

@@ -73,3 +73,32 @@ def test_a_points_file_is_read_back_as_the_truth_of_a_later_run(tmp_path):
     bad.write_text(json.dumps({"points": [{"arch": {"resolution": 64}}]}))
     with pytest.raises(ValueError, match=r"--truth .*bad.json: not a ranking points file"):
         ranking.load_truth(str(bad))
+
+
+def test_refined_map_fine_tunes_from_the_inherited_weights(tmp_path):
+    """--refine-steps: at a vanishing learning rate the fine-tuned subnet is the extracted one,
+    so the score starts from the supernet's weights, not a fresh initialisation; a second call
+    reads the result back."""
+    import torch
+
+    from supernet.shapes import generate_shapes
+    from supernet.trainer import TrainConfig, Trainer, build_datasets, load_supernet
+
+    data = generate_shapes(tmp_path / "shapes", train=8, val=4, size=64, seed=0)
+    cfg = TrainConfig(space="tiny", data=str(data), out=str(tmp_path / "sn"), steps=1, batch_size=2, workers=0, eval_images=2,
+                      eval_random_archs=0, calib_batches=1, device="cpu")
+    datasets = build_datasets(cfg, 128)
+    Trainer(cfg, datasets).run()
+    model, blob = load_supernet(tmp_path / "sn" / "last.pt")
+    arch = model.space.sample(3)
+    config = ranking.refine_config({**blob["config"], "sampler": "sandwich", "distill": 1.0, "warmup": 0}, 1, out=str(tmp_path / "r"),
+                                   seed=0, device="cpu", workers=0, eval_images=2, batch_size=2, lr=1e-30)
+    assert (config.steps, config.distill, config.start_from, config.train_blocks, config.lr) == (1, 0.0, None, None, 1e-30)
+    score = ranking.refined_map(model, arch, config, datasets)
+    assert 0.0 <= score <= 1.0
+    refined = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["model"]
+    for name, t in model.extract(arch).state_dict().items():
+        if "running" not in name and "num_batches" not in name:  # BN statistics become the subnet's own
+            assert torch.allclose(refined[name], t, atol=1e-20), name
+    (tmp_path / "r" / "last.pt").unlink()
+    assert ranking.refined_map(model, arch, config, datasets) == score  # read back from result.json, not trained again

@@ -208,7 +208,8 @@ def test_stage_both_fine_tunes_on_the_found_structure_and_resumes(trained, tmp_p
 
 @pytest.mark.parametrize("kw, message", [
     (dict(stage="structural", finetune_steps=2), "--finetune-steps: fine-tunes between the two stages"),
-    (dict(finetune_steps=-1), "--finetune-steps: expected 0"),
+    (dict(finetune_steps=-1), r"--finetune-steps: expected an integer in \[0, inf\], got -1"),
+    (dict(objective="best"), r"--objective: expected one of \['map', 'pareto'\], got 'best'"),
     (dict(stage="modular"), "--stage modular: needs --base-arch"),
     (dict(structural_block="bogus"), "--structural-block bogus: blocks: none of"),
 ])
@@ -235,3 +236,4 @@ def test_random_control_draws_from_the_sub_space_the_supernet_trained(trained, t
     Search(config(trained, tmp_path / "r", supernet=str(tmp_path / "sm" / "last.pt"), stage="random", population=3, generations=2)).run()
     blocks = {b for r in read_history(tmp_path / "r") for s in r["arch"]["backbone"]["stages"] for b in s["blocks"]}
     assert blocks == {"ir_k3_e6", "basic"}  # the last stage offers no ir_k3_e6 and keeps its only choice
+

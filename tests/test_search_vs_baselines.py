@@ -19,20 +19,38 @@ def _report(searched=0.15, random=0.12):
     }}
 
 
+def _timed(report):
+    return {n: m["latency_ms"] for n, m in report["models"].items()}
+
+
+def compare(report, slack):
+    return svb.compare(report, slack, _timed(report))
+
+
 def test_only_baselines_within_the_latency_slack_compete():
-    verdict = svb.compare(_report(), slack=0.05)
+    verdict = compare(_report(), slack=0.05)
     assert verdict["baselines_within_slack"] == ["mobilenetv2_fpn_fcos"] and verdict["best_baseline"] == "mobilenetv2_fpn_fcos"
     assert verdict["margin_over_best_baseline"] == 0.05 and verdict["beats_baselines"] and verdict["beats_random"]
     assert verdict["inherited_ratio"] == {"searched": 0.2, "smallest": 0.5, "largest": 0.05}
-    assert svb.compare(_report(), slack=0.0)["beats_baselines"] is None  # no baseline competes: no claim either way
-    loose = svb.compare(_report(), slack=0.10)
+    assert compare(_report(), slack=0.0)["beats_baselines"] is None  # no baseline competes: no claim either way
+    loose = compare(_report(), slack=0.10)
     assert loose["best_baseline"] == "efficientdet_d0_like" and not loose["beats_baselines"]
 
 
 def test_summary_counts_seeds_where_the_search_wins():
-    seeds = {0: svb.compare(_report(), 0.05), 1: svb.compare(_report(searched=0.09, random=0.13), 0.05)}
+    seeds = {0: compare(_report(), 0.05), 1: compare(_report(searched=0.09, random=0.13), 0.05)}
     summary = svb.summarize(seeds)
     assert summary["searched_beats_baselines"] == 1 and summary["searched_beats_random"] == 1
     assert summary["seeds_with_a_baseline_within_slack"] == 2
     assert summary["margins"] == [0.05, -0.01] and summary["mean_margin_over_best_baseline"] == 0.02
     assert summary["mean_margin_over_random"] == -0.005
+
+
+def test_the_side_by_side_latency_decides_who_competes():
+    """Timed at the end of its own retraining the searched subnet looked slow (a host slowed
+    down meanwhile) and a baseline fell within the slack; timed side by side it does not."""
+    report = _report()
+    latency = {**_timed(report), "searched": 8.0}  # the baseline at 10.4 ms is 30 % slower side by side
+    verdict = svb.compare(report, 0.05, latency)
+    assert verdict["baselines_within_slack"] == [] and verdict["beats_baselines"] is None
+    assert verdict["models"]["searched"]["latency_ms"] == 8.0 and verdict["models"]["searched"]["latency_at_retraining_ms"] == 10.0

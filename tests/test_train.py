@@ -186,6 +186,26 @@ def test_ddp_two_processes_gloo_identical_weights(shapes, tmp_path):
 
 
 
+@pytest.mark.slow
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(shapes, tmp_path):
+    """Under torchrun a Ctrl-C may reach only some ranks: they agree on the step, rank 0 saves,
+    and a resumed run ends where an uninterrupted one would."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(REPO / "tests" / "ddp_interrupt_worker.py"), str(shapes), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0] == seen[1] and seen[0]["step"] == 3 and "interrupted at step 3 of 6" in seen[0]["interrupted"], seen
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    for r in (0, 1):
+        (out / f"rank{r}.json").unlink()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)  # resumed: rank 1 is interrupted no more
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)] == [{"interrupted": None, "step": 6}] * 2
+
+
 @needs_coco128
 def test_trains_and_evaluates_on_real_coco128(tmp_path, capsys):
     """A COCO-format dataset written by another tool (80 non-contiguous ids, crowd boxes, empty
@@ -274,10 +294,11 @@ def test_ctrl_c_saves_at_the_step_boundary_and_resume_matches(shapes, tmp_path, 
         return original(self, images, targets)
 
     monkeypatch.setattr(Trainer, "train_step", ctrl_c_at_step_4)
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under a backgrounded shell
     with pytest.raises(Interrupted, match="interrupted at step 5 of 6"):
         train(config(shapes, tmp_path / "cut", ckpt_every=100))
     monkeypatch.setattr(Trainer, "train_step", original)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) == before  # restored
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == 5
     train(config(shapes, tmp_path / "cut", ckpt_every=100), resume=True)
     assert losses(tmp_path / "cut") == losses(tmp_path / "full") and full["step"] == 6
