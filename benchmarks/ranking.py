@@ -15,7 +15,9 @@ inherited / standalone ratio, top-5 overlap, per supernet) and a scatter plot pe
 Resumable: retrained archs are kept under --work and skipped when run again. --truth POINTS.json
 takes the archs, the truth, its noise ceiling and the rows of an earlier run's points file instead
 of training anything: a new supernet then costs one row of inherited evaluations, and the rows
-already measured stay in the table.
+already measured stay in the table. --refine-steps N scores each arch after N steps of
+fine-tuning alone from the supernet's weights instead: a second, dearer score a search could
+rank its finalists by.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distribu
 
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
 TOP = 5  # the top-N overlap reported
+CALIB_BATCHES = 8  # BN recalibration batches per arch, as the demo's search
 
 
 def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int) -> list[Arch]:
@@ -145,7 +148,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6, help="standalone training schedule (the demo's retraining)")
     p.add_argument("--steps", type=int, help="instead of --epochs")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--calib-batches", type=int, default=CALIB_BATCHES)
     p.add_argument("--refine-steps", type=int, default=0,
                    help="score each arch after this many steps of fine-tuning alone from the supernet's weights instead of "
                         "with inherited weights (a second score a search could rank its finalists by); 0: inherited")
@@ -263,8 +266,9 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> N
         if len(val_set) != stored["val_images"]:
             sys.exit(f"error: --supernet {path}: its validation set has {len(val_set)} images, the --truth was scored on {stored['val_images']}")
         inherited[name] = inherited_maps(model, blob, archs, train_set, val_set, device, args, name, f"{name} ({path})", log)
-        names[name] = path + (f" (each arch fine-tuned alone {args.refine_steps} steps, lr {args.refine_lr or blob['config'].get('lr')})"
-                              if args.refine_steps else "")
+        how = [f"each arch fine-tuned alone {args.refine_steps} steps, lr {args.refine_lr or blob['config'].get('lr')}"] if args.refine_steps else []
+        how += [f"BN recalibrated on {args.calib_batches} batches"] if args.calib_batches != CALIB_BATCHES and not args.refine_steps else []
+        names[name] = path + (f" ({'; '.join(how)})" if how else "")
     write_result(archs, stored["latency"], stored["truth"], stored["again"], inherited, names, stored["noise_ceiling"],
                  stored["device"], stored["schedule"], stored["val_images"], args)
 
