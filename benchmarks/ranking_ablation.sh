@@ -13,11 +13,14 @@ TRUTH=${OUT%.json}.points.json
 # what every row shares with the demo's supernet (search/pipeline.py): tiny_one_stage, stage-matched
 BASE=(--space tiny_one_stage --batch-size 16 --seed 0 --workers 2 --device cpu --eval-images 100 --train-blocks ir_k3_e6)
 declare -A OPTIONS=(
-  [sandwich24]="--sampler sandwich --epochs 24"
-  [uniform3]="--sampler uniform --random-paths 3 --epochs 24"
-  [fair3]="--sampler fair --random-paths 3 --epochs 24"
-  [uniform1_e72]="--sampler uniform --random-paths 1 --epochs 72"
-  [kd_backbone]="--sampler sandwich --epochs 24 --distill 1.0 --distill-features backbone"
+  [sandwich24]="--sampler sandwich --epochs 24 --width-sampling uniform"
+  [uniform3]="--sampler uniform --random-paths 3 --epochs 24 --width-sampling uniform"
+  [fair3]="--sampler fair --random-paths 3 --epochs 24 --width-sampling uniform"
+  [uniform1_e72]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling uniform"
+  [kd_backbone]="--sampler sandwich --epochs 24 --distill 1.0 --distill-features backbone --width-sampling uniform"
+  [wide_e72]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide"
+  [wide_e72_seed1]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --seed 1"
+  [wide_e72_seed2]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --seed 2"
 )
 ROWS=${ROWS:-"uniform3 fair3 uniform1_e72 kd_backbone"}
 for name in $ROWS; do

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .space import Arch, SearchSpace
+from .space import WIDTH_SAMPLING, Arch, SearchSpace
 
 
 class UniformSampler:
@@ -17,11 +17,12 @@ class UniformSampler:
     and independently. Several a step buy each weight more updates per step at the same number
     of optimizer steps, without the sandwich's bias towards paths near the extremes."""
 
-    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1):
-        self.space, self.seed, self.random_paths = space, seed, random_paths
+    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1, widths: str = "uniform"):
+        self.space, self.seed, self.random_paths, self.widths = space, seed, random_paths, widths
 
     def paths(self, step: int) -> list[Arch]:
-        return [self.space.sample(random.Random(f"{self.seed}/{step}" + (f"/{i}" if i else ""))) for i in range(self.random_paths)]
+        return [self.space.sample(random.Random(f"{self.seed}/{step}" + (f"/{i}" if i else "")), self.widths)
+                for i in range(self.random_paths)]
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -58,12 +59,23 @@ class FairSampler:
     """Every value of every choice is visited equally often: each gene draws its values from a
     shuffled round of all its choices and starts a new round only when the last one is used up
     (FairNAS's strict fairness, spread over steps). Inactive genes (blocks past the depth) do
-    not consume their round."""
+    not consume their round. widths="wide": a width's round holds each width as often as its
+    rank, narrowest first (the proportions of `SearchSpace.sample`'s wide draws, met exactly)."""
 
-    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1):
+    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1, widths: str = "uniform"):
+        if widths not in WIDTH_SAMPLING:
+            raise ValueError(f"widths: {widths!r} is not one of {list(WIDTH_SAMPLING)}")
         self.space, self.random_paths = space, random_paths
         self.rng = random.Random(f"{seed}/fair")
-        self.rounds: dict[str, list] = {name: [] for name, _ in space.genes()}
+        self.round_of = {name: self._round(name, choices, widths) for name, choices in space.genes()}
+        self.rounds: dict[str, list] = {name: [] for name in self.round_of}
+
+    @staticmethod
+    def _round(name: str, choices: tuple, widths: str) -> list:
+        if widths == "uniform" or not name.endswith("width"):
+            return list(choices)
+        rank = sorted(choices)
+        return [c for c in choices for _ in range(rank.index(c) + 1)]
 
     def paths(self, step: int) -> list[Arch]:
         return [self._next() for _ in range(self.random_paths)]
@@ -76,7 +88,7 @@ class FairSampler:
                 continue
             pending = self.rounds[name]
             if not pending:
-                pending.extend(self.rng.sample(choices, len(choices)))
+                pending.extend(self.rng.sample(self.round_of[name], len(self.round_of[name])))
             values[name] = pending.pop()
         return self.space.decode(values)
 

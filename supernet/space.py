@@ -34,6 +34,7 @@ REPEATABLE_NECKS: frozenset[str] = frozenset({"pan", "bifpn"})
 HEAD_TYPES: tuple[str, ...] = ("fcos", "retinanet", "two_stage")
 BACKBONE_STRIDE = 32
 NUM_NECK_LEVELS = 3
+WIDTH_SAMPLING = ("uniform", "wide")  # how SearchSpace.sample draws widths
 
 
 def _check_choices(where: str, values: Sequence[Any], kind: type, allowed: Iterable | None = None) -> tuple:
@@ -295,19 +296,32 @@ class SearchSpace:
         check("head.num_convs", arch.head.num_convs, self.head.num_convs)
         return arch
 
-    def sample(self, rng: random.Random | int) -> "Arch":
-        """Draw every choice independently and uniformly (SPOS): depth first, then that many blocks."""
+    def sample(self, rng: random.Random | int, widths: str = "uniform") -> "Arch":
+        """Draw every choice independently (SPOS): depth first, then that many blocks.
+
+        widths="uniform" draws every choice uniformly. widths="wide" draws each width (stem,
+        stages, neck, head) with weight 1..n by its rank, narrowest first: a narrow path trains
+        only the leading channels, so under uniform draws the trailing channels of a layer, which
+        only the wider paths use, get the fewest updates, and wide paths rank too low."""
+        if widths not in WIDTH_SAMPLING:
+            raise ValueError(f"widths: {widths!r} is not one of {list(WIDTH_SAMPLING)}")
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        if widths == "uniform":
+            width = rng.choice
+        else:
+            def width(choices: Sequence[int]) -> int:
+                rank = sorted(choices)
+                return rng.choices(choices, weights=[rank.index(c) + 1 for c in choices])[0]
         stages = []
         for ss in self.backbone.stages:
             depth = rng.choice(ss.depths)
-            stages.append(StageArch(width=rng.choice(ss.widths), blocks=tuple(rng.choice(ss.blocks) for _ in range(depth))))
+            stages.append(StageArch(width=width(ss.widths), blocks=tuple(rng.choice(ss.blocks) for _ in range(depth))))
         neck_type = rng.choice(self.neck.types)
         return Arch(
             resolution=rng.choice(self.resolutions),
-            backbone=BackboneArch(stem_width=rng.choice(self.backbone.stem_widths), stages=tuple(stages)),
-            neck=NeckArch(type=neck_type, width=rng.choice(self.neck.widths), repeats=rng.choice(self.neck.repeat_choices(neck_type))),
-            head=HeadArch(type=rng.choice(self.head.types), width=rng.choice(self.head.widths), num_convs=rng.choice(self.head.num_convs)),
+            backbone=BackboneArch(stem_width=width(self.backbone.stem_widths), stages=tuple(stages)),
+            neck=NeckArch(type=neck_type, width=width(self.neck.widths), repeats=rng.choice(self.neck.repeat_choices(neck_type))),
+            head=HeadArch(type=rng.choice(self.head.types), width=width(self.head.widths), num_convs=rng.choice(self.head.num_convs)),
         )
 
     def _extreme(self, pick_num, pick_cat) -> "Arch":

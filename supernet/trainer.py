@@ -37,7 +37,7 @@ from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load
 from .path import preserve_off_path
 from .distill import FEATURES, capture_features, feature_distillation, feature_modules
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
-from .space import Arch, SearchSpace
+from .space import WIDTH_SAMPLING, Arch, SearchSpace
 from .supernet import Detector, Supernet
 
 MAX_BAD_STEPS = 5
@@ -55,6 +55,8 @@ class Interrupted(TrainError):
 # on the way, never the weights it ends with
 RUNTIME_FIELDS = frozenset({"out", "device", "workers", "eval_every", "ckpt_every", "log_every", "eval_images", "eval_random_archs",
                             "calib_batches", "space"})  # the space is compared by content, not by how it was named
+# what a checkpoint that predates a field was trained with, where that is not the field's default today
+PREDATED = {"width_sampling": "uniform"}
 
 
 @dataclass
@@ -79,6 +81,7 @@ class TrainConfig:
     ema: Optional[float] = None  # EMA decay, e.g. 0.9998
     sampler: str = "uniform"  # SPOS; the sandwich trains its extremes every step, which ranks paths near them too high
     random_paths: int = 1  # random paths a step, gradients accumulated (the sandwich adds the largest and the smallest)
+    width_sampling: str = "wide"  # uniform | wide: random paths draw each width with weight 1..n, narrowest first (ranks better)
     seed: int = 0
     workers: int = 2
     eval_every: int = 0  # 0: only at the end
@@ -120,7 +123,8 @@ class TrainConfig:
         if self.distill and self.sampler != "sandwich":
             raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
         for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
-                              ("augment", list(AUGMENTS)), ("distill_features", list(FEATURES))):
+                              ("augment", list(AUGMENTS)), ("distill_features", list(FEATURES)),
+                              ("width_sampling", list(WIDTH_SAMPLING))):
             if getattr(self, name) not in choices:
                 raise bad(name, f"one of {choices}")
 
@@ -234,7 +238,8 @@ class Trainer:
             lr_min=config.lr * 1e-2, t_in_epochs=False,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-        self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](self.sample_space, config.seed, config.random_paths)
+        self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](
+            self.sample_space, config.seed, config.random_paths, config.width_sampling)
         self.step = 0
         self.train_seconds = 0.0  # spent in training steps, over every resumed part of the run
         self.bad_steps = 0
@@ -593,7 +598,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
     """"--flag old -> new" for each result-changing field where `config` differs from the
-    `recorded` config of a checkpoint (a field the checkpoint predates counts as its default)."""
+    `recorded` config of a checkpoint (a field the checkpoint predates counts as what it was
+    trained with: `PREDATED`, else the default)."""
     def plain(v):
         return list(v) if isinstance(v, (tuple, list)) else v
 
@@ -601,7 +607,7 @@ def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
     for f in fields(TrainConfig):
         if f.name in RUNTIME_FIELDS:
             continue
-        old, new = plain(recorded.get(f.name, f.default)), plain(getattr(config, f.name))
+        old, new = plain(recorded.get(f.name, PREDATED.get(f.name, f.default))), plain(getattr(config, f.name))
         if old != new:
             out.append(f"--{f.name.replace('_', '-')} {old!r} -> {new!r}")
     return out

@@ -89,6 +89,7 @@ CASES = [
     ("train", ["--resume", "--overwrite"], "--overwrite"),
     ("train", ["--distill", "1", "--sampler", "uniform"], "--distill"),
     ("train", ["--random-paths", "0"], "--random-paths"),
+    ("train", ["--width-sampling", "widest"], "--width-sampling"),
     ("train", ["--steps", "-5"], "--steps"),
     ("train", ["--epochs", "0"], "--epochs"),
     ("train", ["--batch-size", "0"], "--batch-size"),

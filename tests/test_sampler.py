@@ -67,3 +67,26 @@ def test_random_paths_a_step(space, name):
         assert len(single) == 1 + extremes and len(several) == 3 + extremes
         assert len({a.hash() for a in several[extremes:]}) == 3  # distinct draws, not one path three times
         assert several[0] == single[0] or name == "fair"  # uniform and sandwich: the first draw is the one-path run's own
+
+
+def test_wide_width_sampling_draws_each_width_by_its_rank():
+    """Weights 1..n by rank, narrowest first, whatever order the space lists the widths in; every
+    other choice stays uniform."""
+    space = SearchSpace.from_dict({**SearchSpace.preset("tiny").to_dict(), "neck": {"types": ["fpn", "pan"], "widths": [32, 16, 24], "repeats": [1, 2]}})
+    wide, uniform = SAMPLERS["uniform"](space, 0, widths="wide"), SAMPLERS["uniform"](space, 0)
+    n = 6000
+    neck = collections.Counter(wide.paths(s)[0].neck.width for s in range(n))
+    for width, share in ((16, 1 / 6), (24, 2 / 6), (32, 3 / 6)):
+        assert abs(neck[width] / n - share) < 0.025, neck
+    stem = collections.Counter(wide.paths(s)[0].backbone.stem_width for s in range(n))
+    assert abs(stem[16] / n - 2 / 3) < 0.025, stem
+    heads = collections.Counter(wide.paths(s)[0].head.type for s in range(n))
+    assert max(heads.values()) - min(heads.values()) < 0.1 * n / 3, heads
+    assert collections.Counter(uniform.paths(s)[0].neck.width for s in range(n))[32] < 0.4 * n
+    with pytest.raises(ValueError, match="widths: 'widest' is not one of"):
+        space.sample(0, "widest")
+    fair = FairSampler(space, 0, widths="wide")
+    rounds = collections.Counter(fair.paths(s)[0].neck.width for s in range(6 * 50))
+    assert rounds == {16: 50, 24: 100, 32: 150}  # the same shares, met exactly
+    with pytest.raises(ValueError, match="widths: 'widest' is not one of"):
+        FairSampler(space, 0, widths="widest")

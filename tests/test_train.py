@@ -10,7 +10,7 @@ from common import COCO128, needs_coco128
 
 import train_supernet
 from supernet.shapes import generate_shapes
-from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets
+from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets, changed_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,6 +232,13 @@ def test_resume_refuses_changed_settings_and_allows_runtime_ones(shapes, tmp_pat
     assert again["step"] == 2
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "eval" in r] == [2] and [r["step"] for r in records if "loss" in r] == [1, 2]
+
+
+def test_a_checkpoint_that_predates_width_sampling_was_trained_with_uniform_widths():
+    """Resuming a run saved before the option existed must not switch it to today's default."""
+    assert changed_settings({}, TrainConfig(width_sampling="uniform")) == []
+    assert changed_settings({}, TrainConfig(width_sampling="wide")) == ["--width-sampling 'uniform' -> 'wide'"]
+    assert changed_settings({"width_sampling": "wide"}, TrainConfig(width_sampling="wide")) == []
 
 
 def test_resume_with_another_thread_count_warns(shapes, tmp_path):
