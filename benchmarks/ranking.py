@@ -37,7 +37,7 @@ from search.nas import SubnetEvaluator
 from search.retrain import retrain
 from supernet.io import atomic_json, atomic_save_figure, emit_result, pyplot
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, train_config, trained_space
+from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
 
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
 TOP = 5  # the top-N overlap reported
@@ -234,7 +234,7 @@ def inherited_maps(model, blob: dict, archs: list[Arch], train_set, val_set, dev
 def refine_config(trained: dict, steps: int, **settings) -> TrainConfig:
     """The supernet's recorded optimizer, lr, augmentation and data for a `steps`-step run of one
     path (warm-up a tenth of it, nothing of path sampling); `settings` override the rest."""
-    config = train_config(trained)
+    config = recorded_config(trained)
     return replace(config, steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=None, structure=None,
                    train_blocks=None, distill=0.0, random_paths=1, sampler="uniform", ema=None, eval_every=0, **settings)
 

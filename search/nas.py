@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -30,7 +30,7 @@ from supernet.data import build_loader
 from supernet.evaluate import METRICS, Batches, coco_map, detect
 from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, pyplot
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, trained_space
+from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
 
 from .evolution import Evolution, Objective, SearchError
 from .pareto import pareto_front
@@ -120,11 +120,10 @@ def finetune_config(trained: dict, search: "SearchConfig", out: Path) -> TrainCo
     """The supernet's own training settings, restarted for `search.finetune_steps` steps from its
     weights on the structure saved in `out`/structure.json, every block type sampled."""
     steps = search.finetune_steps
-    config = {k: v for k, v in trained.items() if k in TrainConfig.__dataclass_fields__}
-    config.update(out=str(out), steps=steps, epochs=1, warmup=min(int(config.get("warmup", 0)), steps // 10), start_from=search.supernet,
-                  structure=str(out / "structure.json"), train_blocks=None, device=search.device, workers=search.workers,
-                  eval_images=min(int(config.get("eval_images", 0)) or search.val_images, search.val_images), eval_every=0)
-    return TrainConfig(**config)
+    config = recorded_config(trained)
+    return replace(config, out=str(out), steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=search.supernet,
+                   structure=str(out / "structure.json"), train_blocks=None, device=search.device, workers=search.workers,
+                   eval_images=min(config.eval_images or search.val_images, search.val_images), eval_every=0)
 
 
 class SubnetEvaluator:

@@ -621,6 +621,12 @@ def train_config(args: dict) -> TrainConfig:
     return TrainConfig(**config)
 
 
+def recorded_config(recorded: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint's saved `config` describes: fields it predates as it was
+    trained (`PREDATED`), else their defaults; keys that are not fields ignored."""
+    return train_config({**PREDATED, **recorded})
+
+
 def trained_space(model: Supernet, blob: dict) -> SearchSpace:
     """The sub-space a checkpoint's paths were drawn from by block type (`--train-blocks`): what
     its weights can score (a stage-matched supernet never ran the other blocks)."""

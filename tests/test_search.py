@@ -11,7 +11,7 @@ from common import MICRO_SPACE, StepTimer
 import evolve
 from latency import Settings, build_table
 from search.evolution import SearchError
-from search.nas import STRUCTURE, Search, SearchConfig, SubnetEvaluator, stage_genes
+from search.nas import STRUCTURE, Search, SearchConfig, SubnetEvaluator, finetune_config, stage_genes
 from supernet import Arch, SearchSpace
 from supernet.shapes import generate_shapes
 from supernet.trainer import TrainConfig, Trainer, build_datasets
@@ -177,6 +177,15 @@ def test_config_fields_are_flags():
     """Every setting of a search can be given on the command line."""
     cfg, resume = evolve.parse(["--latency-budget", "3", "--aging", "--val-images-dir", "v", "--objective", "pareto"])
     assert cfg == replace(SearchConfig(), latency_budget=3.0, aging=True, val_images_dir="v", objective="pareto") and not resume
+
+
+def test_the_fine_tune_keeps_the_supernets_own_width_sampling(trained, tmp_path):
+    """A supernet saved before --width-sampling existed drew widths uniformly: its fine-tune must too."""
+    recorded = {k: v for k, v in TrainConfig(steps=7, lr=0.02).__dict__.items() if k != "width_sampling"}
+    search = config(trained, tmp_path / "s", finetune_steps=3)
+    assert finetune_config(recorded, search, tmp_path).width_sampling == "uniform"
+    wide = finetune_config({**recorded, "width_sampling": "wide"}, search, tmp_path)
+    assert (wide.width_sampling, wide.lr, wide.steps, wide.structure) == ("wide", 0.02, 3, str(tmp_path / "structure.json"))
 
 
 def test_stage_both_fine_tunes_on_the_found_structure_and_resumes(trained, tmp_path):
