@@ -56,10 +56,15 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     # the 3-seed benchmark on this finished seed: it retrains only the supernet's extremes
     result = tmp_path / "bench.json"
     bench = subprocess.run([sys.executable, str(REPO / "benchmarks" / "search_vs_baselines.py"), "--quick", "--seeds", "0",
-                            "--work", "bench", "--out", str(result)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                            "--retrain-seeds", "2", "--work", "bench", "--out", str(result)], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=900)
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert bench.stderr.count("already retrained") == len(report["models"])
     seed = json.loads(result.read_text())["per_seed"]["0"]
+    for name in ["searched", "random", *seed["baselines_within_slack"]]:  # the compared models, retrained with a second seed
+        again = json.loads((out / "retrain_seed1" / name / "metrics.json").read_text())
+        assert seed["models"][name]["maps"] == [report["models"][name]["map"], again["map"]]
+    assert "maps" not in seed["models"]["largest"]
     assert set(seed["models"]) == {*report["models"], "smallest", "largest"}
     assert all(seed["models"][n]["inherited_map"] is not None for n in ("searched", "random", "smallest", "largest"))
     assert seed["models"]["mobilenetv2_fpn_fcos"]["inherited_map"] is None

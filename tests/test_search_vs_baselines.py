@@ -54,3 +54,15 @@ def test_the_side_by_side_latency_decides_who_competes():
     verdict = svb.compare(report, 0.05, latency)
     assert verdict["baselines_within_slack"] == [] and verdict["beats_baselines"] is None
     assert verdict["models"]["searched"]["latency_ms"] == 8.0 and verdict["models"]["searched"]["latency_at_retraining_ms"] == 10.0
+
+
+def test_several_retraining_seeds_compare_by_their_mean():
+    """One training said the control won; the mean of three says the search did."""
+    report = _report(searched=0.11, random=0.12)
+    maps = {"searched": [0.11, 0.15, 0.16], "random": [0.12, 0.11, 0.10], "mobilenetv2_fpn_fcos": [0.10, 0.16, 0.16]}
+    verdict = svb.compare(report, 0.05, _timed(report), maps)
+    assert verdict["beats_random"] and not compare(report, 0.05)["beats_random"]
+    searched = verdict["models"]["searched"]
+    assert searched["map"] == 0.14 and searched["maps"] == maps["searched"] and searched["map_sd"] == 0.02646
+    assert verdict["margin_over_best_baseline"] == 0.0 and verdict["beats_baselines"] is False  # a tie is no win
+    assert "maps" not in verdict["models"]["smallest"] and verdict["inherited_ratio"]["searched"] == round(0.03 / 0.14, 3)
