@@ -35,7 +35,7 @@ from scipy.stats import kendalltau, spearmanr
 from latency.table import LatencyTable
 from search.nas import SubnetEvaluator
 from search.retrain import retrain
-from supernet.io import atomic_json, atomic_save_figure, emit_result, pyplot
+from supernet.io import atomic_json, atomic_save_figure, emit_result, figure
 from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
 
@@ -293,7 +293,8 @@ def write_result(archs: list[Arch], latency: list[float], truth: dict, again: di
 
 
 def _plot(points: list[dict], rows: list[dict], path: Path) -> None:
-    fig, axes = pyplot().subplots(1, len(rows), figsize=(5.5 * len(rows), 4.5), dpi=120, squeeze=False)
+    fig = figure(figsize=(5.5 * len(rows), 4.5), dpi=120)
+    axes = fig.subplots(1, len(rows), squeeze=False)
     for ax, row in zip(axes[0], rows):
         lo, hi = row["kendall_tau_ci95"]
         sc = ax.scatter([q["inherited_map"][row["name"]] for q in points], [q["standalone_map"] for q in points],

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
-from supernet.io import atomic_save_figure, pyplot
+from supernet.io import atomic_save_figure, figure
 
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
 from .ops import detector_runner, iter_archs, reference_runner
@@ -74,7 +74,8 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
 
 def scatter_plot(predicted: list[float], measured: list[float], result: dict, path: str | Path) -> None:
     """Predicted vs measured, with the y = x line, written atomically as a PNG."""
-    fig, ax = pyplot().subplots(figsize=(5, 5), dpi=120)
+    fig = figure(figsize=(5, 5), dpi=120)
+    ax = fig.subplots()
     ax.scatter(measured, predicted, s=14, alpha=0.8)
     lo, hi = min(*predicted, *measured) * 0.9, max(*predicted, *measured) * 1.1
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")

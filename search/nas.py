@@ -28,7 +28,7 @@ from supernet.bn import recalibrate_bn
 from supernet.cli import check_number, flag_error
 from supernet.data import build_loader
 from supernet.evaluate import METRICS, Batches, coco_map, detect
-from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, pyplot
+from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, figure
 from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
 
@@ -474,7 +474,8 @@ class Search:
         return summary
 
     def _plot(self, records: list[dict], front: list[dict]) -> None:
-        fig, ax = pyplot().subplots(figsize=(6.5, 4.5), dpi=120)
+        fig = figure(figsize=(6.5, 4.5), dpi=120)
+        ax = fig.subplots()
         for stage, marker in zip((*STAGES, RANDOM), "osx"):
             pts = [r for r in records if r["stage"] == stage]
             if pts:

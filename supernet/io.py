@@ -56,23 +56,18 @@ def atomic_json(obj: Any, path: str | Path) -> None:
 
 
 def atomic_save_figure(fig: Any, path: str | Path) -> None:
-    """Save a matplotlib figure as PNG through `atomic_write_bytes`, then close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure (from `figure`) as PNG through `atomic_write_bytes`."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display on servers and CI)."""
-    import matplotlib
+def figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure outside pyplot: it renders to files without choosing a backend, so a
+    notebook user's backend is left alone, and nothing keeps it alive once dropped."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def emit_result(result: dict, out: str | Path | None = None) -> None:
