@@ -259,7 +259,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,  # a path uses a fraction of the supernet; the same on every rank
             )
-        self.tensorboard = _tensorboard_writer(self.out) if self.dist.main else None
+        self.tensorboard = None  # opened by run(), once the step it resumes from is known
         rng = random.Random(f"{config.seed}/eval")
         if detector is not None:
             self.eval_archs = {"arch": detector.arch}
@@ -492,9 +492,14 @@ class Trainer:
         handler = None
         if threading.current_thread() is threading.main_thread():
             handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        if self.dist.main:
+            self.tensorboard = _tensorboard_writer(self.out, self.step)
         try:
             return self._run(stop)
         finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()  # flushes the last events
+                self.tensorboard = None
             if handler is not None:
                 signal.signal(signal.SIGINT, handler)
             self.lock.release()
@@ -649,13 +654,15 @@ def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple
     return model.to(device).eval(), blob
 
 
-def _tensorboard_writer(out: Path):
-    """A SummaryWriter in OUT/tensorboard when the tensorboard package is installed, else None."""
+def _tensorboard_writer(out: Path, step: int):
+    """A SummaryWriter in OUT/tensorboard when the tensorboard package is installed, else None.
+    A run resumed at `step` purges the events logged after it (TensorBoard drops those at
+    `purge_step` and later), so the old and the new curve do not overlap."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(out / "tensorboard"))
+    return SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
 
 
 DEFAULT_DATA = Path("data/shapes")

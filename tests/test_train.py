@@ -67,6 +67,41 @@ def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch, aug
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
 
 
+def test_tensorboard_is_closed_and_a_resumed_run_purges_the_steps_after_its_checkpoint(shapes, tmp_path, monkeypatch):
+    import supernet.trainer as trainer
+
+    writers = []
+
+    class Writer:  # what the trainer uses of SummaryWriter (tensorboard itself is optional)
+        def __init__(self, out, step):
+            self.resumed_at, self.steps, self.closed = step, [], False
+            writers.append(self)
+
+        def add_scalar(self, name, value, step):
+            self.steps.append(step)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(trainer, "_tensorboard_writer", Writer)
+    original = Trainer.train_step
+
+    def dies_at_step_5(self, images, targets):
+        if self.step == 5:
+            raise Interrupt
+        return original(self, images, targets)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
+    with pytest.raises(Interrupt):
+        train(config(shapes, tmp_path / "run"))
+    monkeypatch.setattr(Trainer, "train_step", original)
+    train(config(shapes, tmp_path / "run"), resume=True)  # from the step-3 checkpoint
+    first, resumed = writers
+    assert first.closed and resumed.closed  # also after an error: the last events are flushed
+    assert first.resumed_at == 0 and max(first.steps) == 5
+    assert resumed.resumed_at == 3 and min(resumed.steps) == 4  # the writer purges the events from step 4 on
+
+
 def test_augment_none_draws_no_flips_and_scale_crop_changes_the_batches(shapes, tmp_path):
     keys = lambda augment: list(Trainer(config(shapes, tmp_path / augment, augment=augment), build_datasets(config(shapes, tmp_path), 128))
                                 .loader(0, 3).batch_sampler)
