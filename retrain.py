@@ -22,6 +22,7 @@ from search.retrain import INITS, finished_metrics, load_archs, retrain
 from supernet.baselines import RECIPES
 from latency.table import LatencyTable
 from supernet.cli import CommandParser
+from supernet.export import missing_packages
 from supernet.io import error_line
 from supernet.space import SearchSpace
 from supernet.trainer import Interrupted, TrainError, add_train_arguments, load_supernet, train_config
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         # what would otherwise fail only after (or inside) the first retraining
         if args.init == "inherited" and not args.supernet:
             raise TrainError("--init inherited: needs --supernet (the checkpoint the arch inherits its weights from)")
+        if args.export and (missing := missing_packages()):
+            raise TrainError(f"--export: needs {' and '.join(missing)}, not installed (pip install 'smnas[export]'); nothing was trained")
         if args.lut:
             try:
                 LatencyTable.load(args.lut)

@@ -116,14 +116,19 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
             "flops": flops(arch, model.num_classes), "params": params(arch, model.num_classes),
             "train_seconds": round(trainer.train_seconds, 3), "steps": trainer.step,
         }
+        atomic_json(metrics, metrics_path)  # before the export: a failed export loses no training
         if export:
             from supernet.export import export as export_model
 
-            metrics["export"] = export_model(model.cpu(), out)
+            try:
+                metrics["export"] = export_model(model.cpu(), out)
+            except (ValueError, OSError, ImportError) as e:
+                raise TrainError(f"{out}: trained (model.pt, metrics.json) but not exported ({error_line(e)}); "
+                                 f"export it with: python -m supernet.export {out / 'model.pt'}") from None
             for fmt, r in metrics["export"].items():
                 if "check_failed" in r:
                     log(f"warning: the {fmt} export differs from eager: {r['check_failed']}")
-        atomic_json(metrics, metrics_path)
+            atomic_json(metrics, metrics_path)
     if info.world > 1:
         dist.barrier()
     return metrics

@@ -13,6 +13,7 @@ and NMS and RoIAlign export as ONNX ops), then run on another input and compared
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import sys
@@ -32,6 +33,7 @@ from .supernet import Detector
 from .transform import IMAGENET_MEAN
 
 FORMATS = ("torchscript", "onnx")
+REQUIRES = {"onnx": ("onnx", "onnxruntime")}  # the exporter writes with onnx; the check runs the file in onnxruntime
 FILENAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 ONNX_OPSET = 17
 OUTPUTS = ("boxes", "scores", "labels")
@@ -73,6 +75,13 @@ def _example(detector: Detector, seed: int) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     r = detector.arch.resolution
     return torch.rand(1, 3, r, r, generator=g).to(next(detector.parameters()).device)
+
+
+def missing_packages(formats: Sequence[str] = FORMATS) -> list[str]:
+    """The packages `formats` need that are not installed: checked before work whose end is an
+    export (a retraining), not after it."""
+    needed = dict.fromkeys(m for f in formats for m in REQUIRES.get(f, ()))
+    return [m for m in needed if importlib.util.find_spec(m) is None]
 
 
 def export(detector: Detector, out_dir: str | Path, formats: Sequence[str] = FORMATS, check: bool = True) -> dict[str, dict]:

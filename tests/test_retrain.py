@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from supernet.shapes import generate_shapes
 from supernet.trainer import TrainConfig, Trainer, build_datasets, load_supernet
 
 REPO = Path(__file__).resolve().parents[1]
+find_spec = importlib.util.find_spec
 METRIC_KEYS = {"map", "ap50", "ap75", "aps", "apm", "apl", "latency_ms", "latency_pred_ms", "flops", "params", "train_seconds"}
 
 
@@ -112,6 +114,26 @@ def test_retrain_writes_model_arch_metrics_and_exports(setup, tmp_path, capsys):
     assert last_json(capsys)["train_seconds"] == metrics["train_seconds"]
     assert retrain_script.main(argv(setup, out, "--arch", str(setup["root"] / "arch.json"))) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_export_without_its_packages_is_refused_before_training_and_a_failed_export_keeps_the_training(setup, tmp_path, capsys, monkeypatch):
+    import supernet.export
+
+    arch = ["--arch", str(setup["root"] / "arch.json")]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    assert retrain_script.main(argv(setup, tmp_path / "a", *arch, "--export")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --export: needs onnxruntime, not installed (pip install 'smnas[export]'); nothing was trained")
+    assert not (tmp_path / "a" / "last.pt").exists()
+    monkeypatch.undo()
+
+    def full_disk(*_, **__):
+        raise OSError(28, "No space left on device", str(tmp_path / "b" / "model.onnx"))
+
+    monkeypatch.setattr(supernet.export, "export", full_disk)
+    assert retrain_script.main(argv(setup, tmp_path / "b", *arch, "--export")) == 2
+    assert "trained (model.pt, metrics.json) but not exported" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["map"] >= 0 and "export" not in json.loads((tmp_path / "b" / "metrics.json").read_text())
 
 
 def test_all_finalists_each_in_its_folder_and_resume_after_a_kill(setup, tmp_path, capsys, monkeypatch):
