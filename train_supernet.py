@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     if trainer.dist.main:
-        print(f"checkpoint: {result['checkpoint']}")
+        print(f"checkpoint: {result['checkpoint']}", file=sys.stderr)  # people read stderr; stdout is the JSON line alone
         for name in ("largest", "smallest"):
-            print(f"mAP {name}: {result['eval'][name]['map']:.4f}")
+            print(f"mAP {name}: {result['eval'][name]['map']:.4f}", file=sys.stderr)
         print(json.dumps(result))
     return 0
 

@@ -249,7 +249,9 @@ def test_trains_and_evaluates_on_real_coco128(tmp_path, capsys):
     argv = ["--train-ann", ann, "--train-images", images, "--val-ann", ann, "--val-images", images, "--out", str(tmp_path / "run"),
             "--steps", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--eval-images", "4", "--log-every", "1"]
     assert train_supernet.main(argv) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr()
+    result = json.loads(out.out)  # stdout is the JSON line alone (`| jq` works); people read stderr
+    assert "mAP largest" in out.err and "checkpoint" in out.err
     assert result["step"] == 2 and set(result["eval"]["largest"]) >= {"map", "ap50", "ap75", "aps", "apm", "apl"}
     blob = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert blob["num_classes"] == 80 and blob["cat_ids"][:3] == [1, 2, 3] and blob["cat_ids"][-1] == 90
