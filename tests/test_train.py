@@ -39,6 +39,15 @@ class Interrupt(Exception):
     pass
 
 
+def dies_at_step(step: int, train_step):
+    """`Trainer.train_step` that raises Interrupt at `step`: a run killed there."""
+    def dying(self, images, targets):
+        if self.step == step:
+            raise Interrupt
+        return train_step(self, images, targets)
+    return dying
+
+
 @pytest.mark.parametrize("augment", ["flip", "scale_crop"])
 def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch, augment):
     full = train(config(shapes, tmp_path / "full", augment=augment))
@@ -46,13 +55,7 @@ def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch, aug
     assert set(full["eval"]) == {"smallest", "largest"}
 
     original = Trainer.train_step
-
-    def dies_at_step_5(self, images, targets):
-        if self.step == 5:
-            raise Interrupt
-        return original(self, images, targets)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step(5, original))
     with pytest.raises(Interrupt):
         train(config(shapes, tmp_path / "cut", augment=augment))
     monkeypatch.setattr(Trainer, "train_step", original)
@@ -85,13 +88,7 @@ def test_tensorboard_is_closed_and_a_resumed_run_purges_the_steps_after_its_chec
 
     monkeypatch.setattr(trainer, "_tensorboard_writer", Writer)
     original = Trainer.train_step
-
-    def dies_at_step_5(self, images, targets):
-        if self.step == 5:
-            raise Interrupt
-        return original(self, images, targets)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_5)
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step(5, original))
     with pytest.raises(Interrupt):
         train(config(shapes, tmp_path / "run"))
     monkeypatch.setattr(Trainer, "train_step", original)
