@@ -37,7 +37,6 @@ from .pareto import pareto_front
 
 STAGES = ("structural", "modular")
 RANDOM = "random"  # the control: as many subnets drawn uniformly under the budget, scored the same way
-STRUCTURE = ("resolution", "neck.type", "head.type")  # with the stage depths: what the modular stage keeps
 STRUCTURAL_BLOCK = "ir_k3_e6"  # the block every position gets while the structure is searched (MobileNetV2's)
 DEFAULT_LUT_DIR = Path("luts")
 
@@ -103,16 +102,16 @@ def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, blo
     stage's first choice where `block` is not one). modular: the structure of `base`
     (resolution, neck and head types, stage depths) is fixed; blocks, widths, neck repeats and
     head convs evolve."""
-    genes = space.genes()
+    pairs = lambda genes: [(g.name, g.choices) for g in genes]
     if stage == "structural":
-        return space.restrict(blocks=(block,)).genes()
+        return pairs(space.restrict(blocks=(block,)).genes())
     if stage == RANDOM:
-        return space.genes()
+        return pairs(space.genes())
     if stage == "modular":
         if base is None:
             raise SearchError("modular stage: needs the structure to keep (a base arch)")
         values = space.encode(base)
-        return [(n, (values[n],)) if n in STRUCTURE or n.endswith(".depth") else (n, c) for n, c in genes]
+        return [(g.name, (values[g.name],)) if g.structure else (g.name, g.choices) for g in space.genes()]
     raise SearchError(f"--stage: expected structural, modular, both or random, got {stage!r}")
 
 

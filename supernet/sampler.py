@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .space import WIDTH_SAMPLING, Arch, SearchSpace
+from .space import WIDTH_SAMPLING, Arch, Gene, SearchSpace, width_weights
 
 
 class UniformSampler:
@@ -67,29 +67,27 @@ class FairSampler:
             raise ValueError(f"widths: {widths!r} is not one of {list(WIDTH_SAMPLING)}")
         self.space, self.random_paths = space, random_paths
         self.rng = random.Random(f"{seed}/fair")
-        self.round_of = {name: self._round(name, choices, widths) for name, choices in space.genes()}
+        self.round_of = {g.name: self._round(g, widths) for g in space.genes()}
         self.rounds: dict[str, list] = {name: [] for name in self.round_of}
 
     @staticmethod
-    def _round(name: str, choices: tuple, widths: str) -> list:
-        if widths == "uniform" or not name.endswith("width"):
-            return list(choices)
-        rank = sorted(choices)
-        return [c for c in choices for _ in range(rank.index(c) + 1)]
+    def _round(gene: Gene, widths: str) -> list:
+        weights = width_weights(gene.choices) if widths == "wide" and gene.width else [1] * len(gene.choices)
+        return [c for c, w in zip(gene.choices, weights) for _ in range(w)]
 
     def paths(self, step: int) -> list[Arch]:
         return [self._next() for _ in range(self.random_paths)]
 
     def _next(self) -> Arch:
         values: dict[str, Any] = {}
-        for name, choices in self.space.genes():
-            if not self.space.is_active(name, values):
-                values[name] = choices[0]
+        for g in self.space.genes():
+            if not self.space.is_active(g, values):
+                values[g.name] = g.choices[0]
                 continue
-            pending = self.rounds[name]
+            pending = self.rounds[g.name]
             if not pending:
-                pending.extend(self.rng.sample(self.round_of[name], len(self.round_of[name])))
-            values[name] = pending.pop()
+                pending.extend(self.rng.sample(self.round_of[g.name], len(self.round_of[g.name])))
+            values[g.name] = pending.pop()
         return self.space.decode(values)
 
     def state_dict(self) -> dict[str, Any]:

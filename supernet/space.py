@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 BLOCK_TYPES: tuple[str, ...] = (
     *(f"ir_k{k}_e{e}{se}" for k in (3, 5, 7) for e in (3, 6) for se in ("", "_se")),
@@ -268,36 +269,74 @@ class SearchSpace:
                             neck=replace(space.neck, types=(structure.neck.type,)), head=replace(space.head, types=(structure.head.type,)))
         return space
 
-    # ---- architectures ----------------------------------------------------------------------
+    # ---- architectures: everything below walks `genes()`, the one description of the choices --
+    def genes(self) -> tuple["Gene", ...]:
+        """Every choice of this space, in a fixed order (a gene's condition refers to an earlier
+        gene): what validation, sampling, extremes, size, encode/decode, samplers and the search
+        stages work on.
+
+        Some genes are inactive for some archs (blocks past a stage's depth, neck repeats of FPN);
+        `decode` ignores them, so archs, not gene vectors, are the unit to deduplicate."""
+        cached = self.__dict__.get("_genes")
+        if cached is None:  # built once per space: samplers and the search call this every draw
+            cached = self._build_genes()
+            object.__setattr__(self, "_genes", cached)
+        return cached
+
+    def _build_genes(self) -> tuple["Gene", ...]:
+        bb, neck, head = self.backbone, self.neck, self.head
+        genes = [Gene(("resolution",), self.resolutions, structure=True), Gene(("backbone", "stem_width"), bb.stem_widths, width=True)]
+        for i, s in enumerate(bb.stages):
+            stage = ("backbone", "stages", i)
+            genes += [Gene((*stage, "depth"), s.depths, structure=True), Gene((*stage, "width"), s.widths, width=True)]
+            genes += [Gene((*stage, "blocks", j), s.blocks, ordered=False, when=((*stage, "depth"), frozenset(d for d in s.depths if d > j)))
+                      for j in range(max(s.depths))]
+        genes += [
+            Gene(("neck", "type"), neck.types, ordered=False, structure=True),
+            Gene(("neck", "width"), neck.widths, width=True),
+            Gene(("neck", "repeats"), neck.repeats, when=(("neck", "type"), frozenset(neck.types) & REPEATABLE_NECKS), inactive=1),
+            Gene(("head", "type"), head.types, ordered=False, structure=True),
+            Gene(("head", "width"), head.widths, width=True),
+            Gene(("head", "num_convs"), head.num_convs),
+        ]
+        return tuple(genes)
+
+    @staticmethod
+    def is_active(gene: "Gene", values: dict[str, Any]) -> bool:
+        """Whether `decode` reads `gene`, given the values (by name) of the genes before it."""
+        return gene.when is None or values[gene.when_name] in gene.when[1]
+
+    def active_genes(self, values: dict[str, Any]) -> list[str]:
+        """Names of the genes that `decode(values)` reads."""
+        return [g.name for g in self.genes() if self.is_active(g, values)]
+
+    def _assign(self, pick: Callable[["Gene"], Any]) -> "Arch":
+        """The arch whose active genes take `pick(gene)`, drawn in gene order."""
+        values: dict[str, Any] = {}
+        for g in self.genes():
+            values[g.name] = pick(g) if self.is_active(g, values) else g.choices[0]
+        return self.decode(values)
+
     def validate(self, arch: "Arch") -> "Arch":
         """Raise ValueError naming the first field of `arch` outside this space; return `arch`."""
-
-        def check(field: str, value: Any, allowed: Sequence[Any]) -> None:
-            if value not in allowed:
-                raise ValueError(f"arch.{field}: {value!r} is not allowed; allowed values: {list(allowed)}")
-
         if not isinstance(arch, Arch):
             raise ValueError(f"arch: expected an Arch, got {type(arch).__name__}")
-        check("resolution", arch.resolution, self.resolutions)
-        bb = arch.backbone
-        check("backbone.stem_width", bb.stem_width, self.backbone.stem_widths)
-        if len(bb.stages) != len(self.backbone.stages):
-            raise ValueError(f"arch.backbone.stages: has {len(bb.stages)} stages; the space has {len(self.backbone.stages)}")
-        for i, (sa, ss) in enumerate(zip(bb.stages, self.backbone.stages)):
-            check(f"backbone.stages[{i}].depth", sa.depth, ss.depths)
-            check(f"backbone.stages[{i}].width", sa.width, ss.widths)
-            for j, b in enumerate(sa.blocks):
-                check(f"backbone.stages[{i}].blocks[{j}]", b, ss.blocks)
-        check("neck.type", arch.neck.type, self.neck.types)
-        check("neck.width", arch.neck.width, self.neck.widths)
-        check("neck.repeats", arch.neck.repeats, self.neck.repeat_choices(arch.neck.type))
-        check("head.type", arch.head.type, self.head.types)
-        check("head.width", arch.head.width, self.head.widths)
-        check("head.num_convs", arch.head.num_convs, self.head.num_convs)
+        if len(arch.backbone.stages) != len(self.backbone.stages):
+            raise ValueError(f"arch.backbone.stages: has {len(arch.backbone.stages)} stages; the space has {len(self.backbone.stages)}")
+        values: dict[str, Any] = {}
+        for g in self.genes():
+            value, active = _lookup(arch, g.key), self.is_active(g, values)
+            allowed = g.choices if active else (g.inactive,)
+            if active and value is _ABSENT:
+                raise ValueError(f"arch.{g.name}: missing; allowed values: {list(allowed)}")
+            if value is not _ABSENT and value not in allowed:
+                raise ValueError(f"arch.{g.name}: {value!r} is not allowed; allowed values: {list(allowed)}")
+            values[g.name] = value if active else g.choices[0]
         return arch
 
     def sample(self, rng: random.Random | int, widths: str = "uniform") -> "Arch":
-        """Draw every choice independently (SPOS): depth first, then that many blocks.
+        """Draw every active choice independently (SPOS), in gene order: a stage's depth before
+        its blocks, the neck type before its repeats.
 
         widths="uniform" draws every choice uniformly. widths="wide" draws each width (stem,
         stages, neck, head) with weight 1..n by its rank, narrowest first: a narrow path trains
@@ -306,115 +345,122 @@ class SearchSpace:
         if widths not in WIDTH_SAMPLING:
             raise ValueError(f"widths: {widths!r} is not one of {list(WIDTH_SAMPLING)}")
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-        if widths == "uniform":
-            width = rng.choice
-        else:
-            def width(choices: Sequence[int]) -> int:
-                rank = sorted(choices)
-                return rng.choices(choices, weights=[rank.index(c) + 1 for c in choices])[0]
-        stages = []
-        for ss in self.backbone.stages:
-            depth = rng.choice(ss.depths)
-            stages.append(StageArch(width=width(ss.widths), blocks=tuple(rng.choice(ss.blocks) for _ in range(depth))))
-        neck_type = rng.choice(self.neck.types)
-        return Arch(
-            resolution=rng.choice(self.resolutions),
-            backbone=BackboneArch(stem_width=width(self.backbone.stem_widths), stages=tuple(stages)),
-            neck=NeckArch(type=neck_type, width=width(self.neck.widths), repeats=rng.choice(self.neck.repeat_choices(neck_type))),
-            head=HeadArch(type=rng.choice(self.head.types), width=width(self.head.widths), num_convs=rng.choice(self.head.num_convs)),
-        )
 
-    def _extreme(self, pick_num, pick_cat) -> "Arch":
-        neck_type = pick_cat(self.neck.types)
-        return Arch(
-            resolution=pick_num(self.resolutions),
-            backbone=BackboneArch(
-                stem_width=pick_num(self.backbone.stem_widths),
-                stages=tuple(
-                    StageArch(width=pick_num(s.widths), blocks=tuple(pick_cat(s.blocks) for _ in range(pick_num(s.depths))))
-                    for s in self.backbone.stages
-                ),
-            ),
-            neck=NeckArch(neck_type, pick_num(self.neck.widths), pick_num(self.neck.repeat_choices(neck_type))),
-            head=HeadArch(pick_cat(self.head.types), pick_num(self.head.widths), pick_num(self.head.num_convs)),
-        )
+        def draw(g: Gene) -> Any:
+            if widths == "wide" and g.width:
+                return rng.choices(g.choices, weights=width_weights(g.choices))[0]
+            return rng.choice(g.choices)
+
+        return self._assign(draw)
 
     def smallest(self, rng: random.Random | None = None) -> "Arch":
         """Every ordered choice at its least; the types (blocks, neck, head) the first listed, or
         drawn from `rng`: types have no order, and the presets' first are merely the cheapest."""
-        return self._extreme(min, rng.choice if rng else lambda c: c[0])
+        return self._assign(lambda g: min(g.choices) if g.ordered else rng.choice(g.choices) if rng else g.choices[0])
 
     def largest(self, rng: random.Random | None = None) -> "Arch":
         """Every ordered choice at its most; the types the last listed, or drawn from `rng`."""
-        return self._extreme(max, rng.choice if rng else lambda c: c[-1])
+        return self._assign(lambda g: max(g.choices) if g.ordered else rng.choice(g.choices) if rng else g.choices[-1])
 
     def size(self) -> int:
-        """Number of distinct architectures (blocks past a stage's depth are not choices)."""
-        n = len(self.resolutions) * len(self.backbone.stem_widths)
-        for s in self.backbone.stages:
-            n *= len(s.widths) * sum(len(s.blocks) ** d for d in s.depths)
-        n *= sum(len(self.neck.widths) * len(self.neck.repeat_choices(t)) for t in self.neck.types)
-        n *= len(self.head.types) * len(self.head.widths) * len(self.head.num_convs)
+        """Number of distinct architectures (inactive genes are not choices)."""
+        genes = self.genes()
+        dependents: dict[str, list[Gene]] = {}
+        for g in genes:
+            if g.when is not None:
+                dependents.setdefault(g.when_name, []).append(g)
+        n = 1
+        for g in genes:
+            if g.when is None:
+                deps = dependents.get(g.name, [])
+                n *= sum(math.prod(len(d.choices) for d in deps if v in d.when[1]) for v in g.choices)
         return n
-
-    # ---- genes: the space as a flat list of categorical choices ------------------------------
-    def genes(self) -> list[tuple[str, tuple]]:
-        """(name, choices) of every choice, in a fixed order: what samplers and evolution work on.
-
-        Some genes are inactive for some archs (blocks past a stage's depth, neck repeats of FPN);
-        `decode` ignores them, so archs, not gene vectors, are the unit to deduplicate."""
-        genes: list[tuple[str, tuple]] = [("resolution", self.resolutions), ("backbone.stem_width", self.backbone.stem_widths)]
-        for i, s in enumerate(self.backbone.stages):
-            genes += [(f"backbone.stages[{i}].depth", s.depths), (f"backbone.stages[{i}].width", s.widths)]
-            genes += [(f"backbone.stages[{i}].blocks[{j}]", s.blocks) for j in range(max(s.depths))]
-        genes += [("neck.type", self.neck.types), ("neck.width", self.neck.widths), ("neck.repeats", self.neck.repeats)]
-        genes += [("head.type", self.head.types), ("head.width", self.head.widths), ("head.num_convs", self.head.num_convs)]
-        return genes
 
     def decode(self, values: dict[str, Any]) -> "Arch":
         """The arch of a full gene assignment (name -> value); inactive genes are ignored."""
-        stages = []
-        for i in range(len(self.backbone.stages)):
-            depth = values[f"backbone.stages[{i}].depth"]
-            blocks = tuple(values[f"backbone.stages[{i}].blocks[{j}]"] for j in range(depth))
-            stages.append(StageArch(width=values[f"backbone.stages[{i}].width"], blocks=blocks))
-        neck_type = values["neck.type"]
-        return self.validate(
-            Arch(
-                resolution=values["resolution"],
-                backbone=BackboneArch(stem_width=values["backbone.stem_width"], stages=tuple(stages)),
-                neck=NeckArch(neck_type, values["neck.width"], values["neck.repeats"] if neck_type in REPEATABLE_NECKS else 1),
-                head=HeadArch(values["head.type"], values["head.width"], values["head.num_convs"]),
-            )
-        )
+        tree: dict = {}
+        for g in self.genes():
+            if self.is_active(g, values):
+                _put(tree, g.key, values[g.name])
+            elif g.inactive is not None:
+                _put(tree, g.key, g.inactive)
+        return self.validate(Arch.from_dict(tree, "genes"))
 
     def encode(self, arch: "Arch") -> dict[str, Any]:
         """Gene values of `arch`; inactive genes take their first choice."""
         self.validate(arch)
-        values = {name: choices[0] for name, choices in self.genes()}
-        values["resolution"] = arch.resolution
-        values["backbone.stem_width"] = arch.backbone.stem_width
-        for i, s in enumerate(arch.backbone.stages):
-            values[f"backbone.stages[{i}].depth"] = s.depth
-            values[f"backbone.stages[{i}].width"] = s.width
-            for j, b in enumerate(s.blocks):
-                values[f"backbone.stages[{i}].blocks[{j}]"] = b
-        values.update({"neck.type": arch.neck.type, "neck.width": arch.neck.width, "head.type": arch.head.type,
-                       "head.width": arch.head.width, "head.num_convs": arch.head.num_convs})
-        if arch.neck.type in REPEATABLE_NECKS:
-            values["neck.repeats"] = arch.neck.repeats
+        values: dict[str, Any] = {}
+        for g in self.genes():
+            values[g.name] = _lookup(arch, g.key) if self.is_active(g, values) else g.choices[0]
         return values
 
-    def is_active(self, name: str, values: dict[str, Any]) -> bool:
-        """Whether `decode` reads gene `name`, given the values of the genes before it."""
-        if ".blocks[" in name:
-            stage, j = name.split(".blocks[")
-            return int(j[:-1]) < values[f"{stage}.depth"]
-        return name != "neck.repeats" or values["neck.type"] in REPEATABLE_NECKS
 
-    def active_genes(self, values: dict[str, Any]) -> list[str]:
-        """Names of the genes that `decode(values)` reads."""
-        return [name for name, _ in self.genes() if self.is_active(name, values)]
+GeneKey = tuple  # the path of a value in `Arch.to_dict()`: ("backbone", "stages", 0, "blocks", 1)
+
+
+@dataclass(frozen=True)
+class Gene:
+    """One choice of a space, as data: where its value sits in an arch, what it may take, how
+    samplers and the search treat it, and when it counts at all."""
+
+    key: GeneKey
+    choices: tuple
+    ordered: bool = True  # numbers: smallest()/largest() take min/max; types have no order
+    width: bool = False  # a channel count: drawn with weight by rank under widths="wide"
+    structure: bool = False  # part of the structure (SM-NAS) that the modular stage keeps fixed
+    when: Optional[tuple[GeneKey, frozenset]] = None  # active only while that earlier gene's value is in the set
+    inactive: Any = None  # the arch's value while inactive (None: the arch has no such field then)
+    name: str = field(init=False)  # its id in values dicts, search state and messages
+    when_name: Optional[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", gene_name(self.key))
+        object.__setattr__(self, "when_name", None if self.when is None else gene_name(self.when[0]))
+
+
+def gene_name(key: GeneKey) -> str:
+    """A gene's name: "backbone.stages[0].blocks[1]" (made from the key, never parsed back)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else p for i, p in enumerate(key))
+
+
+def width_weights(choices: Sequence[int]) -> list[int]:
+    """Weights 1..n by rank, narrowest first: widths="wide" draws a width in these proportions."""
+    rank = sorted(choices)
+    return [rank.index(c) + 1 for c in choices]
+
+
+_ABSENT = object()
+
+
+def _lookup(arch: "Arch", key: GeneKey) -> Any:
+    """The value at `key` in an `Arch` (its attributes mirror `to_dict()`), or _ABSENT."""
+    node: Any = arch
+    for part in key:
+        if isinstance(part, int):
+            if part >= len(node):
+                return _ABSENT
+            node = node[part]
+        else:
+            node = getattr(node, part, _ABSENT)
+            if node is _ABSENT:
+                return _ABSENT
+    return node
+
+
+def _put(tree: dict, key: GeneKey, value: Any) -> None:
+    """Set `value` at `key`, creating the dicts and lists on the way (list items in order)."""
+    node: Any = tree
+    for part, child in zip(key, [*key[1:], None]):
+        new = value if child is None else [] if isinstance(child, int) else {}
+        if isinstance(node, list):
+            if part == len(node):
+                node.append(new)
+            elif child is None:
+                node[part] = value
+        elif child is None or part not in node:
+            node[part] = new
+        if child is not None:
+            node = node[part]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def micro_space() -> SearchSpace:
 
 
 def all_archs(space):
-    names, choices = zip(*space.genes())
+    names, choices = zip(*((g.name, g.choices) for g in space.genes()))
     archs = {}
     for values in itertools.product(*choices):
         arch = space.decode(dict(zip(names, values)))

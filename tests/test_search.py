@@ -11,7 +11,7 @@ from common import MICRO_SPACE, StepTimer
 import evolve
 from latency import Settings, build_table
 from search.evolution import SearchError
-from search.nas import STRUCTURE, Search, SearchConfig, SubnetEvaluator, finetune_config, stage_genes
+from search.nas import Search, SearchConfig, SubnetEvaluator, finetune_config, stage_genes
 from supernet import Arch, SearchSpace
 from supernet.shapes import generate_shapes
 from supernet.trainer import TrainConfig, Trainer, build_datasets
@@ -79,7 +79,9 @@ def test_stage_both_keeps_the_structure_in_the_modular_stage(trained, tmp_path):
     opening = [r for r in modular if r["generation"] == 0]
     assert [r["hash"] for r in opening if r.get("cached")] == [best["hash"]]  # the modular stage starts from it, not re-evaluated
     assert max(r["map"] for r in modular) >= best["map"]
-    fixed = {n: v for n, v in space.encode(Arch.from_dict(best["arch"])).items() if n in STRUCTURE or n.endswith(".depth")}
+    structure = {g.name for g in space.genes() if g.structure}
+    assert structure == {"resolution", "neck.type", "head.type", *(f"backbone.stages[{i}].depth" for i in range(4))}
+    fixed = {n: v for n, v in space.encode(Arch.from_dict(best["arch"])).items() if n in structure}
     for r in modular:
         genes = space.encode(Arch.from_dict(r["arch"]))
         assert {n: genes[n] for n in fixed} == fixed

@@ -7,7 +7,7 @@ import pytest
 
 from supernet import Arch, SearchSpace
 from supernet.blocks import BLOCKS
-from supernet.space import BLOCK_TYPES, PRESETS, REPEATABLE_NECKS
+from supernet.space import BLOCK_TYPES, PRESETS, REPEATABLE_NECKS, NeckArch
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +208,9 @@ def test_blocks_past_depth_are_not_choices():
 
 
 def test_genes_encode_decode_round_trip(tiny):
-    names = [n for n, _ in tiny.genes()]
+    names = [g.name for g in tiny.genes()]
     assert len(names) == len(set(names))
-    assert sum(len(c) for _, c in tiny.genes()) > 0
+    assert sum(len(g.choices) for g in tiny.genes()) > 0
     rng = random.Random(4)
     for _ in range(200):
         arch = tiny.sample(rng)
@@ -242,5 +242,26 @@ def test_restrict_to_blocks_and_structure(tiny):
     for _ in range(50):  # every arch of the sub-space is one of the space with the structure kept
         a = tiny.validate(sub.sample(rng))
         assert (a.resolution, a.neck.type, a.head.type) == (base.resolution, base.neck.type, base.head.type)
-    with pytest.raises(ValueError, match=r"arch\.backbone\.stages\[0\]\.depth"):  # an arch of another space
+    with pytest.raises(ValueError, match=r"^arch\.[\w.\[\]]+: \S+ is not allowed"):  # an arch of another space, the field named
         micro.restrict(structure=base)
+
+
+def test_genes_are_the_one_description_of_the_choices(tiny):
+    """Keys are structured (no string to parse), names are made from them, conditions point at
+    an earlier gene, and validation reads the same genes: an inactive field must hold its value."""
+    genes = tiny.genes()
+    assert tiny.genes() is genes  # built once per space
+    by_name = {g.name: g for g in genes}
+    block = by_name["backbone.stages[2].blocks[1]"]
+    assert block.key == ("backbone", "stages", 2, "blocks", 1) and not block.ordered
+    assert block.when == (("backbone", "stages", 2, "depth"), frozenset({2, 3}))
+    seen = set()
+    for g in genes:
+        assert g.when is None or g.when_name in seen, g.name
+        seen.add(g.name)
+    assert {g.name for g in genes if g.width} == {"backbone.stem_width", "neck.width", "head.width",
+                                                  *(f"backbone.stages[{i}].width" for i in range(4))}
+    fpn = replace(tiny.smallest(), neck=NeckArch("fpn", 16, 2))
+    with pytest.raises(ValueError, match=r"arch\.neck\.repeats: 2 is not allowed; allowed values: \[1\]"):
+        tiny.validate(fpn)
+    assert SearchSpace.point(tiny.largest()).genes()[0].choices == (tiny.largest().resolution,)
