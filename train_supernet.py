@@ -26,6 +26,8 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
                    help="random paths a step, gradients accumulated (sandwich: besides the largest and the smallest)")
     p.add_argument("--width-sampling", choices=["uniform", "wide"], default=TrainConfig.width_sampling,
                    help="how random paths draw widths: uniform, or wide (weight 1..n, narrowest first: the trailing channels only wide paths use get more updates)")
+    p.add_argument("--depth-sampling", choices=["uniform", "deep"], default=TrainConfig.depth_sampling,
+                   help="how random paths draw stage depths: uniform, or deep (weight 1..n, shallowest first: the last block positions get more updates)")
     p.add_argument("--distill", type=float, default=TrainConfig.distill,
                    help="in-place distillation weight (sandwich): the other paths match the largest path's features; 0: off")
     p.add_argument("--distill-features", choices=["backbone", "neck"], default=TrainConfig.distill_features,

@@ -24,6 +24,9 @@ declare -A OPTIONS=(
   [wide_e72_ema]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --ema 0.998"
   [wide_e72_ema_seed1]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --ema 0.998 --seed 1"
   [wide_e72_ema_seed2]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --ema 0.998 --seed 2"
+  [deep_e72]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --depth-sampling deep"
+  [deep_e72_seed1]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --depth-sampling deep --seed 1"
+  [deep_e72_seed2]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --depth-sampling deep --seed 2"
 )
 ROWS=${ROWS:-"uniform3 fair3 uniform1_e72 kd_backbone"}
 for name in $ROWS; do

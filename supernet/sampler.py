@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .space import WIDTH_SAMPLING, Arch, Gene, SearchSpace, width_weights
+from .space import Arch, Gene, SearchSpace, rank_weights, ranked_kinds
 
 
 class UniformSampler:
@@ -17,11 +17,12 @@ class UniformSampler:
     and independently. Several a step buy each weight more updates per step at the same number
     of optimizer steps, without the sandwich's bias towards paths near the extremes."""
 
-    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1, widths: str = "uniform"):
-        self.space, self.seed, self.random_paths, self.widths = space, seed, random_paths, widths
+    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1, widths: str = "uniform", depths: str = "uniform"):
+        ranked_kinds(widths, depths)  # checked here, not at the first step
+        self.space, self.seed, self.random_paths, self.widths, self.depths = space, seed, random_paths, widths, depths
 
     def paths(self, step: int) -> list[Arch]:
-        return [self.space.sample(random.Random(f"{self.seed}/{step}" + (f"/{i}" if i else "")), self.widths)
+        return [self.space.sample(random.Random(f"{self.seed}/{step}" + (f"/{i}" if i else "")), self.widths, self.depths)
                 for i in range(self.random_paths)]
 
     def state_dict(self) -> dict[str, Any]:
@@ -59,20 +60,20 @@ class FairSampler:
     """Every value of every choice is visited equally often: each gene draws its values from a
     shuffled round of all its choices and starts a new round only when the last one is used up
     (FairNAS's strict fairness, spread over steps). Inactive genes (blocks past the depth) do
-    not consume their round. widths="wide": a width's round holds each width as often as its
-    rank, narrowest first (the proportions of `SearchSpace.sample`'s wide draws, met exactly)."""
+    not consume their round. widths="wide" (depths="deep"): a width's (depth's) round holds each
+    value as often as its rank, least first (the proportions of `SearchSpace.sample`'s draws,
+    met exactly)."""
 
-    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1, widths: str = "uniform"):
-        if widths not in WIDTH_SAMPLING:
-            raise ValueError(f"widths: {widths!r} is not one of {list(WIDTH_SAMPLING)}")
+    def __init__(self, space: SearchSpace, seed: int, random_paths: int = 1, widths: str = "uniform", depths: str = "uniform"):
+        ranked = ranked_kinds(widths, depths)
         self.space, self.random_paths = space, random_paths
         self.rng = random.Random(f"{seed}/fair")
-        self.round_of = {g.name: self._round(g, widths) for g in space.genes()}
+        self.round_of = {g.name: self._round(g, ranked) for g in space.genes()}
         self.rounds: dict[str, list] = {name: [] for name in self.round_of}
 
     @staticmethod
-    def _round(gene: Gene, widths: str) -> list:
-        weights = width_weights(gene.choices) if widths == "wide" and gene.width else [1] * len(gene.choices)
+    def _round(gene: Gene, ranked: frozenset[str]) -> list:
+        weights = rank_weights(gene.choices) if gene.elastic in ranked else [1] * len(gene.choices)
         return [c for c, w in zip(gene.choices, weights) for _ in range(w)]
 
     def paths(self, step: int) -> list[Arch]:

@@ -36,6 +36,7 @@ HEAD_TYPES: tuple[str, ...] = ("fcos", "retinanet", "two_stage")
 BACKBONE_STRIDE = 32
 NUM_NECK_LEVELS = 3
 WIDTH_SAMPLING = ("uniform", "wide")  # how SearchSpace.sample draws widths
+DEPTH_SAMPLING = ("uniform", "deep")  # and stage depths
 
 
 def _check_choices(where: str, values: Sequence[Any], kind: type, allowed: Iterable | None = None) -> tuple:
@@ -285,18 +286,18 @@ class SearchSpace:
 
     def _build_genes(self) -> tuple["Gene", ...]:
         bb, neck, head = self.backbone, self.neck, self.head
-        genes = [Gene(("resolution",), self.resolutions, structure=True), Gene(("backbone", "stem_width"), bb.stem_widths, width=True)]
+        genes = [Gene(("resolution",), self.resolutions, structure=True), Gene(("backbone", "stem_width"), bb.stem_widths, elastic="width")]
         for i, s in enumerate(bb.stages):
             stage = ("backbone", "stages", i)
-            genes += [Gene((*stage, "depth"), s.depths, structure=True), Gene((*stage, "width"), s.widths, width=True)]
+            genes += [Gene((*stage, "depth"), s.depths, structure=True, elastic="depth"), Gene((*stage, "width"), s.widths, elastic="width")]
             genes += [Gene((*stage, "blocks", j), s.blocks, ordered=False, when=((*stage, "depth"), frozenset(d for d in s.depths if d > j)))
                       for j in range(max(s.depths))]
         genes += [
             Gene(("neck", "type"), neck.types, ordered=False, structure=True),
-            Gene(("neck", "width"), neck.widths, width=True),
+            Gene(("neck", "width"), neck.widths, elastic="width"),
             Gene(("neck", "repeats"), neck.repeats, when=(("neck", "type"), frozenset(neck.types) & REPEATABLE_NECKS), inactive=1),
             Gene(("head", "type"), head.types, ordered=False, structure=True),
-            Gene(("head", "width"), head.widths, width=True),
+            Gene(("head", "width"), head.widths, elastic="width"),
             Gene(("head", "num_convs"), head.num_convs),
         ]
         return tuple(genes)
@@ -334,21 +335,22 @@ class SearchSpace:
             values[g.name] = value if active else g.choices[0]
         return arch
 
-    def sample(self, rng: random.Random | int, widths: str = "uniform") -> "Arch":
+    def sample(self, rng: random.Random | int, widths: str = "uniform", depths: str = "uniform") -> "Arch":
         """Draw every active choice independently (SPOS), in gene order: a stage's depth before
         its blocks, the neck type before its repeats.
 
         widths="uniform" draws every choice uniformly. widths="wide" draws each width (stem,
         stages, neck, head) with weight 1..n by its rank, narrowest first: a narrow path trains
         only the leading channels, so under uniform draws the trailing channels of a layer, which
-        only the wider paths use, get the fewest updates, and wide paths rank too low."""
-        if widths not in WIDTH_SAMPLING:
-            raise ValueError(f"widths: {widths!r} is not one of {list(WIDTH_SAMPLING)}")
+        only the wider paths use, get the fewest updates, and wide paths rank too low.
+        depths="deep" does the same for stage depths, deepest most often: a stage's last block
+        positions run only in the deeper paths."""
+        ranked = ranked_kinds(widths, depths)
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
 
         def draw(g: Gene) -> Any:
-            if widths == "wide" and g.width:
-                return rng.choices(g.choices, weights=width_weights(g.choices))[0]
+            if g.elastic in ranked:
+                return rng.choices(g.choices, weights=rank_weights(g.choices))[0]
             return rng.choice(g.choices)
 
         return self._assign(draw)
@@ -406,7 +408,7 @@ class Gene:
     key: GeneKey
     choices: tuple
     ordered: bool = True  # numbers: smallest()/largest() take min/max; types have no order
-    width: bool = False  # a channel count: drawn with weight by rank under widths="wide"
+    elastic: Optional[str] = None  # "width" (a channel count) or "depth" (of a stage): drawn by rank under wide / deep sampling
     structure: bool = False  # part of the structure (SM-NAS) that the modular stage keeps fixed
     when: Optional[tuple[GeneKey, frozenset]] = None  # active only while that earlier gene's value is in the set
     inactive: Any = None  # the arch's value while inactive (None: the arch has no such field then)
@@ -423,8 +425,17 @@ def gene_name(key: GeneKey) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else p for i, p in enumerate(key))
 
 
-def width_weights(choices: Sequence[int]) -> list[int]:
-    """Weights 1..n by rank, narrowest first: widths="wide" draws a width in these proportions."""
+def ranked_kinds(widths: str, depths: str) -> frozenset[str]:
+    """The elastic kinds drawn with `rank_weights` under these width and depth samplings."""
+    if widths not in WIDTH_SAMPLING:
+        raise ValueError(f"widths: {widths!r} is not one of {list(WIDTH_SAMPLING)}")
+    if depths not in DEPTH_SAMPLING:
+        raise ValueError(f"depths: {depths!r} is not one of {list(DEPTH_SAMPLING)}")
+    return frozenset({"width"} if widths == "wide" else ()) | frozenset({"depth"} if depths == "deep" else ())
+
+
+def rank_weights(choices: Sequence[int]) -> list[int]:
+    """Weights 1..n by rank, least first: wide / deep sampling draws in these proportions."""
     rank = sorted(choices)
     return [rank.index(c) + 1 for c in choices]
 

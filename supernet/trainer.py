@@ -37,7 +37,7 @@ from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load
 from .path import preserve_off_path
 from .distill import FEATURES, capture_features, feature_distillation, feature_modules
 from .sampler import SAMPLERS, FixedSampler, python_rng_state
-from .space import WIDTH_SAMPLING, Arch, SearchSpace
+from .space import DEPTH_SAMPLING, WIDTH_SAMPLING, Arch, SearchSpace
 from .supernet import Detector, Supernet
 
 MAX_BAD_STEPS = 5
@@ -56,7 +56,7 @@ class Interrupted(TrainError):
 RUNTIME_FIELDS = frozenset({"out", "device", "workers", "eval_every", "ckpt_every", "log_every", "eval_images", "eval_random_archs",
                             "calib_batches", "space"})  # the space is compared by content, not by how it was named
 # what a checkpoint that predates a field was trained with, where that is not the field's default today
-PREDATED = {"width_sampling": "uniform"}
+PREDATED = {"width_sampling": "uniform", "depth_sampling": "uniform"}
 
 
 @dataclass
@@ -82,6 +82,7 @@ class TrainConfig:
     sampler: str = "uniform"  # SPOS; the sandwich trains its extremes every step, which ranks paths near them too high
     random_paths: int = 1  # random paths a step, gradients accumulated (the sandwich adds the largest and the smallest)
     width_sampling: str = "wide"  # uniform | wide: random paths draw each width with weight 1..n, narrowest first (ranks better)
+    depth_sampling: str = "uniform"  # uniform | deep: each stage depth with weight 1..n, shallowest first
     seed: int = 0
     workers: int = 2
     eval_every: int = 0  # 0: only at the end
@@ -124,7 +125,7 @@ class TrainConfig:
             raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
         for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
                               ("augment", list(AUGMENTS)), ("distill_features", list(FEATURES)),
-                              ("width_sampling", list(WIDTH_SAMPLING))):
+                              ("width_sampling", list(WIDTH_SAMPLING)), ("depth_sampling", list(DEPTH_SAMPLING))):
             if getattr(self, name) not in choices:
                 raise bad(name, f"one of {choices}")
 
@@ -239,7 +240,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
         self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](
-            self.sample_space, config.seed, config.random_paths, config.width_sampling)
+            self.sample_space, config.seed, config.random_paths, config.width_sampling, config.depth_sampling)
         self.step = 0
         self.train_seconds = 0.0  # spent in training steps, over every resumed part of the run
         self.bad_steps = 0

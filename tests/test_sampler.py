@@ -90,3 +90,20 @@ def test_wide_width_sampling_draws_each_width_by_its_rank():
     assert rounds == {16: 50, 24: 100, 32: 150}  # the same shares, met exactly
     with pytest.raises(ValueError, match="widths: 'widest' is not one of"):
         FairSampler(space, 0, widths="widest")
+
+
+def test_deep_depth_sampling_draws_each_depth_by_its_rank():
+    """Stage depths with weights 1..n, shallowest first, independently of the width sampling."""
+    space = SearchSpace.preset("tiny")  # stage 2: depths 1, 2, 3
+    deep = SAMPLERS["uniform"](space, 0, depths="deep")
+    n = 6000
+    paths = [deep.paths(s)[0] for s in range(n)]
+    depth = collections.Counter(p.backbone.stages[2].depth for p in paths)
+    for d, share in ((1, 1 / 6), (2, 2 / 6), (3, 3 / 6)):
+        assert abs(depth[d] / n - share) < 0.025, depth
+    assert abs(collections.Counter(p.neck.width for p in paths)[32] / n - 1 / 3) < 0.025  # widths stay uniform
+    fair = FairSampler(space, 0, depths="deep")
+    assert collections.Counter(fair.paths(s)[0].backbone.stages[2].depth for s in range(6 * 40)) == {1: 40, 2: 80, 3: 120}
+    for sampler in ("uniform", "fair"):
+        with pytest.raises(ValueError, match="depths: 'deepest' is not one of"):
+            SAMPLERS[sampler](space, 0, depths="deepest")

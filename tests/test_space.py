@@ -259,7 +259,8 @@ def test_genes_are_the_one_description_of_the_choices(tiny):
     for g in genes:
         assert g.when is None or g.when_name in seen, g.name
         seen.add(g.name)
-    assert {g.name for g in genes if g.width} == {"backbone.stem_width", "neck.width", "head.width",
+    assert {g.name for g in genes if g.elastic == "depth"} == {f"backbone.stages[{i}].depth" for i in range(4)}
+    assert {g.name for g in genes if g.elastic == "width"} == {"backbone.stem_width", "neck.width", "head.width",
                                                   *(f"backbone.stages[{i}].width" for i in range(4))}
     fpn = replace(tiny.smallest(), neck=NeckArch("fpn", 16, 2))
     with pytest.raises(ValueError, match=r"arch\.neck\.repeats: 2 is not allowed; allowed values: \[1\]"):
