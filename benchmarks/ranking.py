@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import kendalltau, rankdata, spearmanr
 
 from latency.table import LatencyTable
 from search.nas import SubnetEvaluator
@@ -90,14 +90,42 @@ def rank_agreement(inherited: list[float], standalone: list[float], resamples: i
             "spearman": round(float(spearmanr(x, y).statistic), 4), "spearman_ci95": interval(rhos)}
 
 
-def ranking_row(inherited: list[float], standalone: list[float], seed: int = 0) -> dict:
+def ranking_row(inherited: list[float], standalone: list[float], seed: int = 0, archs: list[Arch] | None = None) -> dict:
     """One supernet's row: rank agreement, the median inherited / standalone mAP ratio (how far
-    the shared weights are from a standalone training) and how many of the truth's top-5 the
-    inherited order also puts in its top 5."""
+    the shared weights are from a standalone training), how many of the truth's top-5 the
+    inherited order also puts in its top 5, and with `archs` what its errors follow (`rank_errors`)."""
     top = lambda v: set(np.argsort(v)[::-1][:TOP].tolist())
     ratios = [i / s for i, s in zip(inherited, standalone) if s > 0]
     return {**rank_agreement(inherited, standalone, seed=seed), "median_ratio": round(float(np.median(ratios)), 3) if ratios else None,
-            f"top{TOP}_overlap": len(top(inherited) & top(standalone))}
+            f"top{TOP}_overlap": len(top(inherited) & top(standalone)), **(rank_errors(inherited, standalone, archs) if archs else {})}
+
+
+def arch_features(arch: Arch) -> dict[str, float]:
+    """The ordered properties of an arch that a supernet's scores may be biased along."""
+    stages = arch.backbone.stages
+    return {"resolution": arch.resolution, "stem_width": arch.backbone.stem_width, "backbone_width": sum(s.width for s in stages),
+            "backbone_depth": sum(s.depth for s in stages), "neck_width": arch.neck.width, "neck_repeats": arch.neck.repeats,
+            "head_width": arch.head.width, "head_convs": arch.head.num_convs}
+
+
+def rank_errors(inherited: list[float], standalone: list[float], archs: list[Arch]) -> dict:
+    """What the supernet's errors follow. The error of an arch is its standalone rank minus its
+    inherited rank (both z-scored): > 0 where the supernet under-rates it. `error_vs`: Spearman
+    of the error against each `arch_features` value (> 0: archs with more of it are under-rated);
+    `type_error`: the mean error of each neck and head type. A bias that holds across seeds is
+    a fault of the training, not noise."""
+    z = lambda v: (v - v.mean()) / v.std()
+    error = z(rankdata(standalone)) - z(rankdata(inherited))
+    features = [arch_features(a) for a in archs]
+    error_vs = {}
+    for name in features[0]:
+        values = [f[name] for f in features]
+        error_vs[name] = round(float(spearmanr(values, error).statistic), 3) if len(set(values)) > 1 else None
+    kinds = {f"neck.{a.neck.type}": [] for a in archs} | {f"head.{a.head.type}": [] for a in archs}
+    for a, e in zip(archs, error):
+        kinds[f"neck.{a.neck.type}"].append(e)
+        kinds[f"head.{a.head.type}"].append(e)
+    return {"error_vs": error_vs, "type_error": {k: round(float(np.mean(v)), 3) for k, v in sorted(kinds.items())}}
 
 
 def ceiling_picks(archs: list[Arch], table: LatencyTable, n: int) -> list[Arch]:
@@ -277,7 +305,7 @@ def write_result(archs: list[Arch], latency: list[float], truth: dict, again: di
                  device_name: str, schedule: dict, val_images: int, args) -> None:
     """The JSON line (one row per supernet), the points file beside it and the plot."""
     standalone = [truth[a.hash()] for a in archs]
-    rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed)} for name, inh in inherited.items()]
+    rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed, archs)} for name, inh in inherited.items()]
     result = {
         "benchmark": "ranking", "device": device_name, "k": len(archs),
         "head_types": sorted({a.head.type for a in archs}), "neck_types": sorted({a.neck.type for a in archs}),

@@ -32,6 +32,19 @@ def test_ranking_row_reports_the_ratio_and_the_top5_overlap():
     assert row["median_ratio"] == 0.25 and row["top5_overlap"] == 4 and row["kendall_tau"] < 1
 
 
+def test_rank_errors_name_what_the_supernet_under_rates():
+    space = SearchSpace.preset("tiny_one_stage")
+    archs = [space.sample(i) for i in range(40)]
+    truth = [0.1 + 0.001 * i for i in range(40)]
+    depth = lambda a: sum(s.depth for s in a.backbone.stages)
+    inherited = [t - 0.01 * depth(a) - (0.02 if a.head.type == "fcos" else 0) for t, a in zip(truth, archs)]  # deep and FCOS penalised
+    row = ranking.ranking_row(inherited, truth, archs=archs)
+    assert row["error_vs"]["backbone_depth"] > 0.5 and abs(row["error_vs"]["resolution"]) < 0.35
+    assert row["type_error"]["head.fcos"] > 0 > row["type_error"]["head.retinanet"]
+    assert set(row["type_error"]) == {f"neck.{t}" for t in space.neck.types} | {"head.fcos", "head.retinanet"}
+    assert "error_vs" not in ranking.ranking_row(inherited, truth)
+
+
 class _Table:
     def predict(self, arch):
         return float(arch.resolution) + arch.neck.width / 100 + arch.head.width / 1000
