@@ -100,6 +100,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
             raise TrainError(f"--supernet {supernet}: predicts {model.num_classes} classes; the data has {train_set.num_classes}")
     else:
         detector = Detector(arch, train_set.num_classes, space.activation, space.head.anchor_scale)
+    detector.classes = train_set.classes
     if not config.eval_images:  # the whole validation set: these are the numbers a report quotes
         config = replace(config, eval_images=len(val_set))
     trainer = Trainer(config, (train_set, val_set), resume=resume and (out / "last.pt").is_file(), detector=detector.train())
@@ -114,7 +115,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
             "hash": arch.hash(), "init": init, **{k: evaluated[k] for k in METRICS}, "val_images": config.eval_images,
             **measure_latency(model, device, lut, space),
             "flops": flops(arch, model.num_classes), "params": params(arch, model.num_classes),
-            "train_seconds": round(trainer.train_seconds, 3), "steps": trainer.step,
+            "train_seconds": round(trainer.train_seconds, 3), "steps": trainer.step, "classes": train_set.classes,
         }
         atomic_json(metrics, metrics_path)  # before the export: a failed export loses no training
         if export:

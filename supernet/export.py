@@ -137,14 +137,39 @@ def _has_ties(scores: Tensor) -> bool:
 
 def _serialise(fmt: str, traced: torch.jit.ScriptModule, module: nn.Module, example: Tensor) -> bytes:
     buffer = io.BytesIO()
+    about = metadata(module.detector)
     if fmt == "torchscript":
-        torch.jit.save(traced, buffer)
+        torch.jit.save(traced, buffer, _extra_files={"smnas.json": json.dumps(about)})
         return buffer.getvalue()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
         torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
                           output_names=list(OUTPUTS), external_data=False)
-    return buffer.getvalue()
+    import onnx
+
+    graph = onnx.load_from_string(buffer.getvalue())
+    for key, value in about.items():
+        graph.metadata_props.add(key=key, value=json.dumps(value))
+    return graph.SerializeToString()
+
+
+def metadata(detector: Detector) -> dict:
+    """What a deployed file says about itself: which label is which class (`classes`, null for a
+    detector saved without them), the arch and the input it expects."""
+    return {"classes": detector.classes, "arch": detector.arch.to_dict(),
+            "input": {"shape": [1, 3, detector.arch.resolution, detector.arch.resolution], "range": [0, 1], "letterbox_fill": list(IMAGENET_MEAN)}}
+
+
+def read_metadata(path: str | Path) -> dict:
+    """`metadata` back from an exported file (.onnx: its metadata_props; TorchScript: smnas.json)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        return {p.key: json.loads(p.value) for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    files = {"smnas.json": ""}
+    torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    return json.loads(files["smnas.json"] or "{}")
 
 
 def run_exported(path: str | Path, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:

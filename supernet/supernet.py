@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -128,21 +128,23 @@ class Detector(Supernet):
     """
 
     def __init__(self, arch: Arch, num_classes: int, activation: str = "relu", anchor_scale: float = 4.0,
-                 post: Optional[PostProcess] = None, drop_path: float = 0.0):
+                 post: Optional[PostProcess] = None, drop_path: float = 0.0, classes: Optional[Sequence[dict]] = None):
         super().__init__(SearchSpace.point(arch, activation, anchor_scale), num_classes, post, drop_path, _path=arch)
         self.arch = arch
+        self.classes = check_classes(classes, num_classes)
 
     @classmethod
     def from_config(cls, config: dict) -> "Detector":
         try:
             arch = Arch.from_dict(config["arch"])
             post = PostProcess(**config.get("post", {}))
-            return cls(arch, config["num_classes"], config.get("activation", "relu"), config.get("anchor_scale", 4.0), post)
+            return cls(arch, config["num_classes"], config.get("activation", "relu"), config.get("anchor_scale", 4.0), post,
+                       classes=config.get("classes"))
         except (KeyError, TypeError) as e:
             raise ValueError(f"detector config: missing or malformed field ({e})") from None
 
     def config(self) -> dict:
-        return self.detector_config(self.arch)
+        return {**self.detector_config(self.arch), **({"classes": self.classes} if self.classes else {})}
 
     def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
         if arch is not None and arch != self.arch:
@@ -167,6 +169,20 @@ class Detector(Supernet):
         det = cls.from_config(blob["config"])
         det.load_state_dict(blob["state_dict"])
         return det.to(map_location)
+
+
+def check_classes(classes: Optional[Sequence[dict]], num_classes: int) -> Optional[list[dict]]:
+    """The class map of a detector, label i first to last: [{"label": i, "id": dataset id, "name"}],
+    or None (a detector saved before it existed)."""
+    if classes is None:
+        return None
+    classes = [dict(c) for c in classes] if isinstance(classes, (list, tuple)) and all(isinstance(c, dict) for c in classes) else None
+    if classes is None or len(classes) != num_classes:
+        raise ValueError(f"classes: expected {num_classes} entries {{'label', 'id', 'name'}}, one per label")
+    for i, c in enumerate(classes):
+        if c.get("label") != i or isinstance(c.get("id"), bool) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
+            raise ValueError(f"classes[{i}]: expected {{'label': {i}, 'id': <int>, 'name': <str>}}, got {c!r}")
+    return classes
 
 
 @functools.lru_cache(maxsize=4096)

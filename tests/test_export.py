@@ -6,7 +6,7 @@ from common import COCO128, needs_coco128
 from torchvision.io import ImageReadMode, decode_image
 
 from supernet import Arch, Detector, SearchSpace
-from supernet.export import compare, export, letterbox_image, main, run_exported
+from supernet.export import compare, export, letterbox_image, main, read_metadata, run_exported
 
 HEADS = ("fcos", "retinanet", "two_stage")
 
@@ -61,6 +61,23 @@ def test_letterboxed_real_image_matches_the_eager_detector_on_the_original(tmp_p
     boxes = (boxes / scale).clamp(min=0).minimum(torch.tensor([w, h, w, h]))  # what a user does: back to the image, clipped
     # the eager path maps back per axis from rounded sizes; the pixel difference that leaves is small
     assert compare((out["boxes"], out["scores"], out["labels"]), (boxes, scores, labels)) < 0.02 * max(h, w)
+
+
+def test_class_map_travels_with_the_detector_and_its_exports(tmp_path):
+    det = detector("fcos")
+    assert det.classes is None and "classes" not in det.config()  # a detector saved before class maps: still loads
+    classes = [{"label": i, "id": 10 + i, "name": n} for i, n in enumerate(["cat", "dog", "bird"])]
+    det.classes = classes
+    det.save(tmp_path / "model.pt")
+    assert Detector.load(tmp_path / "model.pt").classes == classes
+    export(det, tmp_path, check=False)
+    for name in ("model.onnx", "model.torchscript.pt"):
+        about = read_metadata(tmp_path / name)
+        assert about["classes"] == classes and Arch.from_dict(about["arch"]) == det.arch and about["input"]["shape"] == [1, 3, 64, 64]
+    with pytest.raises(ValueError, match=r"classes: expected 3 entries"):
+        Detector(det.arch, 3, classes=classes[:2])
+    with pytest.raises(ValueError, match=r"classes\[1\]: expected \{'label': 1"):
+        Detector(det.arch, 3, classes=[classes[0], {**classes[1], "label": 5}, classes[2]])
 
 
 def test_compare_catches_what_a_wrong_trace_produces():

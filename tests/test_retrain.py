@@ -14,6 +14,7 @@ from latency import Settings, build_table
 from search.retrain import load_archs
 from supernet import Arch, Detector, SearchSpace
 from supernet.baselines import RECIPES, baseline, baselines, nearest
+from supernet.export import read_metadata
 from supernet.shapes import generate_shapes
 from supernet.trainer import TrainConfig, Trainer, build_datasets, load_supernet
 
@@ -107,8 +108,11 @@ def test_retrain_writes_model_arch_metrics_and_exports(setup, tmp_path, capsys):
     assert Arch.from_json((out / "arch.json").read_text()) == setup["arch"]
     det = Detector.load(out / "model.pt")
     assert det.arch == setup["arch"] and det.num_classes == 3
+    assert det.classes == metrics["classes"] and [c["label"] for c in det.classes] == [0, 1, 2]  # which label is which class
+    assert all(isinstance(c["id"], int) and c["name"] for c in det.classes)
     for fmt in ("torchscript", "onnx"):
         assert Path(metrics["export"][fmt]["path"]).is_file() and metrics["export"][fmt]["max_abs_diff"] < 1e-3
+        assert read_metadata(metrics["export"][fmt]["path"])["classes"] == det.classes
     # finished: --resume returns it as is, without --resume the folder is refused
     assert retrain_script.main(argv(setup, out, "--arch", str(setup["root"] / "arch.json"), "--resume")) == 0
     assert last_json(capsys)["train_seconds"] == metrics["train_seconds"]

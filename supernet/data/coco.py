@@ -65,6 +65,8 @@ class CocoDetection(Dataset):
         self.cat_ids: list[int] = [c["id"] for c in categories]
         self.class_names: list[str] = [str(c.get("name", c["id"])) for c in categories]
         self.num_classes = len(self.cat_ids)
+        # label i <-> category: what a trained detector keeps so its outputs can be read back
+        self.classes: list[dict] = [{"label": i, "id": c, "name": n} for i, (c, n) in enumerate(zip(self.cat_ids, self.class_names))]
         self.records, dropped = _records(data, images_dir, ann_file, {cid: i for i, cid in enumerate(self.cat_ids)})
         _check_files(self.records, images_dir, ann_file)
         self.skipped: list[Path] = []
