@@ -253,11 +253,11 @@ def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: 
     return Runner(prepare(model, settings), lambda m: m(x))
 
 
-def reference_runner(space: SearchSpace, ctx: OpContext, settings: Settings, seed: int) -> Runner:
-    """The detector a build's noise check times, fixed by `seed` (arch, weights and input), so a
-    later validation can time the very same model and tell a change of the machine's speed from
-    an error of the table."""
-    return detector_runner(space.sample(seed), ctx, settings, seed=seed)
+def reference_runner(arch: Arch, ctx: OpContext, settings: Settings, seed: int) -> Runner:
+    """The detector a build's noise check times, fixed by `arch` and `seed` (weights and input;
+    the table stores both), so a later validation can time the very same model and tell a change
+    of the machine's speed from an error of the table."""
+    return detector_runner(arch, ctx, settings, seed=seed)
 
 
 def iter_archs(space: SearchSpace, n: int, seed: int) -> Iterator[Arch]:

@@ -311,7 +311,9 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
             last_save = time.perf_counter()
 
     if "noise" not in state:
-        state["noise"] = noise_check(reference_runner(space, ctx, settings, seed), settings, timer=timer).to_dict()
+        reference = space.sample(seed)
+        state["noise"] = {**noise_check(reference_runner(reference, ctx, settings, seed), settings, timer=timer).to_dict(),
+                          "arch": reference.to_dict()}
         if state["noise"]["noisy"]:
             log(f"warning: the machine is noisy: the same model's time varied by {state['noise']['spread']:.0%} "
                 f"over 5 runs; timings (and the table) will be less accurate")

@@ -9,6 +9,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from supernet.io import atomic_save_figure, figure
+from supernet.space import Arch
 
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
 from .ops import detector_runner, iter_archs, reference_runner
@@ -44,7 +45,12 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
     archs = list(iter_archs(table.space, samples, seed))
     predicted = [table.predict(a) for a in archs]  # before measuring: a missing op fails fast
     raw = [table.raw(a) for a in archs]
-    reference = reference_runner(table.space, table.context, settings, table.meta.get("seed", 0))
+    # the build's reference detector; a table without its arch (built before it was stored, when
+    # the seed's draw may have been another arch) is timed on the seed's arch and not compared
+    built = table.meta.get("noise", {})
+    stored = built.get("arch")
+    arch = table.space.validate(Arch.from_dict(stored, f"{table.path}: meta.noise.arch")) if stored else table.space.sample(table.meta.get("seed", 0))
+    reference = reference_runner(arch, table.context, settings, table.meta.get("seed", 0))
     noise = noise_check(reference, settings, timer=timer)
     factories = {a.hash(): (lambda a=a: detector_runner(a, table.context, settings)) for a in archs}
     done: dict = {}
@@ -53,7 +59,7 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
                                 extra_passes=extra_passes, on_extra_pass=lambda n: setattr(bar, "total", bar.total + n))
     measured = [measured[a.hash()] for a in archs]
     after = noise_check(reference, settings, timer=timer)
-    built = table.meta.get("noise", {}).get("medians_ms")
+    built = built.get("medians_ms") if stored else None
     result = {
         **error_stats(predicted, measured),
         "device": table.meta["environment"]["device_name"],

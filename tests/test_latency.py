@@ -10,7 +10,7 @@ from latency.__main__ import main
 from latency.cost import _Flat, count_flops, flops, params
 from latency.ops import Op, detector, detector_runner, op_runner, reference_runner
 from latency.validate import validate_table
-from supernet import SearchSpace
+from supernet import Arch, SearchSpace
 from supernet.supernet import Detector
 
 
@@ -291,16 +291,21 @@ class ConstTimer:
 
 
 def test_validation_times_the_builds_reference_again_and_reports_the_machines_drift(tmp_path):
-    """The same seed gives the same reference detector (arch, weights, input); timings 30 %
-    slower than at build time show as 1.3x before and after, next to the errors they cause."""
+    """The table stores its reference arch, and with the same seed the same weights and input
+    are drawn; timings 30 % slower than at build time show as 1.3x before and after, next to the
+    errors they cause. A table without the stored arch is not compared (its seed may have drawn
+    another arch when it was built)."""
     space, ctx = micro_space(), OpContext(num_classes=3)
-    a, b = (reference_runner(space, ctx, FAST, 5) for _ in range(2))
+    a, b = (reference_runner(space.sample(5), ctx, FAST, 5) for _ in range(2))
     with torch.no_grad():
         out_a, out_b = a(), b()
     assert all(torch.equal(x["boxes"], y["boxes"]) and torch.equal(x["scores"], y["scores"]) for x, y in zip(out_a, out_b))
     table = build_table(space, FAST, tmp_path / "t.json", 3, passes=1, calib_archs=0, timer=ConstTimer(1.0), progress=False, extra_passes=0)
+    assert Arch.from_dict(table.meta["noise"]["arch"]) == space.sample(table.meta["seed"])
     result = validate_table(table, samples=3, passes=1, timer=ConstTimer(1.3), progress=False, extra_passes=0)
     assert result["reference_time_vs_build"] == {"before": 1.3, "after": 1.3}
+    del table.meta["noise"]["arch"]
+    assert validate_table(table, samples=3, passes=1, timer=ConstTimer(1.3), progress=False, extra_passes=0)["reference_time_vs_build"] is None
 
 
 def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
