@@ -114,13 +114,13 @@ def rank_errors(inherited: list[float], standalone: list[float], archs: list[Arc
     of the error against each `arch_features` value (> 0: archs with more of it are under-rated);
     `type_error`: the mean error of each neck and head type. A bias that holds across seeds is
     a fault of the training, not noise."""
-    z = lambda v: (v - v.mean()) / v.std()
+    z = lambda v: (v - v.mean()) / v.std() if v.std() > 0 else v * 0.0
     error = z(rankdata(standalone)) - z(rankdata(inherited))
     features = [arch_features(a) for a in archs]
     error_vs = {}
-    for name in features[0]:
+    for name in features[0]:  # undefined (None) where the property or the error does not vary
         values = [f[name] for f in features]
-        error_vs[name] = round(float(spearmanr(values, error).statistic), 3) if len(set(values)) > 1 else None
+        error_vs[name] = round(float(spearmanr(values, error).statistic), 3) if len(set(values)) > 1 and np.ptp(error) > 1e-12 else None
     kinds = {f"neck.{a.neck.type}": [] for a in archs} | {f"head.{a.head.type}": [] for a in archs}
     for a, e in zip(archs, error):
         kinds[f"neck.{a.neck.type}"].append(e)

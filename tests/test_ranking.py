@@ -43,6 +43,8 @@ def test_rank_errors_name_what_the_supernet_under_rates():
     assert row["type_error"]["head.fcos"] > 0 > row["type_error"]["head.retinanet"]
     assert set(row["type_error"]) == {f"neck.{t}" for t in space.neck.types} | {"head.fcos", "head.retinanet"}
     assert "error_vs" not in ranking.ranking_row(inherited, truth)
+    agreed = ranking.ranking_row([t / 2 for t in truth], truth, archs=archs)  # the same order: no error to explain
+    assert set(agreed["error_vs"].values()) == {None} and set(agreed["type_error"].values()) == {0.0}
 
 
 class _Table:
