@@ -12,7 +12,7 @@ from pathlib import Path
 
 from supernet.cli import CommandParser
 from supernet.io import error_line
-from supernet.space import SearchSpace
+from supernet.space import DEPTH_SAMPLING, WIDTH_SAMPLING, SearchSpace
 from supernet.trainer import Interrupted, TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
 
 
@@ -24,9 +24,9 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
                    help="paths a step: uniform (random), sandwich (the largest, the smallest and random ones), fair (every choice equally often)")
     p.add_argument("--random-paths", type=int, default=TrainConfig.random_paths,
                    help="random paths a step, gradients accumulated (sandwich: besides the largest and the smallest)")
-    p.add_argument("--width-sampling", choices=["uniform", "wide"], default=TrainConfig.width_sampling,
+    p.add_argument("--width-sampling", choices=list(WIDTH_SAMPLING), default=TrainConfig.width_sampling,
                    help="how random paths draw widths: uniform, or wide (weight 1..n, narrowest first: the trailing channels only wide paths use get more updates)")
-    p.add_argument("--depth-sampling", choices=["uniform", "deep"], default=TrainConfig.depth_sampling,
+    p.add_argument("--depth-sampling", choices=list(DEPTH_SAMPLING), default=TrainConfig.depth_sampling,
                    help="how random paths draw stage depths: uniform, or deep (weight 1..n, shallowest first: the last block positions get more updates)")
     p.add_argument("--distill", type=float, default=TrainConfig.distill,
                    help="in-place distillation weight (sandwich): the other paths match the largest path's features; 0: off")

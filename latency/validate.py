@@ -47,8 +47,8 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
     raw = [table.raw(a) for a in archs]
     # the build's reference detector; a table without its arch (built before it was stored, when
     # the seed's draw may have been another arch) is timed on the seed's arch and not compared
-    built = table.meta.get("noise", {})
-    stored = built.get("arch")
+    build_noise = table.meta.get("noise", {})
+    stored = build_noise.get("arch")
     arch = table.space.validate(Arch.from_dict(stored, f"{table.path}: meta.noise.arch")) if stored else table.space.sample(table.meta.get("seed", 0))
     reference = reference_runner(arch, table.context, settings, table.meta.get("seed", 0))
     noise = noise_check(reference, settings, timer=timer)
@@ -59,7 +59,7 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
                                 extra_passes=extra_passes, on_extra_pass=lambda n: setattr(bar, "total", bar.total + n))
     measured = [measured[a.hash()] for a in archs]
     after = noise_check(reference, settings, timer=timer)
-    built = built.get("medians_ms") if stored else None
+    built = build_noise.get("medians_ms") if stored else None
     result = {
         **error_stats(predicted, measured),
         "device": table.meta["environment"]["device_name"],

@@ -176,13 +176,13 @@ def check_classes(classes: Optional[Sequence[dict]], num_classes: int) -> Option
     or None (a detector saved before it existed)."""
     if classes is None:
         return None
-    classes = [dict(c) for c in classes] if isinstance(classes, (list, tuple)) and all(isinstance(c, dict) for c in classes) else None
-    if classes is None or len(classes) != num_classes:
+    if not isinstance(classes, (list, tuple)) or len(classes) != num_classes:
         raise ValueError(f"classes: expected {num_classes} entries {{'label', 'id', 'name'}}, one per label")
     for i, c in enumerate(classes):
-        if c.get("label") != i or isinstance(c.get("id"), bool) or not isinstance(c.get("id"), int) or not isinstance(c.get("name"), str):
+        ok = isinstance(c, dict) and c.get("label") == i and isinstance(c.get("name"), str)
+        if not ok or isinstance(c.get("id"), bool) or not isinstance(c.get("id"), int):
             raise ValueError(f"classes[{i}]: expected {{'label': {i}, 'id': <int>, 'name': <str>}}, got {c!r}")
-    return classes
+    return [dict(c) for c in classes]
 
 
 @functools.lru_cache(maxsize=4096)

@@ -56,7 +56,7 @@ class Interrupted(TrainError):
 RUNTIME_FIELDS = frozenset({"out", "device", "workers", "eval_every", "ckpt_every", "log_every", "eval_images", "eval_random_archs",
                             "calib_batches", "space"})  # the space is compared by content, not by how it was named
 # what a checkpoint that predates a field was trained with, where that is not the field's default today
-PREDATED = {"width_sampling": "uniform", "depth_sampling": "uniform"}
+PREDATED = {"width_sampling": "uniform"}
 
 
 @dataclass
