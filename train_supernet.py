@@ -12,6 +12,7 @@ from pathlib import Path
 
 from supernet.cli import CommandParser
 from supernet.io import error_line
+from supernet.sampler import SAMPLERS
 from supernet.space import DEPTH_SAMPLING, WIDTH_SAMPLING, SearchSpace
 from supernet.trainer import Interrupted, TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
 
@@ -20,8 +21,9 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:
     """(config, --resume, --overwrite); TrainError for a value the config refuses."""
     p = CommandParser(description=__doc__)
     add_train_arguments(p)
-    p.add_argument("--sampler", choices=["uniform", "sandwich", "fair"], default=TrainConfig.sampler,
-                   help="paths a step: uniform (random), sandwich (the largest, the smallest and random ones), fair (every choice equally often)")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=TrainConfig.sampler,
+                   help="paths a step: uniform (random), sandwich (the largest, the smallest and random ones), smallest (the smallest and "
+                        "random ones), narrow_twin (each random path and itself at its least widths), fair (every choice equally often)")
     p.add_argument("--random-paths", type=int, default=TrainConfig.random_paths,
                    help="random paths a step, gradients accumulated (sandwich: besides the largest and the smallest)")
     p.add_argument("--width-sampling", choices=list(WIDTH_SAMPLING), default=TrainConfig.width_sampling,

@@ -27,6 +27,12 @@ declare -A OPTIONS=(
   [deep_e72]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --depth-sampling deep"
   [deep_e72_seed1]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --depth-sampling deep --seed 1"
   [deep_e72_seed2]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --depth-sampling deep --seed 2"
+  [smallest_e72]="--sampler smallest --random-paths 1 --epochs 72 --width-sampling wide"
+  [smallest_e72_seed1]="--sampler smallest --random-paths 1 --epochs 72 --width-sampling wide --seed 1"
+  [smallest_e72_seed2]="--sampler smallest --random-paths 1 --epochs 72 --width-sampling wide --seed 2"
+  [twin_e72]="--sampler narrow_twin --random-paths 1 --epochs 72 --width-sampling wide"
+  [twin_e72_seed1]="--sampler narrow_twin --random-paths 1 --epochs 72 --width-sampling wide --seed 1"
+  [twin_e72_seed2]="--sampler narrow_twin --random-paths 1 --epochs 72 --width-sampling wide --seed 2"
 )
 ROWS=${ROWS:-"uniform3 fair3 uniform1_e72 kd_backbone"}
 for name in $ROWS; do

@@ -45,6 +45,28 @@ class SandwichSampler(UniformSampler):
         return [self.space.largest(rng), self.space.smallest(rng), *super().paths(step)]
 
 
+class SmallestSampler(UniformSampler):
+    """The smallest path and `random_paths` random paths per step: the sandwich's lower bound
+    without its largest path. Leading channels are otherwise trained mostly next to trailing
+    ones that a narrow path lacks, so narrow paths inherit weights that work only in company."""
+
+    def paths(self, step: int) -> list[Arch]:
+        return [self.space.smallest(random.Random(f"{self.seed}/{step}/extremes")), *super().paths(step)]
+
+
+class NarrowTwinSampler(UniformSampler):
+    """Each random path and its narrowest twin (the same path at its least widths,
+    `SearchSpace.narrowest`) per step: every topology's leading channels also learn to work
+    alone, at the depths, resolution and types they run with."""
+
+    def paths(self, step: int) -> list[Arch]:
+        out = []
+        for arch in super().paths(step):
+            twin = self.space.narrowest(arch)
+            out += [arch] if twin == arch else [arch, twin]
+        return out
+
+
 class FixedSampler(UniformSampler):
     """Always the same path: retraining one architecture on its own (no path sampling)."""
 
@@ -105,4 +127,5 @@ def python_rng_state(saved) -> tuple:
     return version, tuple(internal), gauss
 
 
-SAMPLERS = {"uniform": UniformSampler, "sandwich": SandwichSampler, "fair": FairSampler}
+SAMPLERS = {"uniform": UniformSampler, "sandwich": SandwichSampler, "smallest": SmallestSampler, "narrow_twin": NarrowTwinSampler,
+            "fair": FairSampler}

@@ -364,6 +364,12 @@ class SearchSpace:
         """Every ordered choice at its most; the types the last listed, or drawn from `rng`."""
         return self._assign(lambda g: max(g.choices) if g.ordered else rng.choice(g.choices) if rng else g.choices[-1])
 
+    def narrowest(self, arch: "Arch") -> "Arch":
+        """`arch` with every width (stem, stages, neck, head) at its least, all else kept: the
+        path that runs only the leading channels `arch`'s own layers share."""
+        values = self.encode(arch)
+        return self.decode({**values, **{g.name: min(g.choices) for g in self.genes() if g.elastic == "width"}})
+
     def size(self) -> int:
         """Number of distinct architectures (inactive genes are not choices)."""
         genes = self.genes()

@@ -58,15 +58,36 @@ def test_fair_visits_every_value_equally_often(space):
         assert max(c.values()) - min(c.values()) <= 1, (name, c)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"narrow_twin"}))
 def test_random_paths_a_step(space, name):
     one, three = SAMPLERS[name](space, 5), SAMPLERS[name](space, 5, random_paths=3)
-    extremes = 2 if name == "sandwich" else 0
+    extremes = {"sandwich": 2, "smallest": 1}.get(name, 0)
     for step in range(10):
         single, several = one.paths(step), three.paths(step)
         assert len(single) == 1 + extremes and len(several) == 3 + extremes
         assert len({a.hash() for a in several[extremes:]}) == 3  # distinct draws, not one path three times
         assert several[0] == single[0] or name == "fair"  # uniform and sandwich: the first draw is the one-path run's own
+
+
+def test_smallest_sampler_trains_the_smallest_path_first(space):
+    for step in range(5):
+        smallest, drawn = SAMPLERS["smallest"](space, 2).paths(step)
+        assert smallest.resolution == min(space.resolutions) and smallest.backbone.stem_width == min(space.backbone.stem_widths)
+        assert [s.depth for s in smallest.backbone.stages] == [min(s.depths) for s in space.backbone.stages]
+        assert drawn == SAMPLERS["uniform"](space, 2).paths(step)[0]
+
+
+def test_narrow_twin_sampler_pairs_each_path_with_itself_at_its_least_widths(space):
+    twins, uniform = SAMPLERS["narrow_twin"](space, 7, random_paths=2, widths="wide"), SAMPLERS["uniform"](space, 7, random_paths=2, widths="wide")
+    for step in range(10):
+        paths, drawn = twins.paths(step), uniform.paths(step)
+        assert paths[0] == drawn[0] and drawn[1] in paths
+        for arch in drawn:
+            twin = space.narrowest(arch)
+            assert twin in paths if twin != arch else paths.count(arch) == 1
+            got, want = space.encode(twin), space.encode(arch)
+            for g in space.genes():
+                assert got[g.name] == (min(g.choices) if g.elastic == "width" else want[g.name]), g.name
 
 
 def test_wide_width_sampling_draws_each_width_by_its_rank():
