@@ -1,10 +1,10 @@
 """An architecture as the ops a latency table times, and how to run each op on its own.
 
 A subnet's forward pass is, in order: letterbox in / boxes out (`io`), the stride-2 `stem`, each
-backbone `block` at its position's widths, stride and input size, the `neck`, the `head` (towers
-and predictors), and for one-stage heads the `post`-processing (decoding, top-k, NMS). The
-two-stage head is one op, post-processing included: its proposal filtering (top-k + NMS) sits
-between its two stages, and its second stage runs on the proposals the first produced.
+backbone `block` at its position's widths, stride and input size, the `neck`, the `head` and its
+`post`-processing. A head's two ops are its own split, as torchvision's detectors split theirs:
+`raw_outputs` (the networks; a two-stage head's proposal filtering, which sits between its two
+stages, included) and `postprocess` (decoding, score threshold, top-k, NMS).
 
 An op's key names everything its time depends on within one table; what is the same for a whole
 table (batch size, dtype, device, number of classes, activation, anchor scale) lives in
@@ -32,7 +32,6 @@ from torchvision.models.detection.image_list import ImageList
 from supernet.backbone import block_positions
 from supernet.blocks import BLOCKS
 from supernet.heads import HEADS, PostProcess
-from supernet.heads.common import float_anchors
 from supernet.layers import ConvBnAct
 from supernet.necks import NECKS
 from supernet.space import NUM_NECK_LEVELS, Arch, HeadArch, NeckArch, SearchSpace
@@ -40,8 +39,6 @@ from supernet.supernet import Detector
 from supernet.transform import letterbox, restore
 
 from .measure import Settings, prepare
-
-TWO_STAGE = "two_stage"
 
 
 @dataclass(frozen=True)
@@ -114,11 +111,9 @@ def arch_ops(arch: Arch) -> list[Op]:
 
 def neck_head_ops(neck: NeckArch, head: HeadArch, in_channels: tuple[int, ...], resolution: int) -> list[Op]:
     """The ops after the backbone: the neck on the last stages' widths, the head, post-processing."""
-    ops = [make_op("neck", type=neck.type, cin=in_channels, width=neck.width, repeats=neck.repeats, res=resolution),
-           make_op("head", type=head.type, cin=neck.width, width=head.width, convs=head.num_convs, res=resolution)]
-    if head.type != TWO_STAGE:
-        ops.append(make_op("post", type=head.type, res=resolution))
-    return ops
+    return [make_op("neck", type=neck.type, cin=in_channels, width=neck.width, repeats=neck.repeats, res=resolution),
+            make_op("head", type=head.type, cin=neck.width, width=head.width, convs=head.num_convs, res=resolution),
+            make_op("post", type=head.type, res=resolution)]
 
 
 def space_ops(space: SearchSpace) -> dict[str, Op]:
@@ -150,8 +145,7 @@ def space_ops(space: SearchSpace) -> dict[str, Op]:
         for t in head.types:
             for cin, w, n in itertools.product(neck.widths, head.widths, head.num_convs):
                 add(make_op("head", type=t, cin=cin, width=w, convs=n, res=r))
-            if t != TWO_STAGE:
-                add(make_op("post", type=t, res=r))
+            add(make_op("post", type=t, res=r))
     return ops
 
 
@@ -197,10 +191,6 @@ def op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
 def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
     p, b, act = dict(op.params), settings.batch_size, ctx.activation
     rand = _inputs(settings)
-
-    def head_module(kind: str, cin: int, width: int, convs: int):
-        return prepare(HEADS[kind](cin, width, convs, ctx.num_classes, act, ctx.anchor_scale, ctx.post), settings)
-
     if op.kind == "io":
         r = p["res"]
         x = rand(b, 3, r, r)
@@ -218,20 +208,16 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         feats = [rand(b, c, s, s) for c, s in zip(p["cin"], sides)]
         module = prepare(NECKS[p["type"]](list(p["cin"]), p["width"], p["repeats"], act), settings)
         return Runner(module, lambda m: m(feats, p["width"], p["repeats"]))
-    if op.kind in ("head", "post"):
-        cin, width, convs = (p["cin"], p["width"], p["convs"]) if op.kind == "head" else (8, 8, 1)
-        module = head_module(p["type"], cin, width, convs)
+    if op.kind in ("head", "post"):  # post-processing does not depend on the head's widths: a narrow build feeds it
+        cin, arch = (p["cin"], HeadArch(p["type"], p["width"], p["convs"])) if op.kind == "head" else (8, HeadArch(p["type"], 8, 1))
+        module = prepare(HEADS[p["type"]](cin, arch.width, arch.num_convs, ctx.num_classes, act, ctx.anchor_scale, ctx.post), settings)
         feats = [rand(b, cin, s, s) for s in sides]
         images = ImageList(rand(b, 3, p["res"], p["res"]), [(p["res"], p["res"])] * b)
-        if op.kind == "head" and p["type"] == TWO_STAGE:
-            arch = HeadArch(p["type"], width, convs)
-            return Runner(module, lambda m: m(feats, images, arch))
         if op.kind == "head":
-            return Runner(module, lambda m: m.predict(m.cls_tower(feats, width, convs), m.box_tower(feats, width, convs)))
+            return Runner(module, lambda m: m.raw_outputs(feats, images, arch))
         with torch.no_grad():
-            outputs = module.predict(module.cls_tower(feats, width, convs), module.box_tower(feats, width, convs))
-        num_per_level = [o.shape[1] for o in outputs["bbox_regression"]]
-        return Runner(module, lambda m: m.detect(outputs, float_anchors(m.anchor_generator, images, feats), images.image_sizes, num_per_level))
+            raw = module.raw_outputs(feats, images, arch)
+        return Runner(module, lambda m: m.postprocess(raw, images))
     raise ValueError(f"op {op.key}: unknown kind {op.kind!r}")
 
 

@@ -225,7 +225,7 @@ class LatencyTable:
             return sum(self.entries[op.key] for op in ops)
         except KeyError as e:
             raise TableError(f"{self.path or 'latency table'}: no entry for op {e.args[0]}; "
-                             f"the table was built for another search space (rebuild it with python -m latency build)") from None
+                             f"the table was built for another search space or by an older version (rebuild it with python -m latency build)") from None
 
     def _op_ms(self, key: str) -> float:
         return self.correction.op_ms(self.entries[key]) if self.correction else self.entries[key]

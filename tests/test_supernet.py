@@ -6,6 +6,7 @@ import torch
 
 from supernet import Arch, Detector, PostProcess, SearchSpace, Supernet, preserve_off_path
 from supernet.layers import leading_slice
+from supernet.transform import letterbox
 
 NUM_CLASSES = 3
 
@@ -75,6 +76,21 @@ def test_forward_backward_each_neck_and_head(model, space, neck, head):
         h, w = img.shape[-2:]
         assert det["boxes"][:, 2].max() <= w and det["boxes"][:, 3].max() <= h  # input-image coordinates
         assert det["labels"].min() >= 0 and det["labels"].max() < NUM_CLASSES
+
+
+@pytest.mark.parametrize("head", ["fcos", "retinanet", "two_stage"])
+def test_every_head_splits_into_raw_outputs_and_postprocess(model, space, head):
+    """The two parts the latency table times apart are, in sequence, exactly the head's forward."""
+    arch = with_types(space.sample(3), "fpn", head, space)
+    model.eval()
+    with torch.no_grad():
+        images = letterbox(batch(2)[0], arch.resolution)[0]
+        features = model.neck["fpn"](model.backbone(images.tensors, arch.backbone), arch.neck.width, arch.neck.repeats)
+        module = model.head[head]
+        split, whole = module.postprocess(module.raw_outputs(features, images, arch.head), images), module(features, images, arch.head)
+    assert len(split) == len(whole) == 2 and all(len(d["boxes"]) > 0 for d in whole)
+    for a, b in zip(split, whole):
+        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
 
 
 def test_gradients_exactly_on_the_path(model, space):

@@ -90,8 +90,9 @@ class OneStageHead(nn.Module):
     """Dense head on the three neck levels: a classification and a box tower, then predictors.
 
     Subclasses define `predict` (tower outputs -> per-level flattened tensors), `loss`, `scores`
-    and `decode`. `forward` returns the loss dict in training and detections (in the coordinates
-    of the padded input batch) in eval, as torchvision's detectors do.
+    and `decode`. As torchvision's detectors, the work is split in two: `raw_outputs` (the
+    networks, what a loss needs) and `postprocess` (decoding, top-k, NMS); `forward` returns the
+    loss dict in training and detections (in the coordinates of the padded input batch) in eval.
     """
 
     def __init__(self, in_ch: int, width: int, num_convs: int, act: str, anchors: AnchorGenerator, post: PostProcess):
@@ -113,15 +114,23 @@ class OneStageHead(nn.Module):
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
+    def raw_outputs(self, features: list[Tensor], images: ImageList, arch: HeadArch) -> dict:
+        """Per-level predictions, the anchors (float32) and the number of anchors per level."""
         outputs = self.predict(
             self.cls_tower(features, arch.width, arch.num_convs), self.box_tower(features, arch.width, arch.num_convs)
         )
         anchors = float_anchors(self.anchor_generator, images, features)
-        num_per_level = [o.shape[1] for o in outputs["bbox_regression"]]
+        return {"outputs": outputs, "anchors": anchors, "num_per_level": [o.shape[1] for o in outputs["bbox_regression"]]}
+
+    def postprocess(self, raw: dict, images: ImageList) -> list[dict[str, Tensor]]:
+        """Detections of `raw_outputs`, in the coordinates of the padded batch."""
+        return self.detect(raw["outputs"], raw["anchors"], images.image_sizes, raw["num_per_level"])
+
+    def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
+        raw = self.raw_outputs(features, images, arch)
         if self.training:
-            return self.loss({k: torch.cat(v, 1) for k, v in outputs.items()}, anchors, targets, num_per_level)
-        return self.detect(outputs, anchors, images.image_sizes, num_per_level)
+            return self.loss({k: torch.cat(v, 1) for k, v in raw["outputs"].items()}, raw["anchors"], targets, raw["num_per_level"])
+        return self.postprocess(raw, images)
 
     def detect(self, outputs: dict[str, list[Tensor]], anchors: list[Tensor], image_sizes: list[tuple[int, int]], num_per_level: list[int]) -> list[dict[str, Tensor]]:
         """Per level: score threshold and top-k; then class-wise NMS over the levels (torchvision's

@@ -93,7 +93,33 @@ class TwoStageHead(nn.Module):
             score_thresh=post.score_thresh, nms_thresh=post.nms_thresh, detections_per_img=post.detections_per_img,
         )
 
+    def raw_outputs(self, features: list[Tensor], images: ImageList, arch: HeadArch) -> dict:
+        """Both stages' networks, the proposal filtering between them included: the proposals and
+        the box head's class logits and box deltas for each (float32)."""
+        proposals = self._proposals(features, images)[0]
+        class_logits, box_regression = self._box_outputs(features, images, proposals, arch)
+        return {"proposals": proposals, "class_logits": class_logits, "box_regression": box_regression}
+
+    def postprocess(self, raw: dict, images: ImageList) -> list[dict[str, Tensor]]:
+        """Detections of `raw_outputs` (torchvision's per-class score threshold and NMS), labels 0..K-1."""
+        boxes, scores, labels = self.roi.postprocess_detections(raw["class_logits"], raw["box_regression"], raw["proposals"], images.image_sizes)
+        return [{"boxes": b, "scores": s, "labels": lab - 1} for b, s, lab in zip(boxes, scores, labels)]
+
     def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
+        if not self.training:
+            return self.postprocess(self.raw_outputs(features, images, arch), images)
+        rpn = self.rpn
+        proposals, objectness, deltas, anchors = self._proposals(features, images)
+        labels, matched = rpn.assign_targets_to_anchors(anchors, targets)
+        loss_obj, loss_rpn_box = rpn.compute_loss(objectness, deltas, labels, rpn.box_coder.encode(matched, anchors))
+        shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
+        proposals, _, labels, regression_targets = self.roi.select_training_samples(proposals, shifted)
+        class_logits, box_regression = self._box_outputs(features, images, proposals, arch)
+        loss_cls, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+        return {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_rpn_box, "loss_classifier": loss_cls, "loss_box_reg": loss_box}
+
+    def _proposals(self, features: list[Tensor], images: ImageList) -> tuple[list[Tensor], Tensor, Tensor, list[Tensor]]:
+        """The RPN's filtered proposals per image, and its objectness, deltas and anchors (what its loss needs)."""
         rpn = self.rpn
         objectness, deltas = rpn.head(features)
         anchors = float_anchors(rpn.anchor_generator, images, features)  # proposals in float32 whatever the dtype
@@ -101,13 +127,10 @@ class TwoStageHead(nn.Module):
         objectness, deltas = (t.float() for t in concat_box_prediction_layers(objectness, deltas))
         proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
         proposals, _ = rpn.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
-        losses = {}
-        if self.training:
-            labels, matched = rpn.assign_targets_to_anchors(anchors, targets)
-            loss_obj, loss_rpn_box = rpn.compute_loss(objectness, deltas, labels, rpn.box_coder.encode(matched, anchors))
-            losses = {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_rpn_box}
-            shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
-            proposals, _, labels, regression_targets = self.roi.select_training_samples(proposals, shifted)
+        return proposals, objectness, deltas, anchors
+
+    def _box_outputs(self, features: list[Tensor], images: ImageList, proposals: list[Tensor], arch: HeadArch) -> tuple[Tensor, Tensor]:
+        """The second stage on `proposals`: RoIAlign, box head, predictor (float32 outputs)."""
         # the pooler infers each level's scale from the padded batch size, which is exact
         padded = [tuple(images.tensors.shape[-2:])] * len(proposals)
         # RoIAlign wants one dtype for features and boxes, and has no bf16 kernel: pool bf16 in float32
@@ -115,9 +138,5 @@ class TwoStageHead(nn.Module):
         pool = torch.float32 if dtype == torch.bfloat16 else dtype
         maps = {str(i): f.to(pool) for i, f in enumerate(features)}
         x = self.roi.box_roi_pool(maps, [p.to(pool) for p in proposals], padded).to(dtype)
-        class_logits, box_regression = (t.float() for t in self.roi.box_predictor(self.roi.box_head(x, arch.width, arch.num_convs)))
-        if self.training:
-            loss_cls, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
-            return {**losses, "loss_classifier": loss_cls, "loss_box_reg": loss_box}
-        boxes, scores, labels = self.roi.postprocess_detections(class_logits, box_regression, proposals, images.image_sizes)
-        return [{"boxes": b, "scores": s, "labels": lab - 1} for b, s, lab in zip(boxes, scores, labels)]
+        class_logits, box_regression = self.roi.box_predictor(self.roi.box_head(x, arch.width, arch.num_convs))
+        return class_logits.float(), box_regression.float()
