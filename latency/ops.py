@@ -30,12 +30,11 @@ import torch.nn as nn
 from torchvision.models.detection.image_list import ImageList
 
 from supernet.backbone import block_positions
-from supernet.blocks import BLOCKS
-from supernet.heads import HEADS, PostProcess
+from supernet.heads import PostProcess
 from supernet.layers import ConvBnAct
-from supernet.necks import NECKS
+from supernet.registry import component
 from supernet.space import NUM_NECK_LEVELS, Arch, HeadArch, NeckArch, SearchSpace
-from supernet.supernet import Detector
+from supernet.supernet import Detector, knob_values
 from supernet.transform import letterbox, restore
 
 from .measure import Settings, prepare
@@ -140,10 +139,10 @@ def space_ops(space: SearchSpace) -> dict[str, Op]:
             in_widths = stage.widths
         for cin in itertools.product(*(st.widths for st in bb.stages[-NUM_NECK_LEVELS:])):
             for t in neck.types:
-                for w, rep in itertools.product(neck.widths, neck.repeat_choices(t)):
+                for w, rep in itertools.product(neck.widths, space.choices(("neck", "repeats"), {"neck.type": t})):
                     add(make_op("neck", type=t, cin=cin, width=w, repeats=rep, res=r))
         for t in head.types:
-            for cin, w, n in itertools.product(neck.widths, head.widths, head.num_convs):
+            for cin, w, n in itertools.product(neck.widths, head.widths, space.choices(("head", "num_convs"), {"head.type": t})):
                 add(make_op("head", type=t, cin=cin, width=w, convs=n, res=r))
             add(make_op("post", type=t, res=r))
     return ops
@@ -202,15 +201,17 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         return Runner(prepare(ConvBnAct(3, p["width"], 3, 2, act=act), settings), lambda m: m(x))
     if op.kind == "block":
         x = rand(b, p["cin"], p["size"], p["size"])
-        return Runner(prepare(BLOCKS[p["type"]](p["cin"], p["cout"], p["stride"], act=act), settings), lambda m: m(x, p["cout"]))
+        return Runner(prepare(component("block", p["type"])(p["cin"], p["cout"], p["stride"], act=act), settings), lambda m: m(x, p["cout"]))
     sides = level_sizes(p["res"])[-NUM_NECK_LEVELS:]
     if op.kind == "neck":
         feats = [rand(b, c, s, s) for c, s in zip(p["cin"], sides)]
-        module = prepare(NECKS[p["type"]](list(p["cin"]), p["width"], p["repeats"], act), settings)
-        return Runner(module, lambda m: m(feats, p["width"], p["repeats"]))
+        neck = knob_values(NeckArch(p["type"], p["width"], p["repeats"]), "neck")
+        module = prepare(component("neck", p["type"])(list(p["cin"]), p["width"], act=act, **neck), settings)
+        return Runner(module, lambda m: m(feats, p["width"], **neck))
     if op.kind in ("head", "post"):  # post-processing does not depend on the head's widths: a narrow build feeds it
         cin, arch = (p["cin"], HeadArch(p["type"], p["width"], p["convs"])) if op.kind == "head" else (8, HeadArch(p["type"], 8, 1))
-        module = prepare(HEADS[p["type"]](cin, arch.width, arch.num_convs, ctx.num_classes, act, ctx.anchor_scale, ctx.post), settings)
+        module = prepare(component("head", p["type"])(cin, arch.width, ctx.num_classes, act=act, anchor_scale=ctx.anchor_scale, post=ctx.post,
+                                                      **knob_values(arch, "head")), settings)
         feats = [rand(b, cin, s, s) for s in sides]
         images = ImageList(rand(b, 3, p["res"], p["res"]), [(p["res"], p["res"])] * b)
         if op.kind == "head":

@@ -6,8 +6,8 @@ from typing import Iterator, Optional
 import torch.nn as nn
 from torch import Tensor
 
-from .blocks import BLOCKS
 from .layers import ConvBnAct, init_convs
+from .registry import component
 from .space import NUM_NECK_LEVELS, BackboneArch, BackboneSpace
 
 
@@ -39,7 +39,7 @@ class Backbone(nn.Module):
         self.stages = nn.ModuleList(nn.ModuleList() for _ in space.stages)
         for s, i, in_ch, out_ch, stride in block_positions(max(space.stem_widths), widths):
             names = space.stages[s].blocks if path is None else (path.stages[s].blocks[i],)
-            self.stages[s].append(nn.ModuleDict({name: BLOCKS[name](in_ch, out_ch, stride, act=act, drop_path=drop_path) for name in names}))
+            self.stages[s].append(nn.ModuleDict({name: component("block", name)(in_ch, out_ch, stride, act=act, drop_path=drop_path) for name in names}))
         self.out_channels = [max(s.widths) for s in space.stages[-NUM_NECK_LEVELS:]]
         init_convs(self)
 

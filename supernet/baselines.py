@@ -69,8 +69,8 @@ def baseline(name: str, space: SearchSpace) -> Arch:
     return space.validate(Arch(
         resolution=resolutions[len(resolutions) // 2],
         backbone=BackboneArch(nearest(space.backbone.stem_widths, r.stem), tuple(stages)),
-        neck=NeckArch(r.neck[0], nearest(space.neck.widths, r.neck[1]), nearest(space.neck.repeat_choices(r.neck[0]), r.neck[2])),
-        head=HeadArch(r.head[0], nearest(space.head.widths, r.head[1]), nearest(space.head.num_convs, r.head[2])),
+        neck=NeckArch(r.neck[0], nearest(space.neck.widths, r.neck[1]), nearest(space.choices(("neck", "repeats"), {"neck.type": r.neck[0]}), r.neck[2])),
+        head=HeadArch(r.head[0], nearest(space.head.widths, r.head[1]), nearest(space.choices(("head", "num_convs"), {"head.type": r.head[0]}), r.head[2])),
     ))
 
 

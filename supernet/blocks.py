@@ -1,4 +1,4 @@
-"""Backbone block candidates, one explicit dict, same constructor and forward signature each.
+"""Backbone block candidates, registered by name, same constructor and forward signature each.
 
 Every block is built at its widest widths in the supernet and at its exact widths in a standalone
 detector; `forward(x, out_channels)` runs it on `x.shape[1]` input and `out_channels` output
@@ -8,13 +8,12 @@ constructor derives them, so both builds compute the same function on the same l
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
-
 import torch.nn as nn
 from timm.layers import DropPath, create_act_layer, make_divisible
 from torch import Tensor
 
 from .layers import ConvBnAct, SqueezeExcite
+from .registry import register_block
 
 
 def _drop_path(rate: float) -> nn.Module:
@@ -90,15 +89,9 @@ class Bottleneck(_Residual):
         return self.merge(x, self.conv3(self.conv2(self.conv1(x, mid), mid), out_channels), out_channels)
 
 
-BlockFactory = Callable[..., nn.Module]  # (in_ch, out_ch, stride, act=..., drop_path=...) -> block
-
-BLOCKS: dict[str, BlockFactory] = {
-    **{
-        f"ir_k{k}_e{e}{'_se' if se else ''}": partial(InvertedResidual, kernel=k, expand=e, se=se)
-        for k in (3, 5, 7)
-        for e in (3, 6)
-        for se in (False, True)
-    },
-    "basic": BasicBlock,
-    "bottleneck": Bottleneck,
-}
+for _k in (3, 5, 7):
+    for _e in (3, 6):
+        for _se in (False, True):
+            register_block(f"ir_k{_k}_e{_e}{'_se' if _se else ''}", partial(InvertedResidual, kernel=_k, expand=_e, se=_se))
+register_block("basic", BasicBlock)
+register_block("bottleneck", Bottleneck)

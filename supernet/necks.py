@@ -1,8 +1,8 @@
 """Necks: FPN (top-down), PAN (top-down then bottom-up) and BiFPN-style weighted fusion.
 
 Each takes the backbone's three features (strides 8, 16, 32, elastic channels) and returns three
-features of the arch's neck width. `repeats` stacks cells (PAN, BiFPN); the first `repeats` cells
-of the widest build run, as with elastic depth.
+features of the arch's neck width. `repeats` stacks cells (PAN, BiFPN, which declare it as a
+knob); the first `repeats` cells of the widest build run, as with elastic depth.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from timm.layers import create_act_layer
 from torch import Tensor
 
 from .layers import BatchNorm2d, Conv2d, ConvBnAct, init_convs
+from .registry import register_neck
 
 
 def _up(x: Tensor, like: Tensor) -> Tensor:
@@ -33,13 +34,15 @@ class _Laterals(nn.Module):
 class FPN(nn.Module):
     """Feature Pyramid Network: laterals, top-down sum with nearest upsampling, 3x3 output convs."""
 
-    def __init__(self, in_channels: list[int], width: int, repeats: int = 1, act: str = "relu"):
+    knobs: tuple[str, ...] = ()  # one top-down pass: nothing to repeat
+
+    def __init__(self, in_channels: list[int], width: int, act: str = "relu"):
         super().__init__()
         self.lateral = _Laterals(in_channels, width)
         self.output = nn.ModuleList(ConvBnAct(width, width, 3, act=act) for _ in in_channels)
         init_convs(self)
 
-    def forward(self, features: list[Tensor], width: int, repeats: int = 1) -> list[Tensor]:
+    def forward(self, features: list[Tensor], width: int) -> list[Tensor]:
         lat = self.lateral(features, width)
         outs = [lat[-1]]
         for x in reversed(lat[:-1]):
@@ -70,8 +73,9 @@ class _CellStack(nn.Module):
     """Laterals, then `repeats` cells of `Cell` (the first `repeats` of the widest build run)."""
 
     Cell: type[nn.Module]
+    knobs: tuple[str, ...] = ("repeats",)
 
-    def __init__(self, in_channels: list[int], width: int, repeats: int = 1, act: str = "relu"):
+    def __init__(self, in_channels: list[int], width: int, act: str = "relu", repeats: int = 1):
         super().__init__()
         self.lateral = _Laterals(in_channels, width)
         self.cells = nn.ModuleList(self.Cell(width, len(in_channels), act) for _ in range(repeats))
@@ -142,4 +146,6 @@ class BiFPN(_CellStack):
     Cell = BiFPNCell
 
 
-NECKS: dict[str, type[nn.Module]] = {"fpn": FPN, "pan": PAN, "bifpn": BiFPN}
+register_neck("fpn", FPN)
+register_neck("pan", PAN)
+register_neck("bifpn", BiFPN)

@@ -2,15 +2,16 @@
 
 A `SearchSpace` lists every choice; an `Arch` is one value for each of them. Both are frozen
 dataclasses that round-trip through JSON/YAML, so spaces and results can be written by hand,
-diffed and stored next to checkpoints. Nothing here imports torch.
+diffed and stored next to checkpoints. Block, neck and head names are those of
+`supernet.registry` (built-in or registered by the user); importing this module imports no torch.
 
 Conventions:
 - The backbone is a stride-2 stem followed by stages that each start with a stride-2 block; the
   last three stages (strides 8, 16, 32) feed the neck, so every resolution is a multiple of 32.
 - Elastic depth: a stage with depth d runs its first d block positions; an `Arch` names the block
   type of exactly those d positions (positions past the depth have no choice to make).
-- `neck.repeats` applies to the necks in `REPEATABLE_NECKS`; FPN is a single top-down pass and its
-  repeats is always 1.
+- A knob (`neck.repeats`, `head.num_convs`) applies to the types whose class declares it (their
+  `knobs`); FPN is a single top-down pass and declares no repeats, so its arch holds repeats 1.
 - Categorical choices (block types, neck and head types) are listed from cheapest to most
   expensive: `smallest()`/`largest()` take the first/last of them, and the minimum/maximum of every
   numeric choice.
@@ -25,21 +26,17 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-BLOCK_TYPES: tuple[str, ...] = (
-    *(f"ir_k{k}_e{e}{se}" for k in (3, 5, 7) for e in (3, 6) for se in ("", "_se")),
-    "basic",
-    "bottleneck",
-)
-NECK_TYPES: tuple[str, ...] = ("fpn", "pan", "bifpn")
-REPEATABLE_NECKS: frozenset[str] = frozenset({"pan", "bifpn"})
-HEAD_TYPES: tuple[str, ...] = ("fcos", "retinanet", "two_stage")
+from .registry import components, knobs
+
 BACKBONE_STRIDE = 32
 NUM_NECK_LEVELS = 3
 WIDTH_SAMPLING = ("uniform", "wide")  # how SearchSpace.sample draws widths
 DEPTH_SAMPLING = ("uniform", "deep")  # and stage depths
 
 
-def _check_choices(where: str, values: Sequence[Any], kind: type, allowed: Iterable | None = None) -> tuple:
+def _check_choices(where: str, values: Sequence[Any], kind: type, component: str | None = None) -> tuple:
+    """The choices as a tuple, each a positive int (or str), distinct, and for a `component`
+    kind ("block", "neck", "head") a registered name."""
     values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
     if not values:
         raise ValueError(f"{where}: needs at least one choice")
@@ -48,8 +45,8 @@ def _check_choices(where: str, values: Sequence[Any], kind: type, allowed: Itera
             raise ValueError(f"{where}: {v!r} is not a positive integer")
         if kind is str and not isinstance(v, str):
             raise ValueError(f"{where}: {v!r} is not a string")
-        if allowed is not None and v not in allowed:
-            raise ValueError(f"{where}: {v!r} is not one of {list(allowed)}")
+        if component is not None and v not in components(component):
+            raise ValueError(f"{where}: {v!r} is not one of {list(components(component))} (register_{component} adds one)")
     if len(set(values)) != len(values):
         raise ValueError(f"{where}: duplicate choices in {list(values)}")
     return values
@@ -77,7 +74,7 @@ class StageSpace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", _check_choices("depths", self.depths, int))
         object.__setattr__(self, "widths", _check_choices("widths", self.widths, int))
-        object.__setattr__(self, "blocks", _check_choices("blocks", self.blocks, str, BLOCK_TYPES))
+        object.__setattr__(self, "blocks", _check_choices("blocks", self.blocks, str, "block"))
 
 
 @dataclass(frozen=True)
@@ -100,12 +97,9 @@ class NeckSpace:
     repeats: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "types", _check_choices("types", self.types, str, NECK_TYPES))
+        object.__setattr__(self, "types", _check_choices("types", self.types, str, "neck"))
         object.__setattr__(self, "widths", _check_choices("widths", self.widths, int))
         object.__setattr__(self, "repeats", _check_choices("repeats", self.repeats, int))
-
-    def repeat_choices(self, neck_type: str) -> tuple[int, ...]:
-        return self.repeats if neck_type in REPEATABLE_NECKS else (1,)
 
 
 @dataclass(frozen=True)
@@ -116,7 +110,7 @@ class HeadSpace:
     anchor_scale: float = 4.0  # anchor size = anchor_scale x stride (RetinaNet, RPN); fixed, not searched
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "types", _check_choices("types", self.types, str, HEAD_TYPES))
+        object.__setattr__(self, "types", _check_choices("types", self.types, str, "head"))
         object.__setattr__(self, "widths", _check_choices("widths", self.widths, int))
         object.__setattr__(self, "num_convs", _check_choices("num_convs", self.num_convs, int))
         if not isinstance(self.anchor_scale, (int, float)) or self.anchor_scale <= 0:
@@ -295,12 +289,28 @@ class SearchSpace:
         genes += [
             Gene(("neck", "type"), neck.types, ordered=False, structure=True),
             Gene(("neck", "width"), neck.widths, elastic="width"),
-            Gene(("neck", "repeats"), neck.repeats, when=(("neck", "type"), frozenset(neck.types) & REPEATABLE_NECKS), inactive=1),
+            Gene(("neck", "repeats"), neck.repeats, when=(("neck", "type"), declaring("neck", neck.types, "repeats")), inactive=1),
             Gene(("head", "type"), head.types, ordered=False, structure=True),
             Gene(("head", "width"), head.widths, elastic="width"),
-            Gene(("head", "num_convs"), head.num_convs),
+            Gene(("head", "num_convs"), head.num_convs, when=(("head", "type"), declaring("head", head.types, "num_convs")), inactive=1),
         ]
         return tuple(genes)
+
+    def gene(self, key: GeneKey) -> "Gene":
+        """The gene at `key`, e.g. ("neck", "repeats")."""
+        by_key = self.__dict__.get("_by_key")
+        if by_key is None:
+            by_key = {g.key: g for g in self.genes()}
+            object.__setattr__(self, "_by_key", by_key)
+        if key not in by_key:
+            raise ValueError(f"gene {gene_name(key)}: not a choice of this space")
+        return by_key[key]
+
+    def choices(self, key: GeneKey, values: dict[str, Any]) -> tuple:
+        """What the gene at `key` may take given the values (by name) of the genes it depends on:
+        its choices while active, else only its inactive value (FPN's repeats: (1,))."""
+        g = self.gene(key)
+        return g.choices if self.is_active(g, values) else (g.inactive,)
 
     @staticmethod
     def is_active(gene: "Gene", values: dict[str, Any]) -> bool:
@@ -429,6 +439,11 @@ class Gene:
 def gene_name(key: GeneKey) -> str:
     """A gene's name: "backbone.stages[0].blocks[1]" (made from the key, never parsed back)."""
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else p for i, p in enumerate(key))
+
+
+def declaring(kind: str, types: Iterable[str], knob: str) -> frozenset[str]:
+    """The `types` of a component kind whose class declares `knob`."""
+    return frozenset(t for t in types if knob in knobs(kind, t))
 
 
 def ranked_kinds(widths: str, depths: str) -> frozenset[str]:
@@ -605,7 +620,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-_ALL_IR = [b for b in BLOCK_TYPES if b.startswith("ir_")]
+_ALL_IR = [f"ir_k{k}_e{e}{se}" for k in (3, 5, 7) for e in (3, 6) for se in ("", "_se")]
 # cheapest first (see module docstring): bottleneck, then inverted residuals by kernel and
 # expansion (squeeze-excite after its plain twin), the basic block (two full 3x3 convs) last.
 _BLOCKS_BY_COST = ["bottleneck", *_ALL_IR, "basic"]

@@ -11,12 +11,11 @@ import torch.nn as nn
 from torch import Tensor
 
 from .backbone import Backbone, block_positions
-from .blocks import BLOCKS
-from .heads import HEADS, PostProcess
+from .heads import PostProcess
 from .io import atomic_torch_save, load_failure
 from .layers import ConvBnAct, leading_slice
-from .necks import NECKS
-from .space import Arch, SearchSpace
+from .registry import component, knobs
+from .space import Arch, HeadArch, NeckArch, SearchSpace
 from .transform import Images, letterbox, restore
 
 
@@ -49,14 +48,14 @@ class Supernet(nn.Module):
         self.backbone = Backbone(space.backbone, act, drop_path, _path.backbone if _path else None)
         neck_width = max(space.neck.widths)
         self.neck = nn.ModuleDict(
-            {t: NECKS[t](self.backbone.out_channels, neck_width, max(space.neck.repeat_choices(t)), act) for t in space.neck.types}
+            {t: component("neck", t)(self.backbone.out_channels, neck_width, act=act, **_widest(space, "neck", t)) for t in space.neck.types}
         )
-        self.head = nn.ModuleDict(
-            {
-                t: HEADS[t](neck_width, max(space.head.widths), max(space.head.num_convs), num_classes, act, space.head.anchor_scale, self.post)
-                for t in space.head.types
-            }
-        )
+        head_width = max(space.head.widths)
+        self.head = nn.ModuleDict({
+            t: component("head", t)(neck_width, head_width, num_classes, act=act, anchor_scale=space.head.anchor_scale, post=self.post,
+                                    **_widest(space, "head", t))
+            for t in space.head.types
+        })
 
     def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
         if arch is None:
@@ -66,7 +65,7 @@ class Supernet(nn.Module):
             _check_targets(targets, self.num_classes, 1 if isinstance(images, Tensor) and images.dim() == 3 else len(images))
         batch, targets, meta = letterbox(images, arch.resolution, targets)
         features = self.backbone(batch.tensors, arch.backbone)
-        features = self.neck[arch.neck.type](features, arch.neck.width, arch.neck.repeats)
+        features = self.neck[arch.neck.type](features, arch.neck.width, **knob_values(arch.neck, "neck"))
         out = self.head[arch.head.type](features, batch, arch.head, targets)
         return out if self.training else restore(out, meta)
 
@@ -108,12 +107,13 @@ class Supernet(nn.Module):
         shapes = _prefixed("backbone.stem", _param_shapes(ConvBnAct, 3, bb.stem_width, 3, 2, act=act))
         for s, i, cin, cout, stride in block_positions(bb.stem_width, [(st.width, st.depth) for st in bb.stages]):
             name = bb.stages[s].blocks[i]
-            shapes.update(_prefixed(f"backbone.stages.{s}.{i}.{name}", _param_shapes(BLOCKS[name], cin, cout, stride, act=act)))
+            shapes.update(_prefixed(f"backbone.stages.{s}.{i}.{name}", _param_shapes(component("block", name), cin, cout, stride, act=act)))
         in_channels = tuple(st.width for st in bb.stages[-len(self.backbone.out_channels):])
-        neck = arch.neck
-        shapes.update(_prefixed(f"neck.{neck.type}", _param_shapes(NECKS[neck.type], in_channels, neck.width, neck.repeats, act)))
-        head = arch.head
-        shapes.update(_prefixed(f"head.{head.type}", _param_shapes(HEADS[head.type], neck.width, head.width, head.num_convs, self.num_classes, act)))
+        neck, head = arch.neck, arch.head
+        shapes.update(_prefixed(f"neck.{neck.type}", _param_shapes(component("neck", neck.type), in_channels, neck.width, act=act,
+                                                                   **knob_values(neck, "neck"))))
+        shapes.update(_prefixed(f"head.{head.type}", _param_shapes(component("head", head.type), neck.width, head.width, self.num_classes,
+                                                                   act=act, **knob_values(head, "head"))))
         return shapes
 
 
@@ -183,6 +183,16 @@ def check_classes(classes: Optional[Sequence[dict]], num_classes: int) -> Option
         if not ok or isinstance(c.get("id"), bool) or not isinstance(c.get("id"), int):
             raise ValueError(f"classes[{i}]: expected {{'label': {i}, 'id': <int>, 'name': <str>}}, got {c!r}")
     return [dict(c) for c in classes]
+
+
+def knob_values(part: NeckArch | HeadArch, kind: str) -> dict[str, int]:
+    """The values in `part` of the knobs its type declares: what its module is called with."""
+    return {k: getattr(part, k) for k in knobs(kind, part.type)}
+
+
+def _widest(space: SearchSpace, kind: str, name: str) -> dict[str, int]:
+    """The largest choice of each knob the `kind` component `name` declares: what it is built with."""
+    return {k: max(space.gene((kind, k)).choices) for k in knobs(kind, name)}
 
 
 @functools.lru_cache(maxsize=4096)

@@ -6,8 +6,9 @@ from dataclasses import replace
 import pytest
 
 from supernet import Arch, SearchSpace
-from supernet.blocks import BLOCKS
-from supernet.space import BLOCK_TYPES, PRESETS, REPEATABLE_NECKS, NeckArch
+from supernet import registry
+from supernet.registry import components, knobs, register_block, register_neck
+from supernet.space import PRESETS, NeckArch
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,38 @@ def micro_space() -> SearchSpace:
     )
 
 
-def test_block_registry_matches_space():
-    assert set(BLOCKS) == set(BLOCK_TYPES)
-    assert len(BLOCK_TYPES) == 14  # ir k3/5/7 x e3/6 x se on/off, basic, bottleneck
+def test_registries_hold_the_built_in_components_and_their_knobs():
+    assert len(components("block")) == 14  # ir k3/5/7 x e3/6 x se on/off, basic, bottleneck
+    assert set(components("neck")) == {"fpn", "pan", "bifpn"} and set(components("head")) == {"fcos", "retinanet", "two_stage"}
+    assert knobs("neck", "fpn") == () and knobs("neck", "pan") == knobs("neck", "bifpn") == ("repeats",)
+    assert all(knobs("head", h) == ("num_convs",) for h in components("head"))
+
+
+@pytest.fixture
+def own_registries(monkeypatch):
+    """Registrations made by the test are gone after it."""
+    monkeypatch.setattr(registry, "_REGISTRIES", {kind: dict(components(kind)) for kind in registry.KINDS})
+
+
+def test_a_registered_component_is_a_choice_and_bad_registrations_are_refused(own_registries):
+    class Repeating:
+        knobs = ("repeats",)
+
+    register_neck("test_repeating_neck", Repeating)
+    register_block("test_block", components("block")["basic"])
+    space = SearchSpace.from_dict({**micro_space().to_dict(), "neck": {"types": ["fpn", "test_repeating_neck"], "widths": [8], "repeats": [1, 2]}})
+    assert space.choices(("neck", "repeats"), {"neck.type": "test_repeating_neck"}) == (1, 2)
+    assert space.choices(("neck", "repeats"), {"neck.type": "fpn"}) == (1,)
+    stages = [{**st, "blocks": ["test_block"]} for st in micro_space().to_dict()["backbone"]["stages"]]
+    SearchSpace.from_dict({**micro_space().to_dict(), "backbone": {"stem_widths": [8], "stages": stages}})
+    with pytest.raises(ValueError, match=r"space.neck.types: 'nope' is not one of .*register_neck adds one"):
+        SearchSpace.from_dict({**micro_space().to_dict(), "neck": {"types": ["nope"], "widths": [8], "repeats": [1]}})
+    with pytest.raises(ValueError, match="already registered"):
+        register_neck("fpn", Repeating)
+    with pytest.raises(ValueError, match="knobs"):
+        register_neck("test_bad_knobs", type("Bad", (), {"knobs": "repeats"}))
+    with pytest.raises(ValueError, match="identifier"):
+        register_block("has space", Repeating)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -56,7 +86,7 @@ def test_presets_cover_every_choice():
         assert set(space.neck.types) == {"fpn", "pan", "bifpn"}
         assert set(space.head.types) == ({"fcos", "retinanet"} if name == "tiny_one_stage" else {"fcos", "retinanet", "two_stage"})
         for stage in space.backbone.stages:
-            assert set(stage.blocks) == set(BLOCK_TYPES)
+            assert set(stage.blocks) == set(components("block"))
     tiny = SearchSpace.preset("tiny")
     assert replace(tiny, head=replace(tiny.head, types=("fcos", "retinanet"))) == SearchSpace.preset("tiny_one_stage")
     assert min(tiny.resolutions) == 64 and max(tiny.resolutions) == 128
@@ -107,7 +137,7 @@ def test_sampling_is_reproducible_and_covers_every_value(tiny):
     assert seen(lambda x: x.neck.type) == set(tiny.neck.types)
     assert seen(lambda x: x.neck.width) == set(tiny.neck.widths)
     for t in tiny.neck.types:
-        assert {x.neck.repeats for x in archs if x.neck.type == t} == set(tiny.neck.repeat_choices(t))
+        assert {x.neck.repeats for x in archs if x.neck.type == t} == set(tiny.choices(("neck", "repeats"), {"neck.type": t}))
     assert seen(lambda x: x.head.type) == set(tiny.head.types)
     assert seen(lambda x: x.head.width) == set(tiny.head.widths)
     assert seen(lambda x: x.head.num_convs) == set(tiny.head.num_convs)
@@ -128,7 +158,7 @@ def test_smallest_and_largest(tiny):
     assert small.resolution == 64 and large.resolution == 128
     assert all(s.depth == min(ss.depths) for s, ss in zip(small.backbone.stages, tiny.backbone.stages))
     assert all(s.depth == max(ss.depths) for s, ss in zip(large.backbone.stages, tiny.backbone.stages))
-    assert large.neck.repeats == max(tiny.neck.repeats) and large.neck.type in REPEATABLE_NECKS
+    assert large.neck.repeats == max(tiny.neck.repeats) and "repeats" in knobs("neck", large.neck.type)
 
 
 def test_validate_names_field_and_allowed_values(tiny):

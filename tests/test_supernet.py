@@ -37,7 +37,7 @@ def batch(seed: int = 0, sizes=((60, 80), (90, 50))):
 
 
 def with_types(arch: Arch, neck: str, head: str, space: SearchSpace) -> Arch:
-    repeats = max(space.neck.repeat_choices(neck))
+    repeats = max(space.choices(("neck", "repeats"), {"neck.type": neck}))
     return dataclasses.replace(
         arch, neck=dataclasses.replace(arch.neck, type=neck, repeats=repeats), head=dataclasses.replace(arch.head, type=head)
     )
@@ -85,7 +85,7 @@ def test_every_head_splits_into_raw_outputs_and_postprocess(model, space, head):
     model.eval()
     with torch.no_grad():
         images = letterbox(batch(2)[0], arch.resolution)[0]
-        features = model.neck["fpn"](model.backbone(images.tensors, arch.backbone), arch.neck.width, arch.neck.repeats)
+        features = model.neck["fpn"](model.backbone(images.tensors, arch.backbone), arch.neck.width)
         module = model.head[head]
         split, whole = module.postprocess(module.raw_outputs(features, images, arch.head), images), module(features, images, arch.head)
     assert len(split) == len(whole) == 2 and all(len(d["boxes"]) > 0 for d in whole)

@@ -1,9 +1,12 @@
 """Detection heads; each is elastic in tower width and number of tower convs."""
+from ..registry import register_head
 from .common import PostProcess
 from .fcos import FCOSHead
 from .retinanet import RetinaNetHead
 from .two_stage import TwoStageHead
 
-HEADS = {"fcos": FCOSHead, "retinanet": RetinaNetHead, "two_stage": TwoStageHead}
+register_head("fcos", FCOSHead)
+register_head("retinanet", RetinaNetHead)
+register_head("two_stage", TwoStageHead)
 
-__all__ = ["HEADS", "PostProcess", "FCOSHead", "RetinaNetHead", "TwoStageHead"]
+__all__ = ["PostProcess", "FCOSHead", "RetinaNetHead", "TwoStageHead"]

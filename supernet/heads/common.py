@@ -95,6 +95,8 @@ class OneStageHead(nn.Module):
     loss dict in training and detections (in the coordinates of the padded input batch) in eval.
     """
 
+    knobs: tuple[str, ...] = ("num_convs",)  # of each tower
+
     def __init__(self, in_ch: int, width: int, num_convs: int, act: str, anchors: AnchorGenerator, post: PostProcess):
         super().__init__()
         self.cls_tower = Tower(in_ch, width, num_convs, len(STRIDES), act)

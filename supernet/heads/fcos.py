@@ -17,8 +17,8 @@ class FCOSHead(OneStageHead):
     smallest box. Losses: focal (classification), GIoU (boxes), BCE (centerness), each divided by
     the number of positives."""
 
-    def __init__(self, in_ch: int, width: int, num_convs: int, num_classes: int, act: str = "relu",
-                 anchor_scale: float = 4.0, post: PostProcess = DEFAULT_POST, center_sampling_radius: float = 1.5):
+    def __init__(self, in_ch: int, width: int, num_classes: int, act: str = "relu", anchor_scale: float = 4.0,
+                 post: PostProcess = DEFAULT_POST, num_convs: int = 1, center_sampling_radius: float = 1.5):
         # the "anchor" of a point is a stride-sized box: it sets the regression scale and the ranges
         super().__init__(in_ch, width, num_convs, act, anchor_generator(1.0, (1.0,)), post)
         self.num_classes = num_classes

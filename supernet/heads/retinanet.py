@@ -19,8 +19,8 @@ class RetinaNetHead(OneStageHead):
     focal loss over non-ignored anchors and L1 on `BoxCoder` deltas of positives, both divided by
     the number of positives of the image, then averaged over images (torchvision's recipe)."""
 
-    def __init__(self, in_ch: int, width: int, num_convs: int, num_classes: int, act: str = "relu",
-                 anchor_scale: float = 4.0, post: PostProcess = DEFAULT_POST):
+    def __init__(self, in_ch: int, width: int, num_classes: int, act: str = "relu", anchor_scale: float = 4.0,
+                 post: PostProcess = DEFAULT_POST, num_convs: int = 1):
         super().__init__(in_ch, width, num_convs, act, anchor_generator(anchor_scale, ASPECT_RATIOS, OCTAVES), post)
         self.num_classes = num_classes
         self.num_anchors = len(ASPECT_RATIOS) * OCTAVES

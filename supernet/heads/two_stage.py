@@ -70,8 +70,10 @@ class TwoStageHead(nn.Module):
     """Labels outside are 0..K-1 like the other heads; inside, torchvision's RoIHeads reserves 0
     for background, so they are shifted by one on the way in and out."""
 
-    def __init__(self, in_ch: int, width: int, num_convs: int, num_classes: int, act: str = "relu",
-                 anchor_scale: float = 4.0, post: PostProcess = DEFAULT_POST):
+    knobs: tuple[str, ...] = ("num_convs",)  # of the box head
+
+    def __init__(self, in_ch: int, width: int, num_classes: int, act: str = "relu", anchor_scale: float = 4.0,
+                 post: PostProcess = DEFAULT_POST, num_convs: int = 1):
         super().__init__()
         # three octaves per level (as RetinaNet's): with one size per level, objects between two
         # levels' sizes match almost no anchor at IoU 0.7 and the RPN learns from ~1 positive per box
