@@ -110,9 +110,24 @@ def arch_ops(arch: Arch) -> list[Op]:
 
 def neck_head_ops(neck: NeckArch, head: HeadArch, in_channels: tuple[int, ...], resolution: int) -> list[Op]:
     """The ops after the backbone: the neck on the last stages' widths, the head, post-processing."""
-    return [make_op("neck", type=neck.type, cin=in_channels, width=neck.width, repeats=neck.repeats, res=resolution),
-            make_op("head", type=head.type, cin=neck.width, width=head.width, convs=head.num_convs, res=resolution),
-            make_op("post", type=head.type, res=resolution)]
+    return [neck_op(neck, in_channels, resolution), head_op(head, neck.width, resolution), post_op(head, resolution)]
+
+
+def neck_op(neck: NeckArch, in_channels: tuple[int, ...], resolution: int) -> Op:
+    """A neck's op; user knobs (`options`) follow the built-in parameters in its key."""
+    return make_op("neck", type=neck.type, cin=in_channels, width=neck.width, repeats=neck.repeats, res=resolution, **dict(neck.options))
+
+
+def head_op(head: HeadArch, in_channels: int, resolution: int) -> Op:
+    return make_op("head", type=head.type, cin=in_channels, width=head.width, convs=head.num_convs, res=resolution, **dict(head.options))
+
+
+def post_op(head: HeadArch, resolution: int) -> Op:
+    """A head's post-processing: by type and resolution (and a user head's knobs), not its widths."""
+    return make_op("post", type=head.type, res=resolution, **dict(head.options))
+
+
+_BUILT_IN_PARAMS = {"type", "cin", "width", "repeats", "convs", "res"}
 
 
 def space_ops(space: SearchSpace) -> dict[str, Op]:
@@ -137,14 +152,14 @@ def space_ops(space: SearchSpace) -> dict[str, Op]:
                             add(make_op("block", type=name, cin=cin, cout=cout, stride=2 if i == 0 else 1,
                                     size=sides[s] if i == 0 else sides[s + 1]))
             in_widths = stage.widths
+        necks = [v for t in neck.types for v in space.variants("neck", t)]
         for cin in itertools.product(*(st.widths for st in bb.stages[-NUM_NECK_LEVELS:])):
-            for t in neck.types:
-                for w, rep in itertools.product(neck.widths, space.choices(("neck", "repeats"), {"neck.type": t})):
-                    add(make_op("neck", type=t, cin=cin, width=w, repeats=rep, res=r))
+            for v in necks:
+                add(neck_op(v, cin, r))
         for t in head.types:
-            for cin, w, n in itertools.product(neck.widths, head.widths, space.choices(("head", "num_convs"), {"head.type": t})):
-                add(make_op("head", type=t, cin=cin, width=w, convs=n, res=r))
-            add(make_op("post", type=t, res=r))
+            for cin, v in itertools.product(neck.widths, space.variants("head", t)):
+                add(head_op(v, cin, r))
+                add(post_op(v, r))
     return ops
 
 
@@ -203,13 +218,14 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         x = rand(b, p["cin"], p["size"], p["size"])
         return Runner(prepare(component("block", p["type"])(p["cin"], p["cout"], p["stride"], act=act), settings), lambda m: m(x, p["cout"]))
     sides = level_sizes(p["res"])[-NUM_NECK_LEVELS:]
+    options = tuple((k, v) for k, v in p.items() if k not in _BUILT_IN_PARAMS)  # a user component's own knobs
     if op.kind == "neck":
         feats = [rand(b, c, s, s) for c, s in zip(p["cin"], sides)]
-        neck = knob_values(NeckArch(p["type"], p["width"], p["repeats"]), "neck")
+        neck = knob_values(NeckArch(p["type"], p["width"], p["repeats"], options), "neck")
         module = prepare(component("neck", p["type"])(list(p["cin"]), p["width"], act=act, **neck), settings)
         return Runner(module, lambda m: m(feats, p["width"], **neck))
     if op.kind in ("head", "post"):  # post-processing does not depend on the head's widths: a narrow build feeds it
-        cin, arch = (p["cin"], HeadArch(p["type"], p["width"], p["convs"])) if op.kind == "head" else (8, HeadArch(p["type"], 8, 1))
+        cin, arch = (p["cin"], HeadArch(p["type"], p["width"], p["convs"], options)) if op.kind == "head" else (8, HeadArch(p["type"], 8, 1, options))
         module = prepare(component("head", p["type"])(cin, arch.width, ctx.num_classes, act=act, anchor_scale=ctx.anchor_scale, post=ctx.post,
                                                       **knob_values(arch, "head")), settings)
         feats = [rand(b, cin, s, s) for s in sides]

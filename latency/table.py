@@ -192,10 +192,8 @@ class LatencyTable:
 
         for r in sp.resolutions:
             sides = (downsample(r), *level_sizes(r))
-            necks = [NeckArch(t, nw, rep) for t in sp.neck.types for nw in sp.neck.widths
-                     for rep in sp.choices(("neck", "repeats"), {"neck.type": t})]
-            heads = [HeadArch(t, hw, n) for t in sp.head.types for hw in sp.head.widths
-                     for n in sp.choices(("head", "num_convs"), {"head.type": t})]
+            necks = [v for t in sp.neck.types for v in sp.variants("neck", t)]
+            heads = [v for t in sp.head.types for v in sp.variants("head", t)]
             tails: dict[tuple[int, ...], tuple[tuple[NeckArch, HeadArch], float]] = {}
             for sw, *widths in itertools.product(sp.backbone.stem_widths, *(st.widths for st in sp.backbone.stages)):
                 cost = self._corrected_sum([make_op("io", res=r), make_op("stem", res=r, width=sw)])

@@ -19,6 +19,7 @@ Conventions:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -90,16 +91,47 @@ class BackboneSpace:
             raise ValueError("stages: exactly 4 stages are supported (strides 4, 8, 16, 32)")
 
 
+Options = tuple  # ((name, value), ...) sorted by name: a knob of a user's component, hashable; JSON: {name: value}
+
+
+def _check_options(where: str, options: Any, kind: str, fixed: tuple[str, ...]) -> Options:
+    """`options` ({knob: choices}) of a neck or head space as sorted (name, choices) pairs: knobs
+    that user components declare besides the built-in fields `fixed`; every type's declared
+    knobs must be given."""
+    items = options.items() if isinstance(options, dict) else options
+    try:
+        pairs = tuple(sorted((str(k), v) for k, v in items))
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a mapping {{knob: [choices]}}, got {options!r}") from None
+    out = []
+    for name, choices in pairs:
+        if not name.isidentifier() or name in fixed:
+            raise ValueError(f"{where}.{name}: not a knob name (an identifier other than {list(fixed)})")
+        out.append((name, _check_choices(f"{where}.{name}", choices, int)))
+    return tuple(out)
+
+
+def _check_declared(where: str, kind: str, types: tuple[str, ...], given: Iterable[str]) -> None:
+    given = set(given)
+    for t in types:
+        missing = [k for k in knobs(kind, t) if k not in given]
+        if missing:
+            raise ValueError(f"{where}: {kind} {t!r} declares the knob(s) {missing}; give their choices as {kind}.options")
+
+
 @dataclass(frozen=True)
 class NeckSpace:
     types: tuple[str, ...]
     widths: tuple[int, ...]
     repeats: tuple[int, ...]
+    options: Options = ()  # {knob: choices} of user necks' own knobs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "types", _check_choices("types", self.types, str, "neck"))
         object.__setattr__(self, "widths", _check_choices("widths", self.widths, int))
         object.__setattr__(self, "repeats", _check_choices("repeats", self.repeats, int))
+        object.__setattr__(self, "options", _check_options("options", self.options, "neck", ("repeats",)))
+        _check_declared("types", "neck", self.types, ["repeats", *dict(self.options)])
 
 
 @dataclass(frozen=True)
@@ -108,11 +140,14 @@ class HeadSpace:
     widths: tuple[int, ...]
     num_convs: tuple[int, ...]
     anchor_scale: float = 4.0  # anchor size = anchor_scale x stride (RetinaNet, RPN); fixed, not searched
+    options: Options = ()  # {knob: choices} of user heads' own knobs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "types", _check_choices("types", self.types, str, "head"))
         object.__setattr__(self, "widths", _check_choices("widths", self.widths, int))
         object.__setattr__(self, "num_convs", _check_choices("num_convs", self.num_convs, int))
+        object.__setattr__(self, "options", _check_options("options", self.options, "head", ("num_convs",)))
+        _check_declared("types", "head", self.types, ["num_convs", *dict(self.options)])
         if not isinstance(self.anchor_scale, (int, float)) or self.anchor_scale <= 0:
             raise ValueError(f"anchor_scale: {self.anchor_scale!r} is not a positive number")
 
@@ -169,7 +204,7 @@ class SearchSpace:
             raise ValueError(msg if msg.startswith(source) else f"{source}.{msg}") from None
 
     def to_dict(self) -> dict:
-        return _plain(asdict(self))
+        return _plain_options(_plain(asdict(self)))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -235,8 +270,9 @@ class SearchSpace:
                 stem_widths=(arch.backbone.stem_width,),
                 stages=tuple(StageSpace((s.depth,), (s.width,), tuple(dict.fromkeys(s.blocks))) for s in arch.backbone.stages),
             ),
-            neck=NeckSpace((arch.neck.type,), (arch.neck.width,), (arch.neck.repeats,)),
-            head=HeadSpace((arch.head.type,), (arch.head.width,), (arch.head.num_convs,), anchor_scale),
+            neck=NeckSpace((arch.neck.type,), (arch.neck.width,), (arch.neck.repeats,), tuple((k, (v,)) for k, v in arch.neck.options)),
+            head=HeadSpace((arch.head.type,), (arch.head.width,), (arch.head.num_convs,), anchor_scale,
+                           tuple((k, (v,)) for k, v in arch.head.options)),
             activation=activation,
         )
 
@@ -294,6 +330,11 @@ class SearchSpace:
             Gene(("head", "width"), head.widths, elastic="width"),
             Gene(("head", "num_convs"), head.num_convs, when=(("head", "type"), declaring("head", head.types, "num_convs")), inactive=1),
         ]
+        for part, sub in (("neck", neck), ("head", head)):  # user components' own knobs, after the part's type: ordered numbers
+            at = next(i for i, g in enumerate(genes) if g.key == (part, "type")) + 1
+            while at < len(genes) and genes[at].key[0] == part:
+                at += 1
+            genes[at:at] = [Gene((part, "options", k), choices, when=((part, "type"), declaring(part, sub.types, k))) for k, choices in sub.options]
         return tuple(genes)
 
     def gene(self, key: GeneKey) -> "Gene":
@@ -311,6 +352,25 @@ class SearchSpace:
         its choices while active, else only its inactive value (FPN's repeats: (1,))."""
         g = self.gene(key)
         return g.choices if self.is_active(g, values) else (g.inactive,)
+
+    def knob_gene(self, part: str, name: str) -> "Gene":
+        """The gene of knob `name` of the neck or head (`part`): a field's, or a user option's."""
+        return self.gene((part, name)) if name in ("repeats", "num_convs") else self.gene((part, "options", name))
+
+    def variants(self, part: str, type_: str) -> list:
+        """Every neck (part "neck") or head ("head") of type `type_` this space offers, as
+        `NeckArch`/`HeadArch`: its width and knobs in every combination (what the latency
+        table enumerates and the extremes choose from)."""
+        genes = [g for g in self.genes() if g.key[0] == part and g.key != (part, "type")]
+        out = []
+        for combo in itertools.product(*(self.choices(g.key, {f"{part}.type": type_}) for g in genes)):
+            values = {g.key[1:]: v for g, v in zip(genes, combo)}
+            options = tuple((key[1], v) for key, v in values.items() if key[0] == "options" and v is not None)
+            if part == "neck":
+                out.append(NeckArch(type_, values[("width",)], values[("repeats",)], options))
+            else:
+                out.append(HeadArch(type_, values[("width",)], values[("num_convs",)], options))
+        return out
 
     @staticmethod
     def is_active(gene: "Gene", values: dict[str, Any]) -> bool:
@@ -472,10 +532,12 @@ def _lookup(arch: "Arch", key: GeneKey) -> Any:
             if part >= len(node):
                 return _ABSENT
             node = node[part]
+        elif isinstance(node, tuple):  # an arch part's options: (name, value) pairs
+            node = dict(node).get(part, _ABSENT)
         else:
             node = getattr(node, part, _ABSENT)
-            if node is _ABSENT:
-                return _ABSENT
+        if node is _ABSENT:
+            return _ABSENT
     return node
 
 
@@ -520,18 +582,33 @@ class BackboneArch:
         object.__setattr__(self, "stages", tuple(self.stages))
 
 
+class _Knobs:
+    """What a neck's or head's arch shares: its knobs by name, built-in field or user option."""
+
+    options: Options
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
+
+    def knob(self, name: str) -> int:
+        """The value of knob `name`: a field (repeats, num_convs) or one of the `options`."""
+        return getattr(self, name) if name in self.__dataclass_fields__ and name != "options" else dict(self.options)[name]
+
+
 @dataclass(frozen=True)
-class NeckArch:
+class NeckArch(_Knobs):
     type: str
     width: int
     repeats: int = 1
+    options: Options = ()  # user necks' own knobs: ((name, value), ...); JSON {name: value}, left out when empty
 
 
 @dataclass(frozen=True)
-class HeadArch:
+class HeadArch(_Knobs):
     type: str
     width: int
     num_convs: int
+    options: Options = ()
 
 
 @dataclass(frozen=True)
@@ -542,7 +619,7 @@ class Arch:
     head: HeadArch
 
     def to_dict(self) -> dict:
-        d = _plain(asdict(self))
+        d = _plain_options(_plain(asdict(self)))
         for s in d["backbone"]["stages"]:  # depth is implied by len(blocks); shown for readers
             s["depth"] = len(s["blocks"])
         return d
@@ -574,6 +651,13 @@ class Arch:
                 raise ValueError(f"{where}.depth: {s['depth']!r} does not match the {len(blocks)} blocks listed")
             stages.append(StageArch(width=get(s, "width", where, int), blocks=tuple(blocks)))
         neck, head = get(data, "neck", source, dict), get(data, "head", source, dict)
+
+        def options(part: dict, where: str) -> Options:
+            given = part.get("options", {})
+            if not isinstance(given, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in given.items()):
+                raise ValueError(f"{where}.options: expected a mapping {{knob: integer}}, got {given!r}")
+            return tuple(sorted(given.items()))
+
         return cls(
             resolution=get(data, "resolution", source, int),
             backbone=BackboneArch(stem_width=get(bb, "stem_width", f"{source}.backbone", int), stages=tuple(stages)),
@@ -581,11 +665,13 @@ class Arch:
                 type=get(neck, "type", f"{source}.neck", str),
                 width=get(neck, "width", f"{source}.neck", int),
                 repeats=get(neck, "repeats", f"{source}.neck", int) if "repeats" in neck else 1,
+                options=options(neck, f"{source}.neck"),
             ),
             head=HeadArch(
                 type=get(head, "type", f"{source}.head", str),
                 width=get(head, "width", f"{source}.head", int),
                 num_convs=get(head, "num_convs", f"{source}.head", int),
+                options=options(head, f"{source}.head"),
             ),
         )
 
@@ -602,7 +688,7 @@ class Arch:
 
     def hash(self) -> str:
         """Stable 12-hex-digit id: the same architecture gives the same id on any machine."""
-        canonical = json.dumps(_plain(asdict(self)), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(_plain_options(_plain(asdict(self))), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
 
@@ -612,6 +698,16 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def _plain_options(d: dict) -> dict:
+    """The plain form of a space or arch with its neck's and head's options as a mapping, left
+    out where empty (so archs and spaces without user knobs keep their JSON and hashes)."""
+    for part in ("neck", "head"):
+        options = d[part].pop("options")
+        if options:
+            d[part]["options"] = {k: v for k, v in options}
+    return d
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -187,12 +187,12 @@ def check_classes(classes: Optional[Sequence[dict]], num_classes: int) -> Option
 
 def knob_values(part: NeckArch | HeadArch, kind: str) -> dict[str, int]:
     """The values in `part` of the knobs its type declares: what its module is called with."""
-    return {k: getattr(part, k) for k in knobs(kind, part.type)}
+    return {k: part.knob(k) for k in knobs(kind, part.type)}
 
 
 def _widest(space: SearchSpace, kind: str, name: str) -> dict[str, int]:
     """The largest choice of each knob the `kind` component `name` declares: what it is built with."""
-    return {k: max(space.gene((kind, k)).choices) for k in knobs(kind, name)}
+    return {k: max(space.knob_gene(kind, k).choices) for k in knobs(kind, name)}
 
 
 @functools.lru_cache(maxsize=4096)
