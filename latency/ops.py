@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.detection.image_list import ImageList
 
-from supernet.backbone import block_positions
+from supernet.backbone import block_input_side, block_positions, block_stride, stage_sides
 from supernet.heads import PostProcess
 from supernet.layers import ConvBnAct
 from supernet.registry import component
@@ -83,28 +83,12 @@ def make_op(kind: str, **params) -> Op:
     return Op(kind, tuple(params.items()))
 
 
-def downsample(size: int) -> int:
-    """Output side of a stride-2 conv with padding k // 2 (odd k), as every stride-2 layer here."""
-    return (size - 1) // 2 + 1
-
-
-def level_sizes(resolution: int) -> tuple[int, ...]:
-    """Sides of the backbone's stage outputs (strides 4, 8, 16, 32) at an input resolution."""
-    sizes, side = [], downsample(resolution)
-    for _ in range(4):
-        side = downsample(side)
-        sizes.append(side)
-    return tuple(sizes)
-
-
 def arch_ops(arch: Arch) -> list[Op]:
     """The ops of `arch`'s forward pass, in order (one per block position, duplicates kept)."""
     r, bb = arch.resolution, arch.backbone
     ops = [make_op("io", res=r), make_op("stem", res=r, width=bb.stem_width)]
-    sides = (downsample(r), *level_sizes(r))  # input side of each stage
     for s, i, cin, cout, stride in block_positions(bb.stem_width, [(st.width, st.depth) for st in bb.stages]):
-        side = sides[s] if i == 0 else sides[s + 1]
-        ops.append(make_op("block", type=bb.stages[s].blocks[i], cin=cin, cout=cout, stride=stride, size=side))
+        ops.append(make_op("block", type=bb.stages[s].blocks[i], cin=cin, cout=cout, stride=stride, size=block_input_side(r, s, i)))
     return ops + neck_head_ops(arch.neck, arch.head, tuple(st.width for st in bb.stages[-NUM_NECK_LEVELS:]), r)
 
 
@@ -142,15 +126,13 @@ def space_ops(space: SearchSpace) -> dict[str, Op]:
         add(make_op("io", res=r))
         for w in bb.stem_widths:
             add(make_op("stem", res=r, width=w))
-        sides = (downsample(r), *level_sizes(r))
         in_widths = bb.stem_widths
         for s, stage in enumerate(bb.stages):
             for i in range(max(stage.depths)):
                 for cout in stage.widths:
                     for cin in in_widths if i == 0 else (cout,):
                         for name in stage.blocks:
-                            add(make_op("block", type=name, cin=cin, cout=cout, stride=2 if i == 0 else 1,
-                                    size=sides[s] if i == 0 else sides[s + 1]))
+                            add(make_op("block", type=name, cin=cin, cout=cout, stride=block_stride(i), size=block_input_side(r, s, i)))
             in_widths = stage.widths
         necks = [v for t in neck.types for v in space.variants("neck", t)]
         for cin in itertools.product(*(st.widths for st in bb.stages[-NUM_NECK_LEVELS:])):
@@ -217,7 +199,7 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
     if op.kind == "block":
         x = rand(b, p["cin"], p["size"], p["size"])
         return Runner(prepare(component("block", p["type"])(p["cin"], p["cout"], p["stride"], act=act), settings), lambda m: m(x, p["cout"]))
-    sides = level_sizes(p["res"])[-NUM_NECK_LEVELS:]
+    sides = stage_sides(p["res"])[-NUM_NECK_LEVELS:]
     options = tuple((k, v) for k, v in p.items() if k not in _BUILT_IN_PARAMS)  # a user component's own knobs
     if op.kind == "neck":
         feats = [rand(b, c, s, s) for c, s in zip(p["cin"], sides)]

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from supernet.backbone import block_input_side, block_stride
 from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import NUM_NECK_LEVELS, Arch, BackboneArch, HeadArch, NeckArch, SearchSpace, StageArch
 
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
-from .ops import Op, OpContext, arch_ops, detector_runner, downsample, iter_archs, level_sizes, make_op, neck_head_ops, op_runner, reference_runner, space_ops
+from .ops import Op, OpContext, arch_ops, detector_runner, iter_archs, make_op, neck_head_ops, op_runner, reference_runner, space_ops
 
 FORMAT = 1
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
@@ -187,11 +188,11 @@ class LatencyTable:
         sp = self.space
         best: Optional[tuple[float, Arch]] = None
 
-        def block_ms(kind: str, cin: int, cout: int, stride: int, size: int) -> float:
-            return self._op_ms(make_op("block", type=kind, cin=cin, cout=cout, stride=stride, size=size).key)
+        def block_ms(kind: str, cin: int, cout: int, stage: int, position: int) -> float:
+            return self._op_ms(make_op("block", type=kind, cin=cin, cout=cout, stride=block_stride(position),
+                                       size=block_input_side(r, stage, position)).key)
 
         for r in sp.resolutions:
-            sides = (downsample(r), *level_sizes(r))
             necks = [v for t in sp.neck.types for v in sp.variants("neck", t)]
             heads = [v for t in sp.head.types for v in sp.variants("head", t)]
             tails: dict[tuple[int, ...], tuple[tuple[NeckArch, HeadArch], float]] = {}
@@ -199,12 +200,12 @@ class LatencyTable:
                 cost = self._corrected_sum([make_op("io", res=r), make_op("stem", res=r, width=sw)])
                 stages, cin = [], sw
                 for s, (st, w) in enumerate(zip(sp.backbone.stages, widths)):
-                    first = pick(st.blocks, key=lambda t: block_ms(t, cin, w, 2, sides[s]))
+                    first = pick(st.blocks, key=lambda t: block_ms(t, cin, w, s, 0))
                     rest, c_rest = first, 0.0  # a stage of depth 1 has no later blocks
                     if max(st.depths) > 1:
-                        rest = pick(st.blocks, key=lambda t: block_ms(t, w, w, 1, sides[s + 1]))
-                        c_rest = block_ms(rest, w, w, 1, sides[s + 1])
-                    c_first = block_ms(first, cin, w, 2, sides[s])
+                        rest = pick(st.blocks, key=lambda t: block_ms(t, w, w, s, 1))
+                        c_rest = block_ms(rest, w, w, s, 1)
+                    c_first = block_ms(first, cin, w, s, 0)
                     depth = pick(st.depths, key=lambda d: c_first + (d - 1) * c_rest)
                     cost += c_first + (depth - 1) * c_rest
                     stages.append(StageArch(w, (first,) + (rest,) * (depth - 1)))

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .layers import ConvBnAct, init_convs
 from .registry import component
-from .space import NUM_NECK_LEVELS, BackboneArch, BackboneSpace
+from .space import NUM_NECK_LEVELS, NUM_STAGES, BackboneArch, BackboneSpace
 
 
 def block_positions(stem_width: int, stages: list[tuple[int, int]]) -> Iterator[tuple[int, int, int, int, int]]:
@@ -17,8 +17,28 @@ def block_positions(stem_width: int, stages: list[tuple[int, int]]) -> Iterator[
     in_ch = stem_width
     for s, (width, depth) in enumerate(stages):
         for i in range(depth):
-            yield s, i, in_ch, width, 2 if i == 0 else 1
+            yield s, i, in_ch, width, block_stride(i)
             in_ch = width
+
+
+def block_stride(position: int) -> int:
+    """A stage's first block halves the resolution; the others keep it."""
+    return 2 if position == 0 else 1
+
+
+def stage_sides(resolution: int) -> tuple[int, ...]:
+    """Sides of the stem's output and of each stage's output at an input resolution (every
+    stride-2 layer is a conv or pool with padding k // 2, odd k): `stage_sides(r)[s]` is the
+    input side of stage s, `[-NUM_NECK_LEVELS:]` the neck's levels."""
+    sides = [(resolution - 1) // 2 + 1]
+    for _ in range(NUM_STAGES):
+        sides.append((sides[-1] - 1) // 2 + 1)
+    return tuple(sides)
+
+
+def block_input_side(resolution: int, stage: int, position: int) -> int:
+    """The input side of block `position` of `stage`: the stage's input, or its output after the first block."""
+    return stage_sides(resolution)[stage + (block_stride(position) == 1)]
 
 
 class Backbone(nn.Module):

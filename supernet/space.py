@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .registry import components, knobs
 
-BACKBONE_STRIDE = 32
+NUM_STAGES = 4  # after a stride-2 stem, each starting with a stride-2 block: strides 4, 8, 16, 32
+BACKBONE_STRIDE = 2 ** (NUM_STAGES + 1)
 NUM_NECK_LEVELS = 3
 WIDTH_SAMPLING = ("uniform", "wide")  # how SearchSpace.sample draws widths
 DEPTH_SAMPLING = ("uniform", "deep")  # and stage depths
@@ -86,9 +87,8 @@ class BackboneSpace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "stem_widths", _check_choices("stem_widths", self.stem_widths, int))
         object.__setattr__(self, "stages", tuple(self.stages))
-        if len(self.stages) != 4:
-            # stem (2) x four stride-2 stages = 32 = BACKBONE_STRIDE; the last three feed the neck
-            raise ValueError("stages: exactly 4 stages are supported (strides 4, 8, 16, 32)")
+        if len(self.stages) != NUM_STAGES:  # the last NUM_NECK_LEVELS feed the neck
+            raise ValueError(f"stages: exactly {NUM_STAGES} stages are supported (strides {[2 ** (i + 2) for i in range(NUM_STAGES)]})")
 
 
 Options = tuple  # ((name, value), ...) sorted by name: a knob of a user's component, hashable; JSON: {name: value}
