@@ -202,18 +202,18 @@ def agree(times: list[float]) -> bool:
 class Noise:
     """Spread of repeated measurements of one reference: (max - min) / min."""
 
-    medians_ms: tuple[float, ...]
+    times_ms: tuple[float, ...]  # one measurement each (the settings' statistic of its repeats)
 
     @property
     def spread(self) -> float:
-        return (max(self.medians_ms) - min(self.medians_ms)) / min(self.medians_ms)
+        return (max(self.times_ms) - min(self.times_ms)) / min(self.times_ms)
 
     @property
     def noisy(self) -> bool:
         return self.spread > NOISY_SPREAD
 
     def to_dict(self) -> dict:
-        return {"medians_ms": list(self.medians_ms), "spread": round(self.spread, 4), "noisy": self.noisy}
+        return {"times_ms": list(self.times_ms), "spread": round(self.spread, 4), "noisy": self.noisy}
 
 
 def noise_check(fn: Callable[[], object], settings: Settings, runs: int = 5, timer: Optional[Timer] = None) -> Noise:

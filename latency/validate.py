@@ -59,7 +59,7 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
                                 extra_passes=extra_passes, on_extra_pass=lambda n: setattr(bar, "total", bar.total + n))
     measured = [measured[a.hash()] for a in archs]
     after = noise_check(reference, settings, timer=timer)
-    built = build_noise.get("medians_ms") if stored else None
+    built = build_noise.get("times_ms", build_noise.get("medians_ms")) if stored else None  # its name before the rename
     result = {
         **error_stats(predicted, measured),
         "device": table.meta["environment"]["device_name"],
@@ -68,8 +68,8 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
         "correction_kept": bool(table.correction and table.correction.kept),
         "noise_spread": round(noise.spread, 4),
         "pass_summary": pass_summary(done, passes),
-        "reference_time_vs_build": built and {"before": round(min(noise.medians_ms) / min(built), 4),
-                                              "after": round(min(after.medians_ms) / min(built), 4)},
+        "reference_time_vs_build": built and {"before": round(min(noise.times_ms) / min(built), 4),
+                                              "after": round(min(after.times_ms) / min(built), 4)},
         "points": [{"hash": a.hash(), "predicted_ms": round(p, 4), "measured_ms": round(m, 4), "arch": a.to_dict()}
                    for a, p, m in zip(archs, predicted, measured)],
     }

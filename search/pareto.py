@@ -21,16 +21,16 @@ def non_dominated_sort(points: Sequence[Point], maximize: Sequence[bool]) -> lis
     what is left, and so on (Deb et al. 2002, O(M N^2))."""
     if any(len(p) != len(maximize) for p in points):
         raise ValueError(f"points: every point needs {len(maximize)} objectives (one per `maximize` entry)")
-    dominated_by: list[list[int]] = [[] for _ in points]  # indices each point dominates
+    beats: list[list[int]] = [[] for _ in points]  # indices each point dominates
     count = [0] * len(points)  # how many points dominate each point
     for i, a in enumerate(points):
         for j in range(i + 1, len(points)):
             b = points[j]
             if dominates(a, b, maximize):
-                dominated_by[i].append(j)
+                beats[i].append(j)
                 count[j] += 1
             elif dominates(b, a, maximize):
-                dominated_by[j].append(i)
+                beats[j].append(i)
                 count[i] += 1
     fronts: list[list[int]] = []
     current = [i for i, c in enumerate(count) if c == 0]
@@ -38,7 +38,7 @@ def non_dominated_sort(points: Sequence[Point], maximize: Sequence[bool]) -> lis
         fronts.append(current)
         nxt = []
         for i in current:
-            for j in dominated_by[i]:
+            for j in beats[i]:
                 count[j] -= 1
                 if count[j] == 0:
                     nxt.append(j)

@@ -47,8 +47,8 @@ class Backbone(nn.Module):
     Each block position holds one candidate per block type in an `nn.ModuleDict` keyed by the
     type's name, so a state-dict key names the block type it belongs to and does not depend on
     the order of the space's lists. `forward` runs the first `depth` positions of each stage with
-    the arch's block type at each; nothing else is computed. Built from a one-point space (see
-    `SearchSpace.point`) with `path` set, each position holds only the path's block: the
+    the arch's block type at each; nothing else is computed. Built from the space containing one arch (see
+    `SearchSpace.containing`) with `path` set, each position holds only the path's block: the
     standalone backbone of that architecture.
     """
 

@@ -71,7 +71,7 @@ class FixedSampler(UniformSampler):
     """Always the same path: retraining one architecture on its own (no path sampling)."""
 
     def __init__(self, arch: Arch):
-        super().__init__(SearchSpace.point(arch), 0)
+        super().__init__(SearchSpace.containing(arch), 0)
         self.arch = arch
 
     def paths(self, step: int) -> list[Arch]:

@@ -262,8 +262,10 @@ class SearchSpace:
         raise ValueError(f"--space: {spec!r} is neither a preset {sorted(PRESETS)} nor a .yaml/.json file")
 
     @classmethod
-    def point(cls, arch: "Arch", activation: str = "relu", anchor_scale: float = 4.0) -> "SearchSpace":
-        """The one-architecture space holding exactly `arch`'s choices (used to build standalone models)."""
+    def containing(cls, arch: "Arch", activation: str = "relu", anchor_scale: float = 4.0) -> "SearchSpace":
+        """The smallest space that contains `arch`: one choice per gene, except that each stage
+        offers at every position the block types `arch` uses in it (so it holds several archs
+        when a stage mixes types). A standalone detector is built on it, with its path."""
         return cls(
             resolutions=(arch.resolution,),
             backbone=BackboneSpace(

@@ -35,55 +35,26 @@ class Supernet(nn.Module):
     `preserve_off_path` keeps an optimizer step (weight decay, momentum) off the unused part.
     """
 
-    def __init__(self, space: SearchSpace, num_classes: int, post: Optional[PostProcess] = None, drop_path: float = 0.0,
-                 *, _path: Optional[Arch] = None):
+    def __init__(self, space: SearchSpace, num_classes: int, post: Optional[PostProcess] = None, drop_path: float = 0.0):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
         self.space = space
-        self.num_classes = num_classes
-        self.post = post or PostProcess()
-        self.drop_path = drop_path
-        act = space.activation
-        self.backbone = Backbone(space.backbone, act, drop_path, _path.backbone if _path else None)
-        neck_width = max(space.neck.widths)
-        self.neck = nn.ModuleDict(
-            {t: component("neck", t)(self.backbone.out_channels, neck_width, act=act, **_widest(space, "neck", t)) for t in space.neck.types}
-        )
-        head_width = max(space.head.widths)
-        self.head = nn.ModuleDict({
-            t: component("head", t)(neck_width, head_width, num_classes, act=act, anchor_scale=space.head.anchor_scale, post=self.post,
-                                    **_widest(space, "head", t))
-            for t in space.head.types
-        })
+        _build_parts(self, space, num_classes, post, drop_path, path=None)
 
     def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
         if arch is None:
             raise TypeError("Supernet.forward: pass arch=<Arch> (the path to run); see SearchSpace.sample()")
         self.space.validate(arch)
-        if self.training:
-            _check_targets(targets, self.num_classes, 1 if isinstance(images, Tensor) and images.dim() == 3 else len(images))
-        batch, targets, meta = letterbox(images, arch.resolution, targets)
-        features = self.backbone(batch.tensors, arch.backbone)
-        features = self.neck[arch.neck.type](features, arch.neck.width, **knob_values(arch.neck, "neck"))
-        out = self.head[arch.head.type](features, batch, arch.head, targets)
-        return out if self.training else restore(out, meta)
+        return _run_path(self, images, targets, arch)
 
     # ---- standalone detectors ---------------------------------------------------------------
     def detector_config(self, arch: Arch) -> dict:
-        """Everything besides weights that `Detector(**config)` needs: plain values only."""
-        return {
-            "arch": arch.to_dict(),
-            "num_classes": self.num_classes,
-            "activation": self.space.activation,
-            "anchor_scale": self.space.head.anchor_scale,
-            "post": asdict(self.post),
-        }
+        """Everything besides weights that `Detector.from_config` needs for `arch`: plain values only."""
+        return detector_config(arch, self.num_classes, self.space.activation, self.space.head.anchor_scale, self.post)
 
     def extract(self, arch: Arch) -> "Detector":
         """A standalone `Detector` of `arch` holding copies of this path's weights, cut to width.
 
-        The detector is built by the same modules on the one-point space of `arch`, so each of its
+        The detector is built by the same parts on the space containing `arch`, so each of its
         state-dict entries has the same name as the supernet entry it comes from and is its
         leading slice: extraction is a copy by name. It is returned on this supernet's device and
         in its train/eval mode; its outputs equal `self(images, arch=arch)` in eval mode.
@@ -117,21 +88,34 @@ class Supernet(nn.Module):
         return shapes
 
 
-class Detector(Supernet):
+class Detector(nn.Module):
     """A standalone detector: exactly one architecture, widths physically cut, no unused weights.
 
-    It is the supernet of the one-point space of `arch`: every choice has a single option, so it
-    holds only the modules of that path at their exact widths (each elastic layer runs its plain
-    torch forward). `forward(images, targets=None)` follows the same convention as the supernet's;
-    `arch=` may be passed but must be this detector's own. Save/load with `save`/`load`: the file
-    holds the state dict and the config (arch JSON included), and loads with only this library.
+    Built by the same parts as the supernet, on the smallest space that contains `arch`
+    (`SearchSpace.containing`) and with only `arch`'s blocks, so it holds exactly the modules of
+    that path at their exact widths (each elastic layer runs its plain torch forward) under the
+    supernet's state-dict names. `forward(images, targets=None)` follows the supernet's
+    convention; `arch=` may be passed but must be this detector's own. Save/load with
+    `save`/`load`: the file holds the state dict and the config (arch JSON included), and loads
+    with only this library.
     """
 
     def __init__(self, arch: Arch, num_classes: int, activation: str = "relu", anchor_scale: float = 4.0,
                  post: Optional[PostProcess] = None, drop_path: float = 0.0, classes: Optional[Sequence[dict]] = None):
-        super().__init__(SearchSpace.point(arch, activation, anchor_scale), num_classes, post, drop_path, _path=arch)
+        super().__init__()
         self.arch = arch
+        self.space = SearchSpace.containing(arch, activation, anchor_scale)
+        _build_parts(self, self.space, num_classes, post, drop_path, path=arch)
         self.classes = check_classes(classes, num_classes)
+
+    def path_shapes(self, arch: Arch) -> dict[str, tuple[int, ...]]:
+        """Every parameter, whole: a standalone detector has nothing off its path."""
+        self._check_own(arch)
+        return {name: tuple(p.shape) for name, p in self.named_parameters()}
+
+    def _check_own(self, arch: Optional[Arch]) -> None:
+        if arch is not None and arch != self.arch:
+            raise ValueError(f"arch: this Detector is {self.arch.hash()}; got a different arch {arch.hash()}")
 
     @classmethod
     def from_config(cls, config: dict) -> "Detector":
@@ -144,12 +128,12 @@ class Detector(Supernet):
             raise ValueError(f"detector config: missing or malformed field ({e})") from None
 
     def config(self) -> dict:
-        return {**self.detector_config(self.arch), **({"classes": self.classes} if self.classes else {})}
+        config = detector_config(self.arch, self.num_classes, self.space.activation, self.space.head.anchor_scale, self.post)
+        return {**config, **({"classes": self.classes} if self.classes else {})}
 
     def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
-        if arch is not None and arch != self.arch:
-            raise ValueError(f"arch: this Detector is {self.arch.hash()}; got a different arch {arch.hash()}")
-        return super().forward(images, targets, self.arch)
+        self._check_own(arch)
+        return _run_path(self, images, targets, self.arch)
 
     def save(self, path: str | Path) -> None:
         """Write {"config", "state_dict"} atomically; loads with `torch.load(weights_only=True)`."""
@@ -169,6 +153,42 @@ class Detector(Supernet):
         det = cls.from_config(blob["config"])
         det.load_state_dict(blob["state_dict"])
         return det.to(map_location)
+
+
+def detector_config(arch: Arch, num_classes: int, activation: str, anchor_scale: float, post: PostProcess) -> dict:
+    """Everything besides weights that `Detector.from_config` needs: plain values only."""
+    return {"arch": arch.to_dict(), "num_classes": num_classes, "activation": activation, "anchor_scale": anchor_scale, "post": asdict(post)}
+
+
+def _build_parts(model: nn.Module, space: SearchSpace, num_classes: int, post: Optional[PostProcess], drop_path: float,
+                 path: Optional[Arch]) -> None:
+    """Give `model` the backbone, necks and heads of `space` at its widest: every candidate, or
+    with `path` only that path's block at each position (a standalone detector)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
+    model.num_classes, model.post, model.drop_path = num_classes, post or PostProcess(), drop_path
+    act = space.activation
+    model.backbone = Backbone(space.backbone, act, drop_path, path.backbone if path else None)
+    neck_width, head_width = max(space.neck.widths), max(space.head.widths)
+    model.neck = nn.ModuleDict(
+        {t: component("neck", t)(model.backbone.out_channels, neck_width, act=act, **_widest(space, "neck", t)) for t in space.neck.types}
+    )
+    model.head = nn.ModuleDict({
+        t: component("head", t)(neck_width, head_width, num_classes, act=act, anchor_scale=space.head.anchor_scale, post=model.post,
+                                **_widest(space, "head", t))
+        for t in space.head.types
+    })
+
+
+def _run_path(model: nn.Module, images: Images, targets: Optional[list[dict[str, Tensor]]], arch: Arch) -> Any:
+    """`arch`'s path through `model`'s parts: losses in train mode, detections in eval mode."""
+    if model.training:
+        _check_targets(targets, model.num_classes, 1 if isinstance(images, Tensor) and images.dim() == 3 else len(images))
+    batch, targets, meta = letterbox(images, arch.resolution, targets)
+    features = model.backbone(batch.tensors, arch.backbone)
+    features = model.neck[arch.neck.type](features, arch.neck.width, **knob_values(arch.neck, "neck"))
+    out = model.head[arch.head.type](features, batch, arch.head, targets)
+    return out if model.training else restore(out, meta)
 
 
 def check_classes(classes: Optional[Sequence[dict]], num_classes: int) -> Optional[list[dict]]:

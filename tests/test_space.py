@@ -295,4 +295,4 @@ def test_genes_are_the_one_description_of_the_choices(tiny):
     fpn = replace(tiny.smallest(), neck=NeckArch("fpn", 16, 2))
     with pytest.raises(ValueError, match=r"arch\.neck\.repeats: 2 is not allowed; allowed values: \[1\]"):
         tiny.validate(fpn)
-    assert SearchSpace.point(tiny.largest()).genes()[0].choices == (tiny.largest().resolution,)
+    assert SearchSpace.containing(tiny.largest()).genes()[0].choices == (tiny.largest().resolution,)
