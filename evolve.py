@@ -40,7 +40,8 @@ def parse(argv: list[str] | None) -> tuple[SearchConfig, bool]:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(D, name))
     p.add_argument("--mutation-prob", type=float, default=D.mutation_prob, help="per-gene probability")
     p.add_argument("--crossover-prob", type=float, default=D.crossover_prob, help="share of children made by crossover")
-    p.add_argument("--aging", action="store_true", help="regularized evolution: parents only from the last population")
+    p.add_argument("--aging", type=int, default=SearchConfig.aging, metavar="N",
+                   help="regularized evolution: parents only from the last N evaluated (0: from all, SPOS)")
     p.add_argument("--out", default=D.out)
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--device", default=D.device, help="auto, cpu, cuda, cuda:N (where subnets are evaluated)")

@@ -3,10 +3,11 @@ regularized evolution as options).
 
 The engine knows genes (name -> choices), a `decode` from gene values to a candidate, a `key`
 that identifies candidates (two gene vectors can decode to the same candidate when some genes are
-inactive), cheap `constraints` checked before any evaluation, and an `evaluate` that scores a
-whole generation at once (so a caller can split it across processes). Everything random comes from
-one seeded generator and nothing depends on timing, so a run is reproducible, and a resumed run
-that answers `evaluate` from its cache replays the same generations.
+inactive) and cheap `constraints` checked before any evaluation. It is driven ask / tell, as
+Optuna's, nevergrad's and pymoo's are: `ask()` gives the next generation, the caller scores it
+however it likes (split across processes, from a cache) and `tell`s the scores back. Everything
+random comes from one seeded generator and nothing depends on timing, so a run is reproducible,
+and a resumed run that answers from its cache replays the same generations.
 """
 from __future__ import annotations
 
@@ -42,27 +43,27 @@ class Evolution(Generic[T]):
     """Per generation: keep the top-k (by the objective, or by NSGA-II rank then crowding
     distance with several objectives), make `population` children by uniform crossover (with
     probability `crossover_prob`) or mutation (each gene resampled with probability
-    `mutation_prob`), drop infeasible ones and duplicates of anything seen, and fill up with
-    fresh feasible samples. Parents come from everything evaluated so far (SPOS), or with
-    `aging` from the last `population` evaluated only (regularized evolution: old candidates
-    retire however good, which keeps a noisy fitness from locking the search on a lucky one).
-    `seeds` (gene values) open the first generation, where feasible: a later stage starts from
-    what an earlier one found instead of from scratch."""
+    `mutation_prob`, until the child is another candidate), drop infeasible ones and duplicates
+    of anything seen, and fill up with fresh feasible samples. Parents come from everything
+    evaluated so far (SPOS), or with `aging` N from the last N evaluated only (regularized
+    evolution's sliding window: old candidates retire however good, which keeps a noisy fitness
+    from locking the search on a lucky one). `seeds` (gene values) open the first generation,
+    where feasible: a later stage starts from what an earlier one found instead of from scratch."""
 
     def __init__(self, genes: Sequence[tuple[str, Sequence[Any]]], decode: Callable[[dict[str, Any]], T], key: Callable[[T], str],
-                 evaluate: Callable[[list[T]], list[dict[str, float]]], objectives: Sequence[Objective] = (Objective("score"),),
-                 constraints: Sequence[Callable[[T], bool]] = (), population: int = 50, topk: int = 10,
-                 mutation_prob: float = 0.1, crossover_prob: float = 0.5, aging: bool = False, seed: int = 0,
-                 max_tries: int = 2000, seeds: Sequence[dict[str, Any]] = ()):
-        for name, value, ok in (("--population", population, population >= 1), ("--topk", topk, 1 <= topk),
-                                ("--mutation-prob", mutation_prob, 0 < mutation_prob <= 1),
-                                ("--crossover-prob", crossover_prob, 0 <= crossover_prob <= 1)):
+                 objectives: Sequence[Objective] = (Objective("score"),), constraints: Sequence[Callable[[T], bool]] = (),
+                 population: int = 50, topk: int = 10, mutation_prob: float = 0.1, crossover_prob: float = 0.5, aging: int = 0,
+                 seed: int = 0, max_tries: int = 2000, seeds: Sequence[dict[str, Any]] = ()):
+        for name, value, ok in (("population", population, population >= 1), ("topk", topk, 1 <= topk),
+                                ("mutation_prob", mutation_prob, 0 < mutation_prob <= 1),
+                                ("crossover_prob", crossover_prob, 0 <= crossover_prob <= 1),
+                                ("aging", aging, not isinstance(aging, bool) and isinstance(aging, int) and (aging == 0 or aging >= topk))):
             if not ok:
-                raise SearchError(f"{name}: {value!r} is out of range")
+                raise SearchError(f"{name}: {value!r} is out of range" + (f" (0, or at least topk {topk})" if name == "aging" else ""))
         if not objectives:
             raise SearchError("objectives: at least one is needed")
         self.genes = [(name, tuple(choices)) for name, choices in genes]
-        self.decode, self.key, self.evaluate = decode, key, evaluate
+        self.decode, self.key = decode, key
         self.objectives, self.constraints = tuple(objectives), tuple(constraints)
         self.population, self.topk = population, topk
         self.mutation_prob, self.crossover_prob, self.aging = mutation_prob, crossover_prob, aging
@@ -73,9 +74,10 @@ class Evolution(Generic[T]):
                 raise SearchError(f"seeds: expected values for exactly the genes {sorted(names)}, got {sorted(values)}")
         self.seeds = [dict(values) for values in seeds]
         self.rng = random.Random(seed)
-        self.history: list[Individual[T]] = []
+        self.history: list[Individual[T]] = []  # every individual told, in order
         self.seen: set[str] = set()
         self.rejected = 0  # infeasible candidates drawn (never evaluated)
+        self._asked: list[Individual[T]] = []  # the generation awaiting its scores
 
     # ---- one candidate ------------------------------------------------------------------------
     def _make(self, values: dict[str, Any], generation: int) -> Optional[Individual[T]]:
@@ -94,10 +96,16 @@ class Evolution(Generic[T]):
         return {name: self.rng.choice(choices) for name, choices in self.genes}
 
     def _mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
-        child = dict(parent)
-        for name, choices in self.genes:
-            if len(choices) > 1 and self.rng.random() < self.mutation_prob:
-                child[name] = self.rng.choice([c for c in choices if c != parent[name]])
+        """Each gene resampled with `mutation_prob`, until the child decodes to another candidate:
+        a change of an inactive gene alone (a block past its stage's depth) changes nothing."""
+        before = self.key(self.decode(parent))
+        for _ in range(100):
+            child = dict(parent)
+            for name, choices in self.genes:
+                if len(choices) > 1 and self.rng.random() < self.mutation_prob:
+                    child[name] = self.rng.choice([c for c in choices if c != parent[name]])
+            if self.key(self.decode(child)) != before:
+                return child
         return child
 
     def _crossover(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +126,7 @@ class Evolution(Generic[T]):
         return order
 
     def parents(self) -> list[Individual[T]]:
-        pool = self.history[-self.population:] if self.aging else self.history
+        pool = self.history[-self.aging:] if self.aging else self.history
         return self.ranked(pool)[: self.topk]
 
     # ---- generations --------------------------------------------------------------------------
@@ -149,27 +157,41 @@ class Evolution(Generic[T]):
                               f"(almost) the whole space")
         return children
 
-    def step(self) -> list[Individual[T]]:
-        """Make and evaluate one generation; returns it (empty when the space is exhausted)."""
+    def ask(self) -> list[Individual[T]]:
+        """The next generation, to be scored and `tell`-ed back; empty when nothing new and
+        feasible is left to try."""
+        if self._asked:
+            raise SearchError("ask: the last generation's scores were not told yet (call tell first)")
         generation = self.history[-1].generation + 1 if self.history else 0
-        children = self._next_generation(generation)
-        if children:
-            scores = self.evaluate([c.item for c in children])
-            if len(scores) != len(children):
-                raise SearchError(f"evaluate: returned {len(scores)} results for {len(children)} candidates")
-            for child, s in zip(children, scores):
-                child.scores = dict(s)
-            self.history += children
-        return children
+        self._asked = self._next_generation(generation)
+        return list(self._asked)
 
-    def run(self, generations: int, on_generation: Optional[Callable[[list[Individual[T]]], None]] = None) -> list[Individual[T]]:
-        """Run `generations` generations (the first is random); returns the ranked history."""
+    def tell(self, individuals: Sequence[Individual[T]], scores: Sequence[dict[str, float]]) -> None:
+        """Record the scores of the generation `ask` gave, in its order."""
+        if [i.key for i in individuals] != [i.key for i in self._asked]:
+            raise SearchError("tell: expected the individuals of the last ask, in its order")
+        if len(scores) != len(individuals):
+            raise SearchError(f"tell: {len(scores)} results for {len(individuals)} candidates")
+        for s in scores:
+            missing = [o.name for o in self.objectives if o.name not in s]
+            if missing:
+                raise SearchError(f"tell: a result lacks the objective(s) {missing}")
+        for individual, s in zip(self._asked, scores):
+            individual.scores = dict(s)
+        self.history += self._asked
+        self._asked = []
+
+    def run(self, generations: int, evaluate: Callable[[list[Individual[T]]], list[dict[str, float]]],
+            on_generation: Optional[Callable[[list[Individual[T]]], None]] = None) -> list[Individual[T]]:
+        """Ask, `evaluate` and tell `generations` times (the first generation is random, or the
+        seeds); returns the ranked history."""
         if generations < 1:
-            raise SearchError(f"--generations: expected a positive integer, got {generations!r}")
+            raise SearchError(f"generations: expected a positive integer, got {generations!r}")
         for _ in range(generations):
-            children = self.step()
+            children = self.ask()
             if not children:
                 break  # nothing new and feasible left to try
+            self.tell(children, evaluate(children))
             if on_generation:
                 on_generation(children)
         return self.ranked(self.history)

@@ -32,7 +32,7 @@ from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, fi
 from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
 
-from .evolution import Evolution, Objective, SearchError
+from .evolution import Evolution, Individual, Objective, SearchError
 from .pareto import pareto_front
 
 STAGES = ("structural", "modular")
@@ -54,7 +54,7 @@ class SearchConfig:
     topk: int = 5
     mutation_prob: float = 0.1
     crossover_prob: float = 0.5
-    aging: bool = False
+    aging: int = 0  # regularized evolution's window: parents from the last N evaluated; 0: from all (SPOS)
     calib_batches: int = 8
     val_images: int = 200
     batch_size: int = 16
@@ -84,8 +84,10 @@ class SearchConfig:
             check_number(SearchError, name, getattr(self, name), 0, low_open=True, optional=True)
         for name in ("population", "generations", "topk", "calib_batches", "val_images", "batch_size", "finalists"):
             check_number(SearchError, name, getattr(self, name), 1, integer=True)
-        for name in ("finetune_steps", "workers"):
+        for name in ("finetune_steps", "workers", "aging"):
             check_number(SearchError, name, getattr(self, name), 0, integer=True)
+        if 0 < self.aging < self.topk:
+            raise SearchError(f"--aging: {self.aging} is smaller than --topk {self.topk} (the window parents are chosen from); 0 turns it off")
         check_number(SearchError, "mutation_prob", self.mutation_prob, 0, 1, low_open=True)
         check_number(SearchError, "crossover_prob", self.crossover_prob, 0, 1)
         for name, choices in (("objective", ["map", "pareto"]), ("stage", [*STAGES, "both", RANDOM])):
@@ -328,10 +330,10 @@ class Search:
         for index, stage in enumerate(stages):
             genes = stage_genes(self.space, stage, base, c.structural_block)
             seeds = [self.space.encode(base)] if stage == "modular" else []  # the modular stage starts from the structure's arch
-            evolution = Evolution(genes, self.space.decode, lambda a: a.hash(), lambda archs: self._evaluate(archs, stage, evolution),
-                                  objectives, self.constraints(), c.population, c.topk, c.mutation_prob, c.crossover_prob,
-                                  c.aging, seed=c.seed + index, seeds=seeds)
-            ranked = evolution.run(c.generations, on_generation=lambda _: self._write_outputs())
+            evolution = Evolution(genes, self.space.decode, lambda a: a.hash(), objectives, self.constraints(), c.population, c.topk,
+                                  c.mutation_prob, c.crossover_prob, c.aging, seed=c.seed + index, seeds=seeds)
+            ranked = evolution.run(c.generations, lambda generation: self._evaluate(generation, stage),
+                                   on_generation=lambda _: self._write_outputs())
             base = max(ranked, key=lambda ind: ind.scores["map"]).item  # the modular stage keeps this structure
             if stage == "structural" and len(stages) > 1 and c.finetune_steps:
                 self._finetune(base)
@@ -347,9 +349,8 @@ class Search:
         and leave a control that only looks weak."""
         c = self.config
         evolution = Evolution(stage_genes(trained_space(self.model, self.blob), RANDOM), self.space.decode, lambda a: a.hash(),
-                              lambda archs: self._evaluate(archs, RANDOM, evolution), [Objective("map")], self.constraints(),
-                              c.population * c.generations, seed=c.seed)
-        evolution.run(1)
+                              [Objective("map")], self.constraints(), c.population * c.generations, seed=c.seed)
+        evolution.run(1, lambda generation: self._evaluate(generation, RANDOM))
 
     def _finetune(self, structure: Arch) -> None:
         """Stage-matched training (SM-NAS): fine-tune the supernet on paths of the structure the
@@ -379,10 +380,10 @@ class Search:
         self.cache = {r["hash"]: r for r in records if r["stage"] == "modular" and not r.get("cached")}
         self.finetuned = True
 
-    def _evaluate(self, archs: list[Arch], stage: str, evolution: Evolution) -> list[dict]:
+    def _evaluate(self, individuals: list[Individual[Arch]], stage: str) -> list[dict]:
         """Results of one generation: from the cache (a resumed run), else evaluated, split across
         ranks under torchrun; every record is appended to history.jsonl as rank 0 gets it."""
-        generation = evolution.history[-1].generation + 1 if evolution.history else 0
+        archs, generation = [i.item for i in individuals], individuals[0].generation
         todo = [a for a in archs if a.hash() not in self.cache]
         mine = todo[self.dist.rank::self.dist.world]
         best = max((r["map"] for r in self.history), default=0.0)

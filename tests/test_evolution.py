@@ -27,23 +27,24 @@ def brute_force_best():
     return max(score(x) for x in itertools.product(CHOICES, repeat=len(WEIGHTS)) if cost(x) <= BUDGET)
 
 
-def make(calls=None, **kw):
-    def evaluate(items):
-        if calls is not None:
-            calls.extend(items)
-        return [{"score": score(x), "cost": cost(x)} for x in items]
+def evaluate(individuals, calls=None):
+    if calls is not None:
+        calls.extend(i.item for i in individuals)
+    return [{"score": score(i.item), "cost": cost(i.item)} for i in individuals]
 
+
+def make(**kw):
     args = dict(population=20, topk=8, mutation_prob=0.2, crossover_prob=0.5, seed=0)
     args.update(kw)
-    return Evolution(GENES, decode, lambda x: "".join(map(str, x)), evaluate, constraints=[lambda x: cost(x) <= BUDGET], **args)
+    return Evolution(GENES, decode, lambda x: "".join(map(str, x)), constraints=[lambda x: cost(x) <= BUDGET], **args)
 
 
-@pytest.mark.parametrize("aging", [False, True])
+@pytest.mark.parametrize("aging", [0, 40])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_finds_the_knapsack_optimum_and_never_evaluates_infeasible(seed, aging):
     calls = []
-    evo = make(calls, seed=seed, aging=aging)
-    ranked = evo.run(generations=40)  # at most 800 of the 65536 candidates (7.7k feasible)
+    evo = make(seed=seed, aging=aging)
+    ranked = evo.run(40, lambda generation: evaluate(generation, calls))  # at most 800 of the 65536 candidates (7.7k feasible)
     assert ranked[0].scores["score"] == brute_force_best()
     assert len(calls) <= 800 and all(cost(x) <= BUDGET for x in calls)
     assert len({x for x in calls}) == len(calls)  # nothing evaluated twice
@@ -51,19 +52,16 @@ def test_finds_the_knapsack_optimum_and_never_evaluates_infeasible(seed, aging):
 
 
 def test_is_reproducible():
-    a = [ind.key for ind in make(seed=5).run(5)]
-    b = [ind.key for ind in make(seed=5).run(5)]
-    c = [ind.key for ind in make(seed=6).run(5)]
+    a = [ind.key for ind in make(seed=5).run(5, evaluate)]
+    b = [ind.key for ind in make(seed=5).run(5, evaluate)]
+    c = [ind.key for ind in make(seed=6).run(5, evaluate)]
     assert a == b != c
 
 
 def test_multi_objective_mode_pushes_the_front():
-    def evaluate(items):
-        return [{"score": score(x), "cost": cost(x)} for x in items]
-
-    evo = Evolution(GENES, decode, lambda x: "".join(map(str, x)), evaluate,
+    evo = Evolution(GENES, decode, lambda x: "".join(map(str, x)),
                     objectives=[Objective("score"), Objective("cost", maximize=False)], population=20, topk=10, seed=0)
-    ranked = evo.run(generations=15)
+    ranked = evo.run(15, evaluate)
     first = evo.history[:20]
     points = [[i.scores["score"], i.scores["cost"]] for i in ranked]
     front = [ranked[i] for i in pareto_front(points, [True, False])]
@@ -75,20 +73,19 @@ def test_multi_objective_mode_pushes_the_front():
 
 def test_fixed_genes_stay_fixed():
     genes = [(n, (2,) if n in ("g0", "g5") else c) for n, c in GENES]
-    evo = Evolution(genes, decode, lambda x: "".join(map(str, x)), lambda items: [{"score": score(x)} for x in items],
-                    population=10, topk=4, seed=0)
-    assert all(ind.item[0] == 2 and ind.item[5] == 2 for ind in evo.run(6))
+    evo = Evolution(genes, decode, lambda x: "".join(map(str, x)), population=10, topk=4, seed=0)
+    assert all(ind.item[0] == 2 and ind.item[5] == 2 for ind in evo.run(6, evaluate))
 
 
 def test_infeasible_space_is_a_clear_error():
     evo = make(max_tries=200)
     evo.constraints = (lambda x: cost(x) < 0,)
     with pytest.raises(SearchError, match="no feasible candidate in 200 random samples"):
-        evo.run(3)
+        evo.run(3, evaluate)
 
 
-@pytest.mark.parametrize("kw, flag", [({"population": 0}, "--population"), ({"mutation_prob": 0.0}, "--mutation-prob"),
-                                      ({"crossover_prob": 1.5}, "--crossover-prob"), ({"topk": 0}, "--topk")])
+@pytest.mark.parametrize("kw, flag", [({"population": 0}, "population"), ({"mutation_prob": 0.0}, "mutation_prob"),
+                                      ({"crossover_prob": 1.5}, "crossover_prob"), ({"topk": 0}, "topk"), ({"aging": 3}, "aging")])
 def test_bad_settings(kw, flag):
     with pytest.raises(SearchError, match=flag):
         make(**kw)
@@ -98,8 +95,44 @@ def test_seeds_open_the_first_generation_when_feasible():
     good = {f"g{i}": 1 for i in range(len(WEIGHTS))}  # cost 31: within the budget
     too_costly = {f"g{i}": 3 for i in range(len(WEIGHTS))}
     evo = make(seeds=[good, too_costly, good])
-    first = evo.step()
+    first = evo.ask()
+    evo.tell(first, evaluate(first))
     assert first[0].item == decode(good) and len(first) == 20
     assert decode(too_costly) not in [ind.item for ind in evo.history]  # infeasible: never evaluated
     with pytest.raises(SearchError, match="seeds: expected values for exactly the genes"):
         make(seeds=[{"g0": 1}])
+
+
+def test_ask_and_tell_in_turn():
+    """The caller scores a generation however it likes; the engine refuses a second ask before
+    the tell, scores of other individuals and results without the objective."""
+    evo = make(seed=3)
+    first = evo.ask()
+    assert first and all(i.generation == 0 and not i.scores for i in first) and not evo.history
+    with pytest.raises(SearchError, match="tell first"):
+        evo.ask()
+    with pytest.raises(SearchError, match="individuals of the last ask"):
+        evo.tell(first[1:], evaluate(first[1:]))
+    with pytest.raises(SearchError, match="lacks the objective"):
+        evo.tell(first, [{"cost": 1.0}] * len(first))
+    evo.tell(first, evaluate(first))
+    second = evo.ask()
+    assert evo.history == first and all(i.generation == 1 for i in second)
+    assert not {i.key for i in second} & {i.key for i in first}
+
+
+def test_a_mutant_differs_from_its_parent_in_what_it_decodes_to():
+    """Genes that do not matter for a parent (here: g1 whenever g0 is 0) are resampled again
+    until the child is another candidate, so a mutation is never a wasted draw."""
+    genes = [("g0", (0, 1)), ("g1", (0, 1, 2, 3)), ("g2", (0, 1))]
+    key = lambda v: f"{v['g0']}{v['g1'] if v['g0'] else '-'}{v['g2']}"
+    evo = Evolution(genes, dict, key, mutation_prob=0.3, seed=0)
+    parent = {"g0": 0, "g1": 2, "g2": 1}
+    assert all(key(evo._mutate(parent)) != key(parent) for _ in range(200))
+
+
+def test_aging_chooses_parents_from_the_last_n_evaluated():
+    evo = make(seed=1, population=10, topk=2, aging=15)
+    evo.run(3, evaluate)
+    window = evo.history[-15:]
+    assert {p.key for p in evo.parents()} == {p.key for p in evo.ranked(window)[:2]}

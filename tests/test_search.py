@@ -177,8 +177,8 @@ def test_torchrun_split_equals_single_process(trained, tmp_path):
 
 def test_config_fields_are_flags():
     """Every setting of a search can be given on the command line."""
-    cfg, resume = evolve.parse(["--latency-budget", "3", "--aging", "--val-images-dir", "v", "--objective", "pareto"])
-    assert cfg == replace(SearchConfig(), latency_budget=3.0, aging=True, val_images_dir="v", objective="pareto") and not resume
+    cfg, resume = evolve.parse(["--latency-budget", "3", "--aging", "40", "--val-images-dir", "v", "--objective", "pareto"])
+    assert cfg == replace(SearchConfig(), latency_budget=3.0, aging=40, val_images_dir="v", objective="pareto") and not resume
 
 
 def test_the_fine_tune_keeps_the_supernets_own_width_sampling(trained, tmp_path):
