@@ -42,6 +42,8 @@ def parse(argv: list[str] | None) -> tuple[SearchConfig, bool]:
     p.add_argument("--crossover-prob", type=float, default=D.crossover_prob, help="share of children made by crossover")
     p.add_argument("--aging", type=int, default=SearchConfig.aging, metavar="N",
                    help="regularized evolution: parents only from the last N evaluated (0: from all, SPOS)")
+    p.add_argument("--smooth", action="store_true",
+                   help="rank subnets by their inherited mAP smoothed over all the stage evaluated (a ridge fit on their choices)")
     p.add_argument("--out", default=D.out)
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--device", default=D.device, help="auto, cpu, cuda, cuda:N (where subnets are evaluated)")

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search.evolution import Evolution  # noqa: E402
+from search.surrogate import ridge_smooth  # noqa: E402
 from supernet.io import emit_result  # noqa: E402
 
 STAGES = [(3, 14), (3, 14), (3, 14), (2, 14)]  # (depth choices, block choices) per stage
@@ -82,6 +83,14 @@ class Problem:
     def total_cost(self, values: dict) -> int:
         return sum(self.cost[n][v] for n, v in values.items() if self.active(n, values))
 
+    def features(self, candidates: list[dict]) -> np.ndarray:
+        """One-hot (gene, value) of the active genes: what `ridge_smooth` regresses on."""
+        columns = {(n, v): i for i, (n, v) in enumerate((n, v) for n, choices in self.genes for v in choices)}
+        x = np.zeros((len(candidates), len(columns)))
+        for row, values in enumerate(candidates):
+            x[row, [columns[(n, v)] for n, v in values.items() if self.active(n, values)]] = 1.0
+        return x
+
     def _optimum(self) -> float:
         """Exact: each group's best score per cost (enumerated), then a knapsack over groups."""
         choices = dict(self.genes)
@@ -110,25 +119,34 @@ def _product(lists):
     return out
 
 
-def run_random(problem: Problem, queries: int, seed: int, observe: Callable) -> dict:
-    rng, seen, best = random.Random(seed), set(), None
+def run_random(problem: Problem, queries: int, seed: int, observe: Callable, smooth: bool = False) -> dict:
+    rng, seen, drawn = random.Random(seed), set(), []
     while len(seen) < queries:
         values = problem.random_values(rng)
         key = problem.key(values)
         if key in seen or problem.total_cost(values) > problem.budget:
             continue
         seen.add(key)
-        score = observe(values)
-        if best is None or score > best[0]:
-            best = (score, values)
-    return best[1]
+        drawn.append(values)
+    scores = [observe(v) for v in drawn]
+    if smooth:
+        scores = ridge_smooth(problem.features(drawn), scores)
+    return drawn[int(np.argmax(scores))]
 
 
-def run_evolution(problem: Problem, queries: int, seed: int, observe: Callable, population: int, topk: int) -> dict:
+def run_evolution(problem: Problem, queries: int, seed: int, observe: Callable, population: int, topk: int, smooth: bool = False) -> dict:
+    """The library's engine; with `smooth`, every candidate's score is its ridge-smoothed value
+    over everything evaluated so far (`search.surrogate`), refitted after each generation."""
     evo = Evolution(problem.genes, dict, problem.key, constraints=[lambda v: problem.total_cost(v) <= problem.budget],
                     population=population, topk=topk, seed=seed)
-    ranked = evo.run(max(1, queries // population), lambda generation: [{"score": observe(i.item)} for i in generation])
-    return ranked[0].item
+    for _ in range(max(1, queries // population)):
+        generation = evo.ask()
+        evo.tell(generation, [{"score": observe(i.item)} for i in generation])
+        if smooth:
+            smoothed = ridge_smooth(problem.features([i.item for i in evo.history]), [observe(i.item) for i in evo.history])
+            for individual, value in zip(evo.history, smoothed):
+                individual.scores["score"] = value
+    return evo.ranked(evo.history)[0].item
 
 
 def run_regularized(problem: Problem, queries: int, seed: int, observe: Callable, population: int, sample: int) -> dict:
@@ -180,7 +198,9 @@ def main() -> None:
     args = p.parse_args()
     methods = {
         "random": lambda pr, q, s, obs: run_random(pr, q, s, obs),
+        "random_smoothed": lambda pr, q, s, obs: run_random(pr, q, s, obs, smooth=True),
         "evolution": lambda pr, q, s, obs: run_evolution(pr, q, s, obs, args.population, max(2, args.population // 4)),
+        "evolution_smoothed": lambda pr, q, s, obs: run_evolution(pr, q, s, obs, args.population, max(2, args.population // 4), smooth=True),
         "regularized": lambda pr, q, s, obs: run_regularized(pr, q, s, obs, args.population, args.sample),
     }
     regret: dict[str, dict[int, list[float]]] = {m: {q: [] for q in args.queries} for m in methods}

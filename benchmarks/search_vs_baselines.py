@@ -125,6 +125,7 @@ def main() -> None:
                    help="baselines whose measured latency is at most this fraction above the searched subnet's compete")
     p.add_argument("--retrain-seeds", type=int, default=1,
                    help="retrain the searched subnet, the control's pick and the baselines within the slack with this many seeds each; compare means")
+    p.add_argument("--smooth", action="store_true", help="the search and the control rank subnets by smoothed scores (evolve.py --smooth)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -143,7 +144,7 @@ def main() -> None:
         if table is not None and not any(out.glob("latency_*.json")):
             shutil.copyfile(table, out / table.name)
         print(f"== seed {seed}: {out}", file=sys.stderr)
-        report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True,
+        report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth,
                               log=lambda m: print(m, file=sys.stderr))
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
@@ -151,7 +152,7 @@ def main() -> None:
         maps = retrain_seeds(out, report, compared, args.retrain_seeds, log=lambda m: print(m, file=sys.stderr))
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
-                 "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "summary": summarize(seeds), "per_seed": seeds}, args.out)
+                 "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
 
 from .evolution import Evolution, Individual, Objective, SearchError
+from .surrogate import smooth_scores
 from .pareto import pareto_front
 
 STAGES = ("structural", "modular")
@@ -55,6 +56,7 @@ class SearchConfig:
     mutation_prob: float = 0.1
     crossover_prob: float = 0.5
     aging: int = 0  # regularized evolution's window: parents from the last N evaluated; 0: from all (SPOS)
+    smooth: bool = False  # rank by the inherited mAP smoothed over every subnet the stage evaluated (search.surrogate)
     calib_batches: int = 8
     val_images: int = 200
     batch_size: int = 16
@@ -218,6 +220,7 @@ class Search:
                                          c.val_images, c.batch_size, c.workers, c.seed)
         self.history: list[dict] = []  # this run's records, in order
         self.finetuned = False  # the weights changed between the stages (--finetune-steps)
+        self.smoothed: dict[str, float] = {}  # hash -> smoothed mAP (--smooth), over the subnets of its stage
 
     # ---- set-up -------------------------------------------------------------------------------
     def _table(self) -> LatencyTable:
@@ -325,7 +328,8 @@ class Search:
         stages = STAGES if c.stage == "both" else () if c.stage == RANDOM else (c.stage,)
         if c.stage == RANDOM:
             self._random_control()
-        objectives = [Objective("map")] if c.objective == "map" else [Objective("map"), Objective("latency_ms", maximize=False)]
+        score = self.score_key
+        objectives = [Objective(score)] if c.objective == "map" else [Objective(score), Objective("latency_ms", maximize=False)]
         base = self.base_arch
         for index, stage in enumerate(stages):
             genes = stage_genes(self.space, stage, base, c.structural_block)
@@ -333,8 +337,8 @@ class Search:
             evolution = Evolution(genes, self.space.decode, lambda a: a.hash(), objectives, self.constraints(), c.population, c.topk,
                                   c.mutation_prob, c.crossover_prob, c.aging, seed=c.seed + index, seeds=seeds)
             ranked = evolution.run(c.generations, lambda generation: self._evaluate(generation, stage),
-                                   on_generation=lambda _: self._write_outputs())
-            base = max(ranked, key=lambda ind: ind.scores["map"]).item  # the modular stage keeps this structure
+                                   on_generation=lambda _: self._after_generation(evolution))
+            base = max(ranked, key=lambda ind: ind.scores[score]).item  # the modular stage keeps this structure
             if stage == "structural" and len(stages) > 1 and c.finetune_steps:
                 self._finetune(base)
         summary = self._write_outputs()
@@ -350,7 +354,22 @@ class Search:
         c = self.config
         evolution = Evolution(stage_genes(trained_space(self.model, self.blob), RANDOM), self.space.decode, lambda a: a.hash(),
                               [Objective("map")], self.constraints(), c.population * c.generations, seed=c.seed)
-        evolution.run(1, lambda generation: self._evaluate(generation, RANDOM))
+        evolution.run(1, lambda generation: self._evaluate(generation, RANDOM), on_generation=lambda _: self._after_generation(evolution))
+
+    @property
+    def score_key(self) -> str:
+        """What subnets are ranked by: their inherited mAP, or with --smooth its smoothed value."""
+        return "map_smoothed" if self.config.smooth else "map"
+
+    def _after_generation(self, evolution: Evolution) -> None:
+        """With --smooth, every subnet of the stage gets its score smoothed over all of them
+        (refitted as the stage grows); then the outputs are rewritten."""
+        if self.config.smooth:
+            done = evolution.history
+            for individual, value in zip(done, smooth_scores(self.space, [i.item for i in done], [i.scores["map"] for i in done])):
+                individual.scores["map_smoothed"] = value
+                self.smoothed[individual.key] = round(value, 6)
+        self._write_outputs()
 
     def _finetune(self, structure: Arch) -> None:
         """Stage-matched training (SM-NAS): fine-tune the supernet on paths of the structure the
@@ -431,7 +450,7 @@ class Search:
                 else:
                     self._append({**record, "seconds": 0.0, "cached": True})
             out.append(record)
-        return [{k: r[k] for k in ("map", "latency_ms")} for r in out]
+        return [{k: r[k] for k in ("map", "latency_ms")} | ({"map_smoothed": r["map"]} if self.config.smooth else {}) for r in out]  # smoothed after
 
     def _costs(self, arch: Arch) -> dict:
         return {"latency_ms": round(self.table.predict(arch), 5), "flops": flops(arch, self.num_classes), "params": params(arch, self.num_classes)}
@@ -456,12 +475,14 @@ class Search:
         """pareto.json, finalists.json and pareto.png from every record so far; returns a summary."""
         records = list({r["hash"]: r for r in self.history}.values())  # distinct archs
         c = self.config
+        if c.smooth:
+            records = [{**r, "map_smoothed": self.smoothed.get(r["hash"], r["map"])} for r in records]
         front = [records[i] for i in pareto_front([[r["map"], r["latency_ms"]] for r in records], [True, False])]
         front.sort(key=lambda r: r["latency_ms"])
         # after a fine-tune only the modular stage's scores were measured on the final weights
         ranked = [r for r in records if r["stage"] == "modular"] if self.finetuned else records
-        finalists = sorted(ranked, key=lambda r: (-r["map"], r["latency_ms"]))[: c.finalists]
-        keep = ("hash", "arch", *METRICS, "latency_ms", "flops", "params", "stage", "generation")
+        finalists = sorted(ranked, key=lambda r: (-r[self.score_key], r["latency_ms"]))[: c.finalists]
+        keep = ("hash", "arch", *METRICS, *(("map_smoothed",) if c.smooth else ()), "latency_ms", "flops", "params", "stage", "generation")
         summary = {
             "best": {k: finalists[0][k] for k in keep} if finalists else None,
             "evaluated": len(records), "latency_budget_ms": c.latency_budget, "device": self.table.meta["environment"]["device_name"],

@@ -58,11 +58,12 @@ QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats
 
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
-                 extremes: bool = False, log: Callable[[str], None] = print) -> dict:
+                 extremes: bool = False, smooth: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run (or continue) every step in `out`; returns the report's data (also in report.json).
 
     `extremes`: also retrain the smallest and largest subnets the supernet trained, so that their
-    inherited mAP can be set against their retrained mAP (the benchmarks do)."""
+    inherited mAP can be set against their retrained mAP (the benchmarks do). `smooth`: the
+    search and its random control rank subnets by smoothed scores (`SearchConfig.smooth`)."""
     s = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=s.generations,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, val_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
-                          stage=s.search_stage, finetune_steps=s.finetune_steps)
+                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth)
     summary = step("search", lambda: Search(search, resume=(out / "search" / "config.json").is_file(), log=log).run())
     finalist = summary["best"]
     # the control: as many subnets as the search evaluated, drawn uniformly under the budget, scored the same way

@@ -248,3 +248,17 @@ def test_random_control_draws_from_the_sub_space_the_supernet_trained(trained, t
     blocks = {b for r in read_history(tmp_path / "r") for s in r["arch"]["backbone"]["stages"] for b in s["blocks"]}
     assert blocks == {"ir_k3_e6", "basic"}  # the last stage offers no ir_k3_e6 and keeps its only choice
 
+
+
+def test_smooth_ranks_by_the_smoothed_score(trained, tmp_path):
+    """With smooth, every evaluated subnet carries its smoothed mAP; finalists are ranked by it
+    (the raw mAP stays the measured one)."""
+    out = tmp_path / "s"
+    summary = Search(config(trained, out, smooth=True, stage="structural", generations=3, finalists=4)).run()
+    finalists = json.loads((out / "finalists.json").read_text())
+    assert all("map_smoothed" in f for f in finalists)
+    assert [f["map_smoothed"] for f in finalists] == sorted((f["map_smoothed"] for f in finalists), reverse=True)
+    history = read_history(out)
+    assert summary["best"]["hash"] == finalists[0]["hash"] and {f["hash"] for f in finalists} <= {r["hash"] for r in history}
+    raw = {r["hash"]: r["map"] for r in history}
+    assert all(f["map"] == raw[f["hash"]] for f in finalists)
