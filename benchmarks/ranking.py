@@ -15,7 +15,8 @@ inherited / standalone ratio, top-5 overlap, per supernet) and a scatter plot pe
 Resumable: retrained archs are kept under --work and skipped when run again. --truth POINTS.json
 takes the archs, the truth, its noise ceiling and the rows of an earlier run's points file instead
 of training anything: a new supernet then costs one row of inherited evaluations, and the rows
-already measured stay in the table. --refine-steps N scores each arch after N steps of
+already measured stay in the table. --smooth NAME adds NAME's scores smoothed over the K archs
+(the search's --smooth) as a row of its own. --refine-steps N scores each arch after N steps of
 fine-tuning alone from the supernet's weights instead: a second, dearer score a search could
 rank its finalists by.
 """
@@ -35,6 +36,7 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 from latency.table import LatencyTable
 from search.nas import SubnetEvaluator
 from search.retrain import retrain
+from search.surrogate import smooth_scores
 from supernet.io import atomic_json, atomic_save_figure, emit_result, figure
 from supernet.space import Arch, SearchSpace
 from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
@@ -181,6 +183,8 @@ def main() -> None:
                    help="score each arch after this many steps of fine-tuning alone from the supernet's weights instead of "
                         "with inherited weights (a second score a search could rank its finalists by); 0: inherited")
     p.add_argument("--refine-lr", type=float, help="the fine-tune's peak learning rate (default: the supernet's)")
+    p.add_argument("--smooth", nargs="+", default=[], metavar="NAME",
+                   help="also rank these rows' scores smoothed over the K archs (search.surrogate, evolve.py --smooth), as rows NAME_smoothed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default="runs/ranking", help="retrained archs (kept: a rerun skips them)")
@@ -304,6 +308,11 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> N
 def write_result(archs: list[Arch], latency: list[float], truth: dict, again: dict, inherited: dict, supernets: dict, ceiling,
                  device_name: str, schedule: dict, val_images: int, args) -> None:
     """The JSON line (one row per supernet), the points file beside it and the plot."""
+    for name in args.smooth:  # the search's --smooth: the same inherited scores, smoothed over these archs
+        if name not in inherited:
+            sys.exit(f"error: --smooth {name}: no such row; rows: {sorted(inherited)}")
+        inherited[f"{name}_smoothed"] = [round(v, 5) for v in smooth_scores(archs, inherited[name])]
+        supernets[f"{name}_smoothed"] = f"{supernets[name]} (scores smoothed over the {len(archs)} archs, search.surrogate)"
     standalone = [truth[a.hash()] for a in archs]
     rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed, archs)} for name, inh in inherited.items()]
     result = {

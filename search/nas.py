@@ -366,7 +366,7 @@ class Search:
         (refitted as the stage grows); then the outputs are rewritten."""
         if self.config.smooth:
             done = evolution.history
-            for individual, value in zip(done, smooth_scores(self.space, [i.item for i in done], [i.scores["map"] for i in done])):
+            for individual, value in zip(done, smooth_scores([i.item for i in done], [i.scores["map"] for i in done])):
                 individual.scores["map_smoothed"] = value
                 self.smoothed[individual.key] = round(value, 6)
         self._write_outputs()

@@ -77,13 +77,14 @@ def test_a_points_file_is_read_back_as_the_truth_of_a_later_run(tmp_path):
     truth = {a.hash(): 0.01 * (i + 1) for i, a in enumerate(archs)}
     again = {archs[0].hash(): 0.02}
     inherited = {"demo": [0.001 * (i + 1) for i in range(6)]}
-    args = argparse.Namespace(out=str(tmp_path / "r.json"), seed=0)
+    args = argparse.Namespace(out=str(tmp_path / "r.json"), seed=0, smooth=["demo"])
     ranking.write_result(archs, [1.0 * i for i in range(6)], truth, again, inherited, {"demo": "x/last.pt"}, None, "cpu",
                          {"epochs": 12}, 100, args)
     stored = ranking.load_truth(str(tmp_path / "r.points.json"))
     assert [a.hash() for a in stored["archs"]] == [a.hash() for a in archs]
-    assert stored["truth"] == truth and stored["again"] == again and stored["inherited"] == inherited
-    assert stored["supernets"] == {"demo": "x/last.pt"} and stored["val_images"] == 100 and stored["latency"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert stored["truth"] == truth and stored["again"] == again and stored["inherited"]["demo"] == inherited["demo"]
+    assert len(stored["inherited"]["demo_smoothed"]) == 6 and stored["supernets"]["demo_smoothed"].startswith("x/last.pt (scores smoothed")
+    assert stored["supernets"]["demo"] == "x/last.pt" and stored["val_images"] == 100 and stored["latency"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"points": [{"arch": {"resolution": 64}}]}))
     with pytest.raises(ValueError, match=r"--truth .*bad.json: not a ranking points file"):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from common import MICRO_SPACE
 
-from search.surrogate import choice_features, ridge_smooth, smooth_scores
+from search.surrogate import _leaves, choice_features, ridge_smooth, smooth_scores
 from supernet import SearchSpace
 
 
@@ -28,10 +28,12 @@ def test_clean_scores_stay_and_tiny_sets_pass_through():
     assert ridge_smooth(x[:2], [0.3, 0.1]) == [0.3, 0.1]
 
 
-def test_features_are_the_active_choices_of_each_arch():
+def test_features_are_the_fields_of_each_arch():
     space = SearchSpace.from_dict(MICRO_SPACE)
     archs = [space.sample(i) for i in range(20)]
-    x = choice_features(space, archs)
-    active = [sum(1 for g in space.genes() if len(g.choices) > 1 and space.is_active(g, space.encode(a))) for a in archs]
-    assert x.shape[0] == 20 and x.sum(1).tolist() == active
-    assert len(smooth_scores(space, archs, [float(i) for i in range(20)])) == 20
+    x = choice_features(archs)
+    fields = [len(list(_leaves(a.to_dict()))) for a in archs]  # resolution, stem, per stage width, depth and its blocks...
+    assert x.shape[0] == 20 and x.sum(1).tolist() == fields
+    deeper = next(a for a in archs if a.backbone.stages[0].depth == 2)
+    assert fields[archs.index(deeper)] > min(fields)  # a block past the depth is no field
+    assert len(smooth_scores(archs, [float(i) for i in range(20)])) == 20
