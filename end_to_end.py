@@ -16,7 +16,7 @@ import sys
 from search.evolution import SearchError
 from search.pipeline import render_table, run_pipeline
 from supernet.cli import CommandParser
-from supernet.trainer import TrainError
+from supernet.errors import TrainError
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

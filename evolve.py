@@ -15,8 +15,8 @@ import sys
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig
 from supernet.cli import CommandParser
+from supernet.errors import TrainError
 from supernet.io import error_line
-from supernet.trainer import TrainError
 
 D = SearchConfig()
 

@@ -21,11 +21,13 @@ from pathlib import Path
 from search.retrain import INITS, finished_metrics, load_archs, retrain
 from supernet.baselines import RECIPES
 from latency.table import LatencyTable
-from supernet.cli import CommandParser
+from supernet.checkpoint import load_supernet
+from supernet.cli import CommandParser, add_train_arguments
+from supernet.errors import Interrupted, TrainError
 from supernet.export import missing_packages
 from supernet.io import error_line
 from supernet.space import SearchSpace
-from supernet.trainer import Interrupted, TrainError, add_train_arguments, load_supernet, train_config
+from supernet.train_config import train_config
 
 DATA_FLAGS = ("data", "train_ann", "train_images", "val_ann", "val_images")
 

@@ -10,11 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-from supernet.cli import CommandParser
+from supernet.cli import CommandParser, add_train_arguments
+from supernet.data import build_datasets
+from supernet.distributed import init_distributed
+from supernet.errors import Interrupted, TrainError
 from supernet.io import error_line
 from supernet.sampler import SAMPLERS
-from supernet.space import DEPTH_SAMPLING, WIDTH_SAMPLING, SearchSpace
-from supernet.trainer import Interrupted, TrainConfig, Trainer, TrainError, add_train_arguments, build_datasets, init_distributed, train_config
+from supernet.space import DEPTH_SAMPLING, SearchSpace, WIDTH_SAMPLING
+from supernet.train_config import TrainConfig, train_config
+from supernet.trainer import Trainer
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, bool, bool]:

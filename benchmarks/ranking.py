@@ -37,9 +37,13 @@ from latency.table import LatencyTable
 from search.nas import SubnetEvaluator
 from search.retrain import retrain
 from search.surrogate import smooth_scores
+from supernet.checkpoint import load_supernet, trained_space
+from supernet.data import build_datasets
+from supernet.distributed import init_distributed
 from supernet.io import atomic_json, atomic_save_figure, emit_result, figure
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
+from supernet.train_config import TrainConfig, recorded_config
+from supernet.trainer import Trainer
 
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
 TOP = 5  # the top-N overlap reported

@@ -31,10 +31,11 @@ import torch
 from search.pipeline import run_pipeline
 from search.retrain import measure_latencies, retrain
 from supernet.baselines import RECIPES
+from supernet.distributed import init_distributed
 from supernet.io import atomic_json, emit_result
 from supernet.space import Arch, SearchSpace
 from supernet.supernet import Detector
-from supernet.trainer import init_distributed, recorded_config
+from supernet.train_config import recorded_config
 
 EXTREMES = ("searched", "smallest", "largest")
 SIDE_BY_SIDE_PASSES = 5

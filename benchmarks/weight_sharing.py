@@ -22,11 +22,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from supernet.data import build_datasets
 from supernet.io import atomic_json, emit_result
 from supernet.sampler import FixedSampler, SandwichSampler
 from supernet.space import SearchSpace
 from supernet.supernet import Detector
-from supernet.trainer import TrainConfig, Trainer, build_datasets
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 BLOCK = "ir_k3_e6"
 ROWS = ("standalone", "supernet_fixed", "widths", "resolution", "head", "head_paths", "neck", "blocks", "structural",

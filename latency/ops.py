@@ -33,7 +33,7 @@ from supernet.backbone import block_input_side, block_positions, block_stride, s
 from supernet.heads import PostProcess
 from supernet.layers import ConvBnAct
 from supernet.registry import component
-from supernet.space import NUM_NECK_LEVELS, Arch, HeadArch, NeckArch, SearchSpace
+from supernet.space import Arch, HeadArch, NUM_NECK_LEVELS, NeckArch, SearchSpace
 from supernet.supernet import Detector, knob_values
 from supernet.transform import letterbox, restore
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from supernet.backbone import block_input_side, block_stride
 from supernet.io import atomic_json, atomic_write_bytes
-from supernet.space import NUM_NECK_LEVELS, Arch, BackboneArch, HeadArch, NeckArch, SearchSpace, StageArch
+from supernet.space import Arch, BackboneArch, HeadArch, NUM_NECK_LEVELS, NeckArch, SearchSpace, StageArch
 
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
 from .ops import Op, OpContext, arch_ops, detector_runner, iter_archs, make_op, neck_head_ops, op_runner, reference_runner, space_ops

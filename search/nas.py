@@ -25,16 +25,19 @@ from latency.cost import flops, params
 from latency.measure import Settings
 from latency.table import LatencyTable, TableError, device_name
 from supernet.bn import recalibrate_bn
+from supernet.checkpoint import load_supernet, trained_space
 from supernet.cli import check_number, flag_error
-from supernet.data import build_loader
-from supernet.evaluate import METRICS, Batches, coco_map, detect
+from supernet.data import build_datasets, build_loader
+from supernet.distributed import init_distributed
+from supernet.evaluate import Batches, METRICS, coco_map, detect
 from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, figure
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed, load_supernet, recorded_config, trained_space
+from supernet.train_config import TrainConfig, recorded_config
+from supernet.trainer import Trainer
 
 from .evolution import Evolution, Individual, Objective, SearchError
-from .surrogate import smooth_scores
 from .pareto import pareto_front
+from .surrogate import smooth_scores
 
 STAGES = ("structural", "modular")
 RANDOM = "random"  # the control: as many subnets drawn uniformly under the budget, scored the same way

@@ -19,9 +19,12 @@ from typing import Callable
 from latency.measure import Settings
 from latency.table import LatencyTable, build_table
 from supernet.baselines import baselines
+from supernet.data import build_datasets
+from supernet.distributed import init_distributed
 from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import Arch, SearchSpace
-from supernet.trainer import TrainConfig, Trainer, build_datasets, init_distributed
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig
 from .retrain import retrain

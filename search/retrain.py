@@ -22,11 +22,16 @@ from latency.measure import Settings, measure_many
 from latency.ops import OpContext, detector_runner
 from latency.table import LatencyTable
 from supernet.baselines import PREFIX, baseline
+from supernet.checkpoint import load_supernet
+from supernet.data import build_datasets
+from supernet.distributed import init_distributed
+from supernet.errors import TrainError
 from supernet.evaluate import METRICS
 from supernet.io import atomic_json, error_line
 from supernet.space import Arch, SearchSpace
 from supernet.supernet import Detector
-from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets, init_distributed, load_supernet
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 from .nas import find_lut
 

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .layers import ConvBnAct, init_convs
 from .registry import component
-from .space import NUM_NECK_LEVELS, NUM_STAGES, BackboneArch, BackboneSpace
+from .space import BackboneArch, BackboneSpace, NUM_NECK_LEVELS, NUM_STAGES
 
 
 def block_positions(stem_width: int, stages: list[tuple[int, int]]) -> Iterator[tuple[int, int, int, int, int]]:

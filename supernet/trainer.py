@@ -7,21 +7,17 @@ progress bar.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import os
 import random
 import signal
 import threading
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from timm.optim import create_optimizer_v2
@@ -30,168 +26,21 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .batches import AUGMENTS, AugmentedDataset, StepBatchSampler
-from .cli import check_number, flag_error
+from .batches import AugmentedDataset, StepBatchSampler
+from .checkpoint import load_supernet
 from .data import to_model_input
-from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes, load_failure
+from .distill import capture_features, feature_distillation, feature_modules
+from .distributed import init_distributed
+from .errors import Interrupted, TrainError
+from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes
 from .path import preserve_off_path
-from .distill import FEATURES, capture_features, feature_distillation, feature_modules
-from .sampler import SAMPLERS, FixedSampler, python_rng_state
-from .space import DEPTH_SAMPLING, WIDTH_SAMPLING, Arch, SearchSpace
+from .sampler import FixedSampler, SAMPLERS
+from .seeding import rng_state, seed_everything, set_rng_state
+from .space import Arch, SearchSpace
 from .supernet import Detector, Supernet
+from .train_config import TrainConfig, changed_settings
 
 MAX_BAD_STEPS = 5
-
-
-class TrainError(RuntimeError):
-    """A run cannot go on; the message is for the user (the script prints it, exit code 2)."""
-
-
-class Interrupted(TrainError):
-    """Ctrl-C: the run saved a checkpoint at a step boundary and stopped (exit code 130)."""
-
-
-# fields a resumed run may change: they decide where and how fast it runs, or what is evaluated
-# on the way, never the weights it ends with
-RUNTIME_FIELDS = frozenset({"out", "device", "workers", "eval_every", "ckpt_every", "log_every", "eval_images", "eval_random_archs",
-                            "calib_batches", "space"})  # the space is compared by content, not by how it was named
-# what a checkpoint that predates a field was trained with, where that is not the field's default today
-PREDATED = {"width_sampling": "uniform"}
-
-
-@dataclass
-class TrainConfig:
-    space: str = "tiny"
-    data: Optional[str] = None  # COCO 2017 layout root; None: built-in shapes data
-    train_ann: Optional[str] = None
-    train_images: Optional[str] = None
-    val_ann: Optional[str] = None
-    val_images: Optional[str] = None
-    out: str = "runs/supernet"
-    steps: Optional[int] = None  # takes precedence over epochs
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 0.04
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    warmup: int = 100
-    weight_decay: float = 4e-5
-    amp: bool = False
-    clip_grad: Optional[float] = 10.0
-    ema: Optional[float] = None  # EMA decay, e.g. 0.9998
-    sampler: str = "uniform"  # SPOS; the sandwich trains its extremes every step, which ranks paths near them too high
-    random_paths: int = 1  # random paths a step, gradients accumulated (the sandwich adds the largest and the smallest)
-    width_sampling: str = "wide"  # uniform | wide: random paths draw each width with weight 1..n, narrowest first (ranks better)
-    depth_sampling: str = "uniform"  # uniform | deep: each stage depth with weight 1..n, shallowest first
-    seed: int = 0
-    workers: int = 2
-    eval_every: int = 0  # 0: only at the end
-    ckpt_every: int = 200
-    log_every: int = 10
-    device: str = "auto"
-    eval_images: int = 200  # validation images per evaluation (a fixed subset; retraining: 0 = all)
-    eval_random_archs: int = 2  # evaluated besides the smallest and the largest
-    calib_batches: int = 8  # BN recalibration batches before each evaluation
-    train_blocks: Optional[tuple[str, ...]] = None  # sample only these block types (structural stage); None: all
-    structure: Optional[str] = None  # Arch JSON: sample only paths of its structure (the modular stage's fine-tune)
-    start_from: Optional[str] = None  # supernet checkpoint whose weights training starts from (fine-tuning)
-    distill: float = 0.0  # in-place distillation weight: the sandwich's largest path's features teach the other paths; 0: off
-    distill_features: str = "backbone"  # backbone | neck: whose outputs the other paths match
-    grad_average: str = "users"  # several paths a step: each weight's gradient averaged over the paths that ran it, or over all ("paths")
-    augment: str = "flip"  # none | flip | scale_crop (flip, then transforms.v2 zoom-out and IoU crop)
-    skip_unreadable: bool = False  # leave out images that do not decode (checked once at start) instead of stopping
-
-    def __post_init__(self) -> None:
-        """Every field checked once, here, naming its flag: a bad value would otherwise train
-        something else silently (a negative clip flips gradients) or fail deep inside timm."""
-        def bad(name: str, expected: str) -> TrainError:
-            return flag_error(TrainError, name, getattr(self, name), expected)
-
-        def number(name: str, low: float, high: float = math.inf, **kw) -> None:
-            check_number(TrainError, name, getattr(self, name), low, high, **kw)
-
-        number("steps", 1, integer=True, optional=True)
-        for name in ("epochs", "batch_size", "ckpt_every", "log_every", "random_paths"):
-            number(name, 1, integer=True)
-        for name in ("warmup", "eval_every", "eval_images", "eval_random_archs", "calib_batches", "workers"):
-            number(name, 0, integer=True)
-        number("lr", 0, low_open=True)
-        number("momentum", 0, 1, high_open=True)
-        number("weight_decay", 0)
-        number("clip_grad", 0, optional=True)  # 0 or none: no clipping
-        number("ema", 0, 1, low_open=True, high_open=True, optional=True)
-        number("distill", 0)
-        if self.distill and self.sampler != "sandwich":
-            raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
-        for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
-                              ("augment", list(AUGMENTS)), ("distill_features", list(FEATURES)),
-                              ("width_sampling", list(WIDTH_SAMPLING)), ("depth_sampling", list(DEPTH_SAMPLING))):
-            if getattr(self, name) not in choices:
-                raise bad(name, f"one of {choices}")
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:
-    """Resolve the device and join the process group torchrun describes in the environment (NCCL
-    on CUDA, gloo on CPU); a single process otherwise. Idempotent."""
-    info = DistInfo()
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    device = resolve_device(device_spec, info)
-    if info.world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return info, device
-
-
-def resolve_device(spec: str, dist_info: DistInfo) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {spec}: CUDA is not available on this machine")
-        index = dist_info.local_rank if spec == "cuda" else spec.split(":")[1]
-        if not str(index).isdigit():
-            raise TrainError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}")
-        index = int(index)
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if spec != "cpu":
-        raise TrainError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}")
-    return torch.device("cpu")
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(legacy=False)}
-    state["numpy"] = {**state["numpy"], "state": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in state["numpy"]["state"].items()}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(python_rng_state(state["python"]))
-    torch.set_rng_state(state["torch"])
-    numpy_state = dict(state["numpy"])
-    numpy_state["state"] = {k: np.array(v, dtype=np.uint32) if isinstance(v, list) else v for k, v in numpy_state["state"].items()}
-    np.random.set_state(numpy_state)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -314,7 +163,7 @@ class Trainer:
             "step": self.step,
             "train_seconds": self.train_seconds,
             "sampler": self.sampler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "space": self.space.to_dict(),
             "config": asdict(self.config),
             "threads": torch.get_num_threads(),
@@ -355,7 +204,7 @@ class Trainer:
         self.scheduler.load_state_dict(blob["scheduler"])
         self.scaler.load_state_dict(blob["scaler"])
         self.sampler.load_state_dict(blob["sampler"])
-        _set_rng_state(blob["rng"])
+        set_rng_state(blob["rng"])
         self.step = blob["step"]
         self.train_seconds = blob.get("train_seconds", 0.0)
         if self.dist.main:
@@ -569,92 +418,6 @@ class Trainer:
         return results
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """The data, schedule, optimisation and run flags that supernet training and retraining share."""
-    d = TrainConfig
-    p.add_argument("--space", default=d.space, help="tiny, coco, or a .yaml/.json space file")
-    p.add_argument("--data", help="COCO 2017 layout root (annotations/, train2017/, val2017/); default: built-in shapes data")
-    for name in ("train-ann", "train-images", "val-ann", "val-images"):
-        p.add_argument(f"--{name}", help="override one path of --data")
-    p.add_argument("--out", default=d.out, help="run directory (checkpoints, metrics.jsonl)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int)
-    length.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps before cosine decay")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="not applied to BN and biases")
-    p.add_argument("--amp", action="store_true", help="fp16 mixed precision (CUDA)")
-    p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max gradient norm; 0 disables")
-    p.add_argument("--augment", choices=AUGMENTS, default=d.augment,
-                   help="training augmentation: none, flip (horizontal), scale_crop (flip, then transforms.v2 zoom-out and IoU crop)")
-    p.add_argument("--ema", type=float, help="keep an EMA of the weights with this decay (e.g. 0.9998)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps; 0: only at the end")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--skip-unreadable", action="store_true",
-                   help="decode every image once at start and leave out those that fail (counted in a warning), instead of stopping at the first")
-
-
-def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
-    """"--flag old -> new" for each result-changing field where `config` differs from the
-    `recorded` config of a checkpoint (a field the checkpoint predates counts as what it was
-    trained with: `PREDATED`, else the default)."""
-    def plain(v):
-        return list(v) if isinstance(v, (tuple, list)) else v
-
-    out = []
-    for f in fields(TrainConfig):
-        if f.name in RUNTIME_FIELDS:
-            continue
-        old, new = plain(recorded.get(f.name, PREDATED.get(f.name, f.default))), plain(getattr(config, f.name))
-        if old != new:
-            out.append(f"--{f.name.replace('_', '-')} {old!r} -> {new!r}")
-    return out
-
-
-def train_config(args: dict) -> TrainConfig:
-    """The TrainConfig of parsed flags (keys that are not TrainConfig fields are ignored)."""
-    names = {f.name for f in fields(TrainConfig)}
-    config = {k: v for k, v in args.items() if k in names}
-    config["clip_grad"] = config.get("clip_grad") or None
-    return TrainConfig(**config)
-
-
-def recorded_config(recorded: dict) -> TrainConfig:
-    """The TrainConfig a checkpoint's saved `config` describes: fields it predates as it was
-    trained (`PREDATED`), else their defaults; keys that are not fields ignored."""
-    return train_config({**PREDATED, **recorded})
-
-
-def trained_space(model: Supernet, blob: dict) -> SearchSpace:
-    """The sub-space a checkpoint's paths were drawn from by block type (`--train-blocks`): what
-    its weights can score (a stage-matched supernet never ran the other blocks)."""
-    return model.space.restrict(blocks=blob["config"].get("train_blocks"))
-
-
-def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple[Supernet, dict]:
-    """The supernet of a training checkpoint (its EMA weights when it kept an EMA) and the
-    checkpoint itself (space, config, num_classes, cat_ids ...). Raises TrainError on bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainError(f"{path}: supernet checkpoint not found (train one with train_supernet.py, which writes RUN_DIR/last.pt)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        space = SearchSpace.from_dict(blob["space"])
-        model = Supernet(space, blob["num_classes"])
-        model.load_state_dict(blob["ema"] if blob.get("ema") else blob["model"])
-    except Exception as e:  # not a torch file, not ours, or another version's
-        raise TrainError(f"{path}: not a supernet checkpoint written by train_supernet.py ({load_failure(e)})") from None
-    return model.to(device).eval(), blob
-
-
 def _tensorboard_writer(out: Path, step: int):
     """A SummaryWriter in OUT/tensorboard when the tensorboard package is installed, else None.
     A run resumed at `step` purges the events logged after it (TensorBoard drops those at
@@ -666,43 +429,3 @@ def _tensorboard_writer(out: Path, step: int):
     return SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
 
 
-DEFAULT_DATA = Path("data/shapes")
-
-
-def _generate_once(root: Path) -> Path:
-    """The shapes data, written by rank 0 only while the other ranks wait (call after
-    `init_distributed`)."""
-    from .shapes import generate_shapes
-
-    first = not dist.is_initialized() or dist.get_rank() == 0
-    if first:
-        generate_shapes(root)
-    if dist.is_initialized():
-        dist.barrier()
-    return root if first else generate_shapes(root)  # complete by now: only checks
-
-
-def build_datasets(config: TrainConfig, max_size: int) -> tuple:
-    """Train and val datasets from `--data` (COCO 2017 layout), the four override flags, or, with
-    neither, the built-in shapes data generated once under data/shapes."""
-    from .data import CocoDetection, coco_paths
-
-    overrides = {k: getattr(config, k) for k in ("train_ann", "train_images", "val_ann", "val_images")}
-    try:
-        if config.data:
-            paths = coco_paths(config.data)
-        elif any(overrides.values()):
-            paths = {}
-        else:
-            paths = coco_paths(_generate_once(DEFAULT_DATA))
-        paths.update({k: Path(v) for k, v in overrides.items() if v})
-        missing = [f"--{k.replace('_', '-')}" for k in overrides if k not in paths]
-        if missing:
-            raise ValueError(f"{', '.join(missing)}: needed when --data is not given")
-        train = CocoDetection(paths["train_images"], paths["train_ann"], max_size, config.skip_unreadable)
-        val = CocoDetection(paths["val_images"], paths["val_ann"], max_size, config.skip_unreadable)
-    except ValueError as e:
-        raise TrainError(str(e)) from None
-    if train.cat_ids != val.cat_ids:
-        raise TrainError(f"{paths['val_ann']}: its categories differ from the training set's ({paths['train_ann']})")
-    return train, val

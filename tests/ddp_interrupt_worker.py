@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from supernet.trainer import Interrupted, TrainConfig, Trainer, build_datasets
+from supernet.data import build_datasets
+
+from supernet.errors import Interrupted
+
+from supernet.train_config import TrainConfig
+
+from supernet.trainer import Trainer
 
 shapes, out = sys.argv[1], Path(sys.argv[2])
 cfg = TrainConfig(data=shapes, out=str(out), steps=6, batch_size=2, warmup=1, workers=0, log_every=1, ckpt_every=100,

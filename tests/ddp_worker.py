@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from supernet.data import build_datasets
 from supernet.layers import leading_slice
-from supernet.trainer import TrainConfig, Trainer, build_datasets
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 shapes, out = sys.argv[1], Path(sys.argv[2])
 cfg = TrainConfig(data=shapes, out=str(out), steps=4, batch_size=2, lr=0.05, warmup=1, workers=0, log_every=1,

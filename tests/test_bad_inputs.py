@@ -13,11 +13,13 @@ import train_supernet
 from latency.__main__ import main as latency_main
 from latency.measure import Settings
 from latency.table import build_table
+from supernet.data import build_datasets
 from supernet.export import main as export_main
 from supernet.shapes import generate_shapes
 from supernet.space import SearchSpace
 from supernet.supernet import Detector
-from supernet.trainer import TrainConfig, Trainer, build_datasets
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 COMMANDS = {"train": train_supernet.main, "retrain": retrain.main, "evolve": evolve.main, "latency": latency_main, "export": export_main}
 

@@ -6,7 +6,8 @@ from test_train import config, shapes, train  # noqa: F401  (the fixture)
 
 from supernet import SearchSpace, Supernet
 from supernet.distill import capture_features, feature_distillation, feature_modules
-from supernet.trainer import TrainConfig, TrainError
+from supernet.errors import TrainError
+from supernet.train_config import TrainConfig
 
 
 def test_feature_distillation_matches_leading_channels_at_the_students_size():

@@ -97,8 +97,11 @@ def test_refined_map_fine_tunes_from_the_inherited_weights(tmp_path):
     reads the result back."""
     import torch
 
+    from supernet.checkpoint import load_supernet
+    from supernet.data import build_datasets
     from supernet.shapes import generate_shapes
-    from supernet.trainer import TrainConfig, Trainer, build_datasets, load_supernet
+    from supernet.train_config import TrainConfig
+    from supernet.trainer import Trainer
 
     data = generate_shapes(tmp_path / "shapes", train=8, val=4, size=64, seed=0)
     cfg = TrainConfig(space="tiny", data=str(data), out=str(tmp_path / "sn"), steps=1, batch_size=2, workers=0, eval_images=2,

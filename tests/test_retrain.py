@@ -14,9 +14,12 @@ from latency import Settings, build_table
 from search.retrain import load_archs
 from supernet import Arch, Detector, SearchSpace
 from supernet.baselines import RECIPES, baseline, baselines, nearest
+from supernet.checkpoint import load_supernet
+from supernet.data import build_datasets
 from supernet.export import read_metadata
 from supernet.shapes import generate_shapes
-from supernet.trainer import TrainConfig, Trainer, build_datasets, load_supernet
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 find_spec = importlib.util.find_spec

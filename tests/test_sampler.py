@@ -3,7 +3,7 @@ import collections
 import pytest
 
 from supernet import SearchSpace
-from supernet.sampler import SAMPLERS, FairSampler
+from supernet.sampler import FairSampler, SAMPLERS
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ from latency import Settings, build_table
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig, SubnetEvaluator, finetune_config, stage_genes
 from supernet import Arch, SearchSpace
+from supernet.data import build_datasets
 from supernet.shapes import generate_shapes
-from supernet.trainer import TrainConfig, Trainer, build_datasets
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = MICRO_SPACE

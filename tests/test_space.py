@@ -5,10 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from supernet import Arch, SearchSpace
-from supernet import registry
+from supernet import Arch, SearchSpace, registry
 from supernet.registry import components, knobs, register_block, register_neck
-from supernet.space import PRESETS, NeckArch
+from supernet.space import NeckArch, PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,11 @@ import torch
 from common import COCO128, needs_coco128
 
 import train_supernet
+from supernet.data import build_datasets
+from supernet.errors import TrainError
 from supernet.shapes import generate_shapes
-from supernet.trainer import TrainConfig, Trainer, TrainError, build_datasets, changed_settings
+from supernet.train_config import TrainConfig, changed_settings
+from supernet.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -324,7 +327,7 @@ def test_non_finite_weights_stop_the_run_without_a_checkpoint(shapes, tmp_path, 
 def test_ctrl_c_saves_at_the_step_boundary_and_resume_matches(shapes, tmp_path, monkeypatch):
     import signal
 
-    from supernet.trainer import Interrupted
+    from supernet.errors import Interrupted
 
     full = train(config(shapes, tmp_path / "full", ckpt_every=100))
     original = Trainer.train_step

@@ -11,11 +11,14 @@ from torch import Tensor
 from latency import Settings, arch_ops, build_table, space_ops
 from search.nas import Search, SearchConfig
 from supernet import Arch, Detector, SearchSpace, registry
+from supernet.checkpoint import load_supernet
+from supernet.data import build_datasets
 from supernet.export import export, read_metadata
 from supernet.layers import ConvBnAct
 from supernet.registry import register_block, register_neck
 from supernet.shapes import generate_shapes
-from supernet.trainer import TrainConfig, Trainer, build_datasets, load_supernet
+from supernet.train_config import TrainConfig
+from supernet.trainer import Trainer
 
 
 class TwoConvBlock(nn.Module):

@@ -19,7 +19,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..layers import Conv2d, ConvBnAct, Linear
 from ..space import HeadArch
-from .common import DEFAULT_POST, STRIDES, PostProcess, anchor_generator, float_anchors
+from .common import DEFAULT_POST, PostProcess, STRIDES, anchor_generator, float_anchors
 
 ROI_SIZE = 7
 
