@@ -55,14 +55,11 @@ def _tensors(out):
 
 
 def op_cost(op: Op, num_classes: int) -> tuple[int, int]:
-    """(FLOPs, parameters) of one op; post-processing has neither (its module is only a carrier)."""
+    """(FLOPs, parameters) of one op; an op whose runner is not `counted` has neither."""
     key = (op.key, num_classes)
     if key not in _OPS:
-        if op.kind in ("io", "post"):
-            _OPS[key] = (0, 0)
-        else:
-            runner = op_runner(op, OpContext(num_classes=num_classes), _SETTINGS)  # seeded: a fixed two-stage proposal count
-            _OPS[key] = (count_flops(_Flat(runner), torch.zeros(1)), sum(p.numel() for p in runner.parameters()))
+        runner = op_runner(op, OpContext(num_classes=num_classes), _SETTINGS)  # seeded: a fixed two-stage proposal count
+        _OPS[key] = (count_flops(_Flat(runner), torch.zeros(1)), sum(p.numel() for p in runner.parameters())) if runner.counted else (0, 0)
     return _OPS[key]
 
 

@@ -167,11 +167,13 @@ def _inputs(settings: Settings) -> Callable[..., torch.Tensor]:
 
 class Runner(nn.Module):
     """A module with its inputs: `runner()` runs it once. A module (not a closure) so that its
-    weights are registered, which fvcore's tracer needs to count its FLOPs."""
+    weights are registered, which fvcore's tracer needs to count its FLOPs. `counted` False: the
+    op adds no FLOPs or parameters to a model's count (bookkeeping, or post-processing whose
+    module only carries its settings)."""
 
-    def __init__(self, module: nn.Module, call: Callable[[nn.Module], object]):
+    def __init__(self, module: nn.Module, call: Callable[[nn.Module], object], counted: bool = True):
         super().__init__()
-        self.module, self.call = module, call
+        self.module, self.call, self.counted = module, call, counted
 
     def forward(self, *_) -> object:
         return self.call(self.module)
@@ -192,7 +194,7 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         x = rand(b, 3, r, r)
         boxes = rand(ctx.post.detections_per_img, 4).float() * r  # detections come out in float32 whatever the dtype
         dets = [{"boxes": boxes, "scores": boxes[:, 0], "labels": boxes[:, 1].long()}] * b
-        return Runner(nn.Identity(), lambda _: restore(dets, letterbox(x, r)[2]))
+        return Runner(nn.Identity(), lambda _: restore(dets, letterbox(x, r)[2]), counted=False)
     if op.kind == "stem":
         x = rand(b, 3, p["res"], p["res"])
         return Runner(prepare(ConvBnAct(3, p["width"], 3, 2, act=act), settings), lambda m: m(x))
@@ -216,7 +218,7 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
             return Runner(module, lambda m: m.raw_outputs(feats, images, arch))
         with torch.no_grad():
             raw = module.raw_outputs(feats, images, arch)
-        return Runner(module, lambda m: m.postprocess(raw, images))
+        return Runner(module, lambda m: m.postprocess(raw, images), counted=False)
     raise ValueError(f"op {op.key}: unknown kind {op.kind!r}")
 
 
