@@ -26,7 +26,7 @@ def parse(argv: list[str] | None) -> tuple[SearchConfig, bool]:
     p.add_argument("--supernet", default=D.supernet, help="checkpoint written by train_supernet.py")
     p.add_argument("--latency-budget", type=float, required=True, help="milliseconds, as predicted by the latency table")
     p.add_argument("--lut", help="latency table JSON (default: one in luts/ built on this device for this space)")
-    p.add_argument("--flops-budget", type=float, help="GFLOPs")
+    p.add_argument("--flops-budget", type=float, help="GFLOPs (true FLOPs: a multiply-add counts 2)")
     p.add_argument("--params-budget", type=float, help="millions of parameters")
     p.add_argument("--objective", choices=["map", "pareto"], default=D.objective,
                    help="map: best mAP under the budget; pareto: NSGA-II on (mAP, latency) under the budget")

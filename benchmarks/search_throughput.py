@@ -6,7 +6,7 @@ Runs two real searches (`Search`) and splits each evaluation into BN recalibrati
 COCOeval and the rest (history bookkeeping, latency lookup, FLOPs and params counts):
 
 - `cold`: one generation of `--cold` random subnets, the worst case: nearly every subnet brings
-  ops whose FLOPs and params fvcore has not counted yet (each op is counted once, then cached).
+  ops whose FLOPs and params are not counted yet (each op is counted once, then cached).
 - `search`: what `evolve.py` runs, both stages (structural, then modular) with evolve's population,
   top-k and mutation defaults, `--generations` per stage, under the budget halfway across the
   table's latency range (as the demo's).

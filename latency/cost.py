@@ -1,20 +1,19 @@
-"""FLOPs and parameters of a subnet, counted by fvcore per op and cached.
+"""FLOPs and parameters of a subnet, counted per op by torch's own FLOP counter and cached.
 
-FLOPs follow fvcore's convention (one fused multiply-add counts as one) over the detector's
-inference forward at the table's batch size 1 and the arch's resolution: convolutions, linear
-layers, batch norm and upsampling. Post-processing (top-k, NMS) and RoIAlign have no fvcore
-counter and are left out, as in published detector FLOPs. An arch's count is the sum over its ops
-(`ops.py`), each counted once and cached, so the search pays for fvcore's tracing once per op,
-not once per candidate; a test checks the sum against fvcore on the whole extracted detector.
-They are a budget proxy; latency comes from the table.
+FLOPs are true floating-point operations (a multiply-add counts as two), as
+`torch.utils.flop_counter.FlopCounterMode` counts them over the detector's inference forward at
+batch 1 and the arch's resolution: convolutions and matrix products. Element-wise work (batch
+norm, activations, upsampling), post-processing (top-k, NMS) and RoIAlign are not counted, as in
+published detector FLOPs. An arch's count is the sum over its ops (`ops.py`), each counted once
+and cached, so the search pays for the counting once per op, not once per candidate; a test checks
+the sum against the count on the whole extracted detector. They are a budget proxy; latency comes
+from the table.
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn as nn
-from fvcore.nn import FlopCountAnalysis
+from torch.utils.flop_counter import FlopCounterMode
 
 from supernet.space import Arch
 
@@ -27,31 +26,11 @@ _ARCHS: dict[tuple[str, int], tuple[int, int]] = {}
 
 
 def count_flops(module: nn.Module, *inputs) -> int:
-    """fvcore FLOPs of `module(*inputs)` in eval mode, warnings about uncounted ops silenced."""
-    module = module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about data-dependent control flow
-        analysis = FlopCountAnalysis(module, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
-
-
-class _Flat(nn.Module):
-    """A runner (or detector) with a flat tuple of tensors out, as fvcore's tracer needs."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args) -> tuple[torch.Tensor, ...]:
-        return tuple(_tensors(self.module(*args)))
-
-
-def _tensors(out):
-    if isinstance(out, torch.Tensor):
-        yield out
-    else:
-        for x in out.values() if isinstance(out, dict) else out:
-            yield from _tensors(x)
+    """FLOPs of one `module(*inputs)` in eval mode."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module.eval()(*inputs)
+    return int(counter.get_total_flops())
 
 
 def op_cost(op: Op, num_classes: int) -> tuple[int, int]:
@@ -59,7 +38,7 @@ def op_cost(op: Op, num_classes: int) -> tuple[int, int]:
     key = (op.key, num_classes)
     if key not in _OPS:
         runner = op_runner(op, OpContext(num_classes=num_classes), _SETTINGS)  # seeded: a fixed two-stage proposal count
-        _OPS[key] = (count_flops(_Flat(runner), torch.zeros(1)), sum(p.numel() for p in runner.parameters())) if runner.counted else (0, 0)
+        _OPS[key] = (count_flops(runner), sum(p.numel() for p in runner.parameters())) if runner.counted else (0, 0)
     return _OPS[key]
 
 

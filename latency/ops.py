@@ -167,7 +167,7 @@ def _inputs(settings: Settings) -> Callable[..., torch.Tensor]:
 
 class Runner(nn.Module):
     """A module with its inputs: `runner()` runs it once. A module (not a closure) so that its
-    weights are registered, which fvcore's tracer needs to count its FLOPs. `counted` False: the
+    weights are registered and counted as parameters. `counted` False: the
     op adds no FLOPs or parameters to a model's count (bookkeeping, or post-processing whose
     module only carries its settings)."""
 
