@@ -24,6 +24,7 @@ from latency.measure import EXTRA_PASSES, Settings
 from latency.ops import arch_ops
 from latency.table import Correction, LatencyTable, build_table
 from latency.validate import error_stats, validate_table
+from supernet.cli import log_to_stderr
 from supernet.io import atomic_json, emit_result
 from supernet.space import Arch, SearchSpace
 
@@ -48,6 +49,7 @@ def correction_models(table: LatencyTable, points: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    log_to_stderr()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="tiny", help="tiny, coco, or a .yaml/.json space file")
     p.add_argument("--device", default="cpu")
@@ -75,9 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     name = Path(args.space).stem if args.space not in ("tiny", "coco") else args.space
     tag = f"{settings.device.split(':')[0]}_{name}_{settings.dtype}_bs{settings.batch_size}" + ("_cl" if settings.channels_last else "")
     lut = Path(args.lut_dir) / f"{tag}.json"
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     start = time.perf_counter()
-    table = build_table(space, settings, lut, args.num_classes, args.passes, args.calib, log=log, extra_passes=args.extra_passes)
+    table = build_table(space, settings, lut, args.num_classes, args.passes, args.calib, extra_passes=args.extra_passes)
     seconds = time.perf_counter() - start
     validation = validate_table(table, args.samples, args.passes, plot=lut.with_suffix(".validation.png"),
                                 extra_passes=args.extra_passes)

@@ -23,6 +23,7 @@ rank its finalists by.
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import random
 import sys
@@ -40,6 +41,7 @@ from search.surrogate import smooth_scores
 from supernet.checkpoint import load_supernet, trained_space
 from supernet.data import build_datasets
 from supernet.distributed import init_distributed
+from supernet.cli import log_to_stderr
 from supernet.io import atomic_json, atomic_save_figure, emit_result, figure
 from supernet.space import Arch, SearchSpace
 from supernet.train_config import TrainConfig, recorded_config
@@ -48,6 +50,8 @@ from supernet.trainer import Trainer
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
 TOP = 5  # the top-N overlap reported
 CALIB_BATCHES = 8  # BN recalibration batches per arch, as the demo's search
+
+logger = logging.getLogger(__name__)
 
 
 def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int) -> list[Arch]:
@@ -171,6 +175,7 @@ def load_truth(path: str) -> dict:
 
 
 def main() -> None:
+    log_to_stderr()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--supernet", nargs="+",
                    help="checkpoint(s), each PATH or NAME=PATH: one ablation row each, on the first one's archs "
@@ -209,9 +214,8 @@ def main() -> None:
     except ValueError as e:
         sys.exit(f"error: {e}")
     _, device = init_distributed(args.device)
-    log = lambda m: print(m, file=sys.stderr)
     if stored:
-        rank_stored(stored, supernets, args, device, log)
+        rank_stored(stored, supernets, args, device)
         return
     table = LatencyTable.load(args.lut)
     archs, config, inherited = None, None, {}
@@ -224,18 +228,18 @@ def main() -> None:
             train_set, val_set = build_datasets(config, max(space.resolutions))
         elif model.space != space:
             sys.exit(f"error: --supernet {path}: its space differs from {next(iter(supernets.values()))}'s; rows must rank the same archs")
-        inherited[name] = inherited_maps(model, blob, archs, train_set, val_set, device, args, name, f"{name} ({path})", log)
+        inherited[name] = inherited_maps(model, blob, archs, train_set, val_set, device, args, name, f"{name} ({path})")
     truth = {}
     for i, arch in enumerate(archs):
-        log(f"[{i + 1}/{len(archs)}] {arch.hash()} predicted {table.predict(arch):.2f} ms")
-        truth[arch.hash()] = retrain(arch, space, replace(config, out=str(Path(args.work) / arch.hash())), lut=args.lut, resume=True, log=log)["map"]
+        logger.info(f"[{i + 1}/{len(archs)}] {arch.hash()} predicted {table.predict(arch):.2f} ms")
+        truth[arch.hash()] = retrain(arch, space, replace(config, out=str(Path(args.work) / arch.hash())), lut=args.lut, resume=True)["map"]
     ceiling, again = None, {}
     if args.ceiling_archs:
         second = args.seed + 1
         for arch in ceiling_picks(archs, table, args.ceiling_archs):
-            log(f"[noise ceiling] {arch.hash()}, seed {second}")
+            logger.info(f"[noise ceiling] {arch.hash()}, seed {second}")
             cfg = replace(config, seed=second, out=str(Path(args.work) / f"{arch.hash()}_seed{second}"))
-            again[arch.hash()] = retrain(arch, space, cfg, lut=args.lut, resume=True, log=log)["map"]
+            again[arch.hash()] = retrain(arch, space, cfg, lut=args.lut, resume=True)["map"]
         ceiling = {"archs": len(again), "seeds": [args.seed, second],
                    **rank_agreement([truth[h] for h in again], list(again.values()), seed=args.seed)}
     write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, ceiling,
@@ -249,12 +253,12 @@ def data_config(blob: dict, args, device, **schedule) -> TrainConfig:
                        batch_size=args.batch_size, seed=args.seed, device=str(device), eval_images=0, workers=2, **schedule)
 
 
-def inherited_maps(model, blob: dict, archs: list[Arch], train_set, val_set, device, args, name: str, label: str, log) -> list[float]:
+def inherited_maps(model, blob: dict, archs: list[Arch], train_set, val_set, device, args, name: str, label: str) -> list[float]:
     """Each arch's mAP with the supernet's weights after BN recalibration, as the search scores
     it; with --refine-steps, after that many steps of fine-tuning alone from them (each kept in
     --work/refine/NAME/HASH): whether a short fine-tune would rank the search's finalists better."""
     if args.refine_steps:
-        log(f"== refined ({args.refine_steps} steps): {label}")
+        logger.info(f"== refined ({args.refine_steps} steps): {label}")
         maps = []
         for a in archs:
             config = refine_config(blob["config"], args.refine_steps, out=str(Path(args.work) / "refine" / name / a.hash()), seed=args.seed,
@@ -263,7 +267,7 @@ def inherited_maps(model, blob: dict, archs: list[Arch], train_set, val_set, dev
             maps.append(round(refined_map(model, a, config, (train_set, val_set)), 5))
         return maps
     evaluator = SubnetEvaluator(model, train_set, val_set, device, args.calib_batches, len(val_set), args.batch_size, 2, args.seed)
-    log(f"== inherited: {label}")
+    logger.info(f"== inherited: {label}")
     return [round(evaluator(a)["map"], 5) for a in archs]
 
 
@@ -285,7 +289,7 @@ def refined_map(model, arch: Arch, config: TrainConfig, datasets: tuple) -> floa
     return json.loads(done.read_text())["map"]
 
 
-def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> None:
+def rank_stored(stored: dict, supernets: dict[str, str], args, device) -> None:
     """--truth: the stored archs and truth, the stored rows, and one new row per --supernet."""
     archs = stored["archs"]
     inherited, names = dict(stored["inherited"]), dict(stored["supernets"])
@@ -301,7 +305,7 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device, log) -> N
         train_set, val_set = build_datasets(config, max(model.space.resolutions))
         if len(val_set) != stored["val_images"]:
             sys.exit(f"error: --supernet {path}: its validation set has {len(val_set)} images, the --truth was scored on {stored['val_images']}")
-        inherited[name] = inherited_maps(model, blob, archs, train_set, val_set, device, args, name, f"{name} ({path})", log)
+        inherited[name] = inherited_maps(model, blob, archs, train_set, val_set, device, args, name, f"{name} ({path})")
         how = [f"each arch fine-tuned alone {args.refine_steps} steps, lr {args.refine_lr or blob['config'].get('lr')}"] if args.refine_steps else []
         how += [f"BN recalibrated on {args.calib_batches} batches"] if args.calib_batches != CALIB_BATCHES and not args.refine_steps else []
         names[name] = path + (f" ({'; '.join(how)})" if how else "")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,13 +27,14 @@ from latency.cost import clear_cache
 from latency.table import LatencyTable
 from search.nas import Search, SearchConfig
 from search.pipeline import halfway_budget
+from supernet.cli import log_to_stderr
 from supernet.io import emit_result
 
 
 def timed_search(**overrides) -> tuple[dict, Search]:
     """Run one search in a temporary folder; its evaluation-time split."""
     with tempfile.TemporaryDirectory() as tmp:
-        search = Search(SearchConfig(out=tmp, workers=0, **overrides), log=lambda m: print(m, file=sys.stderr))
+        search = Search(SearchConfig(out=tmp, workers=0, **overrides))
         start = time.perf_counter()
         search.run()
         wall = time.perf_counter() - start
@@ -52,17 +52,18 @@ def timed_search(**overrides) -> tuple[dict, Search]:
 
 
 def main() -> None:
+    log_to_stderr()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--supernet", default="runs/demo/supernet/last.pt")
     p.add_argument("--lut", default="runs/demo/latency_cpu.json")
     p.add_argument("--cold", type=int, default=40, help="random subnets of the cold run (0: skip it)")
     p.add_argument("--generations", type=int, default=5, help="per stage, in the search run")
-    p.add_argument("--val-images", type=int, default=100)
+    p.add_argument("--eval-images", type=int, default=100)
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
-    common = dict(supernet=args.supernet, lut=args.lut, val_images=args.val_images, calib_batches=args.calib_batches, device=args.device)
+    common = dict(supernet=args.supernet, lut=args.lut, eval_images=args.eval_images, calib_batches=args.calib_batches, device=args.device)
     table = LatencyTable.load(args.lut)
     budget = halfway_budget(table)[0]
     defaults = SearchConfig()

@@ -19,6 +19,7 @@ the picks do. Resumable: a seed that finished is read back, an interrupted one c
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import shutil
 import statistics
@@ -32,6 +33,7 @@ from search.pipeline import run_pipeline
 from search.retrain import measure_latencies, retrain
 from supernet.baselines import RECIPES
 from supernet.distributed import init_distributed
+from supernet.cli import log_to_stderr
 from supernet.io import atomic_json, emit_result
 from supernet.space import Arch, SearchSpace
 from supernet.supernet import Detector
@@ -39,6 +41,8 @@ from supernet.train_config import recorded_config
 
 EXTREMES = ("searched", "smallest", "largest")
 SIDE_BY_SIDE_PASSES = 5
+
+logger = logging.getLogger(__name__)
 
 
 def side_by_side(out: Path, report: dict, device: str, passes: int = SIDE_BY_SIDE_PASSES) -> dict[str, float]:
@@ -61,7 +65,7 @@ def near_baselines(report: dict, slack: float, latency: dict[str, float]) -> lis
     return sorted(n for n in report["models"] if n in RECIPES and latency[n] <= limit)
 
 
-def retrain_seeds(out: Path, report: dict, names: list[str], seeds: int, log) -> dict[str, list[float]]:
+def retrain_seeds(out: Path, report: dict, names: list[str], seeds: int) -> dict[str, list[float]]:
     """mAP of each of `names` over `seeds` trainings: the pipeline's own first, then the same
     schedule (its recorded config) with seeds +1000, +2000, ... in OUT/retrain_seedK/NAME."""
     space = SearchSpace.preset(report["space"])
@@ -72,9 +76,9 @@ def retrain_seeds(out: Path, report: dict, names: list[str], seeds: int, log) ->
         arch = Arch.from_dict(report["models"][name]["arch"])
         maps[name] = [report["models"][name]["map"]]
         for k in range(1, seeds):
-            log(f"== retraining {name}, seed {config.seed + 1000 * k}")
+            logger.info(f"== retraining {name}, seed {config.seed + 1000 * k}")
             cfg = replace(config, seed=config.seed + 1000 * k, out=str(out / f"retrain_seed{k}" / name))
-            maps[name].append(retrain(arch, space, cfg, resume=True, log=log)["map"])
+            maps[name].append(retrain(arch, space, cfg, resume=True)["map"])
     return maps
 
 
@@ -119,6 +123,7 @@ def summarize(seeds: dict[int, dict]) -> dict:
 
 
 def main() -> None:
+    log_to_stderr()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="the CI-sized schedule (a smoke run, not a result)")
@@ -145,12 +150,11 @@ def main() -> None:
         if table is not None and not any(out.glob("latency_*.json")):
             shutil.copyfile(table, out / table.name)
         print(f"== seed {seed}: {out}", file=sys.stderr)
-        report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth,
-                              log=lambda m: print(m, file=sys.stderr))
+        report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth)
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
         compared = ["searched", "random", *near_baselines(report, args.latency_slack, latency)]
-        maps = retrain_seeds(out, report, compared, args.retrain_seeds, log=lambda m: print(m, file=sys.stderr))
+        maps = retrain_seeds(out, report, compared, args.retrain_seeds)
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
                  "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "summary": summarize(seeds), "per_seed": seeds}, args.out)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from supernet.cli import CommandParser
+from supernet.cli import CommandParser, log_to_stderr
 from supernet.io import atomic_json, check_writable, error_line
 from supernet.space import SearchSpace
 
@@ -31,8 +31,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
                    help="at most this many more passes for entries whose two lowest passes differ by over 10 %%")
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = CommandParser(prog="python -m latency", description=__doc__)
+def parse(argv: list[str] | None, prog: str = "python -m latency") -> argparse.Namespace:
+    p = CommandParser(prog=prog, description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="measure every op of a space and write a table")
     b.add_argument("--space", default="tiny", help="tiny, coco, or a .yaml/.json space file")
@@ -59,8 +59,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m latency") -> int:
+    args = parse(argv, prog)
+    log_to_stderr()
     try:
         for flag, value, least in (("--passes", args.passes, 1), ("--extra-passes", args.extra_passes, 0)):
             if value < least:
@@ -87,7 +88,7 @@ def _build(args: argparse.Namespace) -> int:
     check_writable(out, "--out")  # before the measuring, not after it
     start = time.perf_counter()
     table = build_table(space, settings, args.out, args.num_classes, args.passes, args.calib, args.seed,
-                        log=lambda m: print(m, file=sys.stderr), extra_passes=args.extra_passes)
+                        extra_passes=args.extra_passes)
     corr = table.correction
     summary = {
         "out": str(args.out), "entries": len(table.entries), "seconds": round(time.perf_counter() - start, 1),

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import logging
 import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ FORMAT = 1
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
 RICHER_MARGIN = 0.10  # the per-op model is kept only when it cuts the leave-one-out error by more than this
 SUBNET = "subnet:"  # key prefix of a calibration subnet's end-to-end time among the op times of a build
+
+logger = logging.getLogger(__name__)
 
 
 class TableError(ValueError):
@@ -286,7 +289,7 @@ class LatencyTable:
 # ---- building -----------------------------------------------------------------------------------
 def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_classes: int = 80, passes: int = 2,
                 calib_archs: int = 20, seed: int = 0, timer: Optional[Timer] = None, progress: bool = True,
-                log: Callable[[str], None] = print, extra_passes: int = EXTRA_PASSES) -> LatencyTable:
+                extra_passes: int = EXTRA_PASSES) -> LatencyTable:
     """Measure every op of `space` and, among them in the same passes, `calib_archs` random
     subnets end to end (for the correction), and write the table to `out`. Progress is checkpointed to `out`.partial every few
     seconds: a build run again with the same arguments resumes there without re-measuring."""
@@ -299,7 +302,7 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
     partial = out.with_name(out.name + ".partial")
     state = _load_partial(partial, job)
     if state["times"]:
-        log(f"resuming {partial}: {sum(map(len, state['times'].values()))} measurements already done")
+        logger.info(f"resuming {partial}: {sum(map(len, state['times'].values()))} measurements already done")
     start = time.perf_counter() - state["seconds"]
     last_save = time.perf_counter()
 
@@ -316,7 +319,7 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
         state["noise"] = {**noise_check(reference_runner(reference, ctx, settings, seed), settings, timer=timer).to_dict(),
                           "arch": reference.to_dict()}
         if state["noise"]["noisy"]:
-            log(f"warning: the machine is noisy: the same model's time varied by {state['noise']['spread']:.0%} "
+            logger.warning(f"the machine is noisy: the same model's time varied by {state['noise']['spread']:.0%} "
                 f"over 5 runs; timings (and the table) will be less accurate")
     # the calibration subnets are timed among the ops, in the same shuffled passes: a machine
     # that is slower for a while then slows both alike, instead of skewing the correction

@@ -2,14 +2,15 @@
 BN recalibration) under a latency budget from the device's lookup table, structural level first,
 then modular (SM-NAS).
 
-Outputs in the search folder, each written atomically: `config.json` (the settings, checked on
-`--resume`), `history.jsonl` (one line per evaluated subnet, appended as each finishes),
+Outputs in the search folder, each written atomically: `config.yaml` (the settings: checked on
+`--resume`, and `--config` re-runs them), `history.jsonl` (one line per evaluated subnet, appended as each finishes),
 `pareto.json`, `finalists.json` and `pareto.png` (rewritten after every generation). A resumed
 search replays the same seeded generations and takes every result already in `history.jsonl`
 from there, so nothing is evaluated twice and the run continues as if never stopped.
 """
 from __future__ import annotations
 
+import logging
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
+import yaml
 from tqdm import tqdm
 
 from latency.cost import flops, params
@@ -26,12 +28,13 @@ from latency.measure import Settings
 from latency.table import LatencyTable, TableError, device_name
 from supernet.bn import recalibrate_bn
 from supernet.checkpoint import load_supernet, trained_space
-from supernet.cli import check_number, flag_error
+from supernet.cli import check_number, flag_error, option, write_config
 from supernet.data import build_datasets, build_loader
 from supernet.distributed import init_distributed
 from supernet.evaluate import Batches, METRICS, coco_map, detect
 from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, figure
 from supernet.space import Arch, SearchSpace
+from supernet.tensorboard import Board
 from supernet.train_config import TrainConfig, recorded_config
 from supernet.trainer import Trainer
 
@@ -44,40 +47,46 @@ RANDOM = "random"  # the control: as many subnets drawn uniformly under the budg
 STRUCTURAL_BLOCK = "ir_k3_e6"  # the block every position gets while the structure is searched (MobileNetV2's)
 DEFAULT_LUT_DIR = Path("luts")
 
+logger = logging.getLogger(__name__)
 
 @dataclass
 class SearchConfig:
-    supernet: str = "runs/supernet/last.pt"
-    latency_budget: Optional[float] = None  # ms; required
-    lut: Optional[str] = None  # default: a table in luts/ built on this machine's device
-    flops_budget: Optional[float] = None  # GFLOPs
-    params_budget: Optional[float] = None  # millions
-    objective: str = "map"  # map | pareto
-    population: int = 20
-    generations: int = 10  # per stage
-    topk: int = 5
-    mutation_prob: float = 0.1
-    crossover_prob: float = 0.5
-    aging: int = 0  # regularized evolution's window: parents from the last N evaluated; 0: from all (SPOS)
-    smooth: bool = False  # rank by the inherited mAP smoothed over every subnet the stage evaluated (search.surrogate)
-    calib_batches: int = 8
-    val_images: int = 200
-    batch_size: int = 16
-    stage: str = "both"  # structural | modular | both
-    structural_block: str = STRUCTURAL_BLOCK
-    base_arch: Optional[str] = None  # Arch JSON file: the structure of --stage modular (required there)
-    finetune_steps: int = 0  # --stage both: steps of supernet fine-tuning on the found structure before the modular stage
-    finalists: int = 5
-    seed: int = 0
-    out: str = "runs/search"
-    device: str = "auto"
-    workers: int = 2
-    force: bool = False
-    data: Optional[str] = None  # default: the data the supernet was trained on
-    train_ann: Optional[str] = None
-    train_images: Optional[str] = None
-    val_ann: Optional[str] = None
-    val_images_dir: Optional[str] = None
+    supernet: str = option("runs/supernet/last.pt", "supernet checkpoint (smnas train's OUT/last.pt)")
+    latency_budget: Optional[float] = option(None, "milliseconds, as the latency table predicts them (required)")
+    lut: Optional[str] = option(None, "latency table JSON; none: one in luts/ built on this device for this space")
+    flops_budget: Optional[float] = option(None, "GFLOPs (true FLOPs: a multiply-add counts 2); none: no limit")
+    params_budget: Optional[float] = option(None, "millions of parameters; none: no limit")
+    objective: str = option("map", "map: the best mAP under the budget; pareto: NSGA-II on (mAP, latency) under the budget",
+                            choices=("map", "pareto"))
+    population: int = option(20, "subnets a generation")
+    generations: int = option(10, "generations a stage")
+    topk: int = option(5, "parents: the best this many so far")
+    mutation_prob: float = option(0.1, "probability that a gene mutates")
+    crossover_prob: float = option(0.5, "share of the children made by crossover")
+    aging: int = option(0, "regularized evolution: parents only from the last N evaluated; 0: from all (SPOS)", metavar="N")
+    smooth: bool = option(False, "rank subnets by their inherited mAP smoothed over all the stage evaluated (a ridge fit on "
+                                 "their choices, search.surrogate)")
+    calib_batches: int = option(8, "BN recalibration batches before scoring a subnet")
+    eval_images: int = option(200, "validation images a subnet is scored on (a fixed subset)")
+    batch_size: int = option(16, "images a batch, for recalibration and scoring")
+    stage: str = option("both", "structural, modular (needs --base-arch), both (structural then modular, SM-NAS), or random "
+                                "(the control: as many subnets drawn uniformly under the budget, no evolution)",
+                        choices=(*STAGES, "both", RANDOM))
+    structural_block: str = option(STRUCTURAL_BLOCK, "the block every position gets in the structural stage")
+    base_arch: Optional[str] = option(None, "Arch JSON whose structure --stage modular keeps (required there)")
+    finetune_steps: int = option(0, "--stage both: fine-tune the supernet this many steps on the structure found before the "
+                                    "modular stage (SM-NAS); 0: none")
+    finalists: int = option(5, "subnets kept in finalists.json")
+    seed: int = option(0, "seeds the evolution and the data subset")
+    out: str = option("runs/search", "search folder: history.jsonl, pareto.json, finalists.json, config.yaml")
+    device: str = option("auto", "where subnets are evaluated: auto, cpu, cuda or cuda:N")
+    workers: int = option(2, "data loader processes")
+    force: bool = option(False, "use a latency table built on another device or for another class count")
+    data: Optional[str] = option(None, "COCO 2017 layout root; none: the data the supernet was trained on")
+    train_ann: Optional[str] = option(None, "training annotations JSON (recalibration batches; overrides --data)")
+    train_images: Optional[str] = option(None, "training images folder (overrides --data)")
+    val_ann: Optional[str] = option(None, "validation annotations JSON (overrides --data)")
+    val_images: Optional[str] = option(None, "validation images folder (overrides --data)")
 
     # settings that change no result: may differ on --resume
     RUNTIME = ("device", "workers")
@@ -87,7 +96,7 @@ class SearchConfig:
         table or the data are checked by `Search`)."""
         for name in ("latency_budget", "flops_budget", "params_budget"):  # ms, GFLOPs, millions
             check_number(SearchError, name, getattr(self, name), 0, low_open=True, optional=True)
-        for name in ("population", "generations", "topk", "calib_batches", "val_images", "batch_size", "finalists"):
+        for name in ("population", "generations", "topk", "calib_batches", "eval_images", "batch_size", "finalists"):
             check_number(SearchError, name, getattr(self, name), 1, integer=True)
         for name in ("finetune_steps", "workers", "aging"):
             check_number(SearchError, name, getattr(self, name), 0, integer=True)
@@ -122,6 +131,25 @@ def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, blo
     raise SearchError(f"--stage: expected structural, modular, both or random, got {stage!r}")
 
 
+def search_started(out: Path) -> bool:
+    """Whether `out` holds a search's settings (one that `--resume` can continue)."""
+    return (out / "config.yaml").is_file() or (out / "config.json").is_file()
+
+
+def _recorded_settings(out: Path) -> dict:
+    """The settings a search in `out` was started with (config.yaml; an older version's config.json
+    under its old names: val_images was the image count, val_images_dir the folder)."""
+    try:
+        if (out / "config.yaml").is_file():
+            return yaml.safe_load((out / "config.yaml").read_text())
+        before = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        raise SearchError(f"--resume: no search to resume in {out} (config.yaml missing or unreadable)") from None
+    if "val_images_dir" in before:
+        before["eval_images"], before["val_images"] = before.pop("val_images"), before.pop("val_images_dir")
+    return before
+
+
 def finetune_config(trained: dict, search: "SearchConfig", out: Path) -> TrainConfig:
     """The supernet's own training settings, restarted for `search.finetune_steps` steps from its
     weights on the structure saved in `out`/structure.json, every block type sampled."""
@@ -129,7 +157,7 @@ def finetune_config(trained: dict, search: "SearchConfig", out: Path) -> TrainCo
     config = recorded_config(trained)
     return replace(config, out=str(out), steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=search.supernet,
                    structure=str(out / "structure.json"), train_blocks=None, device=search.device, workers=search.workers,
-                   eval_images=min(config.eval_images or search.val_images, search.val_images), eval_every=0)
+                   eval_images=min(config.eval_images or search.eval_images, search.eval_images), eval_every=0)
 
 
 class SubnetEvaluator:
@@ -142,12 +170,12 @@ class SubnetEvaluator:
     model."""
 
     def __init__(self, model: torch.nn.Module, train_set, val_set, device: torch.device, calib_batches: int,
-                 val_images: int, batch_size: int, workers: int, seed: int):
+                 eval_images: int, batch_size: int, workers: int, seed: int):
         self.model, self.device, self.calib_batches = model, device, calib_batches
         loader = build_loader(train_set, batch_size, shuffle=True, workers=workers, seed=seed)
         self.calib = Batches.first(loader, calib_batches * batch_size)
-        self.val = Batches.first(build_loader(val_set, batch_size, shuffle=False, workers=workers, seed=seed), val_images)
-        self.val_images = sum(len(images) for images, _ in self.val)
+        self.val = Batches.first(build_loader(val_set, batch_size, shuffle=False, workers=workers, seed=seed), eval_images)
+        self.eval_images = sum(len(images) for images, _ in self.val)
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="cocoeval")
 
     def infer(self, arch: Arch) -> dict:
@@ -155,7 +183,7 @@ class SubnetEvaluator:
         start = time.perf_counter()
         recalibrate_bn(self.model, arch, self.calib, self.calib_batches, self.device)
         recalibrated = time.perf_counter()
-        detections, image_ids = detect(self.model, arch, self.val, self.device, self.val_images)
+        detections, image_ids = detect(self.model, arch, self.val, self.device, self.eval_images)
         return {"detections": detections, "image_ids": image_ids, "recalibration_s": recalibrated - start,
                 "inference_s": time.perf_counter() - recalibrated}
 
@@ -194,8 +222,8 @@ def find_lut(device: str, space: SearchSpace, folder: Path = DEFAULT_LUT_DIR) ->
 class Search:
     """One search run in `config.out` (see the module docstring)."""
 
-    def __init__(self, config: SearchConfig, resume: bool = False, log: Callable[[str], None] = print):
-        self.config, self.log = config, log
+    def __init__(self, config: SearchConfig, resume: bool = False):
+        self.config = config
         c = config
         if c.latency_budget is None:
             raise SearchError("--latency-budget: required (milliseconds, as the latency table predicts them)")
@@ -216,11 +244,12 @@ class Search:
                               f"{self.table.meta['environment']['device_name']}, {fastest_ms:.3f} ms (arch {fastest.hash()})")
         self.base_arch = self._base_arch()
         self.train_set, self.val_set = self._datasets(blob)
-        if c.val_images > len(self.val_set):  # else scored on fewer than config.json would record
-            raise SearchError(f"--val-images {c.val_images}: the validation set has {len(self.val_set)} images")
+        if c.eval_images > len(self.val_set):  # else scored on fewer than config.yaml would record
+            raise SearchError(f"--eval-images {c.eval_images}: the validation set has {len(self.val_set)} images")
         self.cache = self._prepare_out(resume)
+        self.resumed = resume
         self.evaluator = SubnetEvaluator(self.model, self.train_set, self.val_set, self.device, c.calib_batches,
-                                         c.val_images, c.batch_size, c.workers, c.seed)
+                                         c.eval_images, c.batch_size, c.workers, c.seed)
         self.history: list[dict] = []  # this run's records, in order
         self.finetuned = False  # the weights changed between the stages (--finetune-steps)
         self.smoothed: dict[str, float] = {}  # hash -> smoothed mAP (--smooth), over the subnets of its stage
@@ -268,10 +297,7 @@ class Search:
             except (FolderBusy, OSError) as e:
                 raise SearchError(f"--out {e}") from None
         if resume:
-            try:
-                before = json.loads((self.out / "config.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                raise SearchError(f"--resume: no search to resume in {self.out} (config.json missing or unreadable)") from None
+            before = _recorded_settings(self.out)
             changed = sorted(k for k in saved if before.get(k) != saved[k])
             if changed:
                 raise SearchError(f"--resume: {self.out} was searched with other settings ({', '.join('--' + k.replace('_', '-') for k in changed)}); "
@@ -288,7 +314,8 @@ class Search:
             raise SearchError(f"--out: {self.out} already holds a search; pass --resume to continue it, or choose another --out")
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_json(saved, self.out / "config.json")
+            write_config(asdict(self.config), self.out / "config.yaml")
+            (self.out / "config.json").unlink(missing_ok=True)  # an older version's copy of the settings
             if resume and history.is_file():  # drop a cut last line so appends start on a fresh line
                 lines = [ln for ln in history.read_text().splitlines() if _is_json(ln)]
                 history.write_text("".join(ln + "\n" for ln in lines))
@@ -299,7 +326,7 @@ class Search:
     def _datasets(self, blob: dict) -> tuple:
         c = self.config
         trained = blob.get("config", {})
-        overrides = {"train_ann": c.train_ann, "train_images": c.train_images, "val_ann": c.val_ann, "val_images": c.val_images_dir}
+        overrides = {"train_ann": c.train_ann, "train_images": c.train_images, "val_ann": c.val_ann, "val_images": c.val_images}
         if c.data or any(overrides.values()):
             data = TrainConfig(data=c.data, **overrides)
         else:  # the data the supernet was trained on
@@ -321,9 +348,14 @@ class Search:
 
     def run(self) -> dict:
         """Search every stage (or draw the random control); the folder stays locked meanwhile."""
+        self.started, self.evaluated_now = time.perf_counter(), 0
+        # a resumed search replays its generations from history.jsonl: its curves are written anew
+        self.board = Board(self.out / "tensorboard", purge_step=0 if self.resumed else None) if self.dist.main else None
         try:
             return self._run()
         finally:
+            if self.board is not None:
+                self.board.close()
             self.lock.release()
 
     def _run(self) -> dict:
@@ -372,7 +404,12 @@ class Search:
             for individual, value in zip(done, smooth_scores([i.item for i in done], [i.scores["map"] for i in done])):
                 individual.scores["map_smoothed"] = value
                 self.smoothed[individual.key] = round(value, 6)
-        self._write_outputs()
+        summary = self._write_outputs()
+        if self.board is not None:
+            stage, minutes = self.history[-1]["stage"], (time.perf_counter() - self.started) / 60
+            self.board.scalars({f"search/{stage}/best_{self.score_key}": max(i.scores[self.score_key] for i in evolution.history),
+                                "search/pareto_size": summary["pareto_size"],
+                                "search/evaluations_per_min": self.evaluated_now / minutes}, len(self.history))
 
     def _finetune(self, structure: Arch) -> None:
         """Stage-matched training (SM-NAS): fine-tune the supernet on paths of the structure the
@@ -387,7 +424,7 @@ class Search:
             if self.dist.world > 1:
                 dist.barrier()
             config = finetune_config(self.blob["config"], c, folder)
-            self.log(f"fine-tuning the supernet on the found structure ({structure.hash()}) for {c.finetune_steps} steps in {folder}")
+            logger.info(f"fine-tuning the supernet on the found structure ({structure.hash()}) for {c.finetune_steps} steps in {folder}")
             trainer = Trainer(config, (self.train_set, self.val_set), resume=(folder / "last.pt").is_file())
             result = trainer.run()
             if self.dist.main:
@@ -420,6 +457,7 @@ class Search:
                 arch, future = pending
                 pending = None
                 record = results[arch.hash()] = self._record(arch, future.result(), stage, generation)
+                self.evaluated_now += self.dist.world
                 if self.dist.world == 1:
                     self._append(record)
                 best = max(best, record["map"])
@@ -488,7 +526,7 @@ class Search:
         keep = ("hash", "arch", *METRICS, *(("map_smoothed",) if c.smooth else ()), "latency_ms", "flops", "params", "stage", "generation")
         summary = {
             "best": {k: finalists[0][k] for k in keep} if finalists else None,
-            "evaluated": len(records), "latency_budget_ms": c.latency_budget, "device": self.table.meta["environment"]["device_name"],
+            "evaluated": len(records), "pareto_size": len(front), "latency_budget_ms": c.latency_budget, "device": self.table.meta["environment"]["device_name"],
             "out": str(self.out),
         }
         if self.dist.main and records:

@@ -9,6 +9,7 @@ interrupted demo continues where it stopped.
 """
 from __future__ import annotations
 
+import logging
 import json
 import shutil
 import time
@@ -26,11 +27,12 @@ from supernet.space import Arch, SearchSpace
 from supernet.train_config import TrainConfig
 from supernet.trainer import Trainer
 
-from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig
+from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig, search_started
 from .retrain import retrain
 
 SPACE = "tiny_one_stage"  # see the preset: at one time budget, more supernet steps instead of the two-stage head
 
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Schedule:
@@ -61,7 +63,7 @@ QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats
 
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
-                 extremes: bool = False, smooth: bool = False, log: Callable[[str], None] = print) -> dict:
+                 extremes: bool = False, smooth: bool = False) -> dict:
     """Run (or continue) every step in `out`; returns the report's data (also in report.json).
 
     `extremes`: also retrain the smallest and largest subnets the supernet trained, so that their
@@ -72,12 +74,12 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     out.mkdir(parents=True, exist_ok=True)
     info, dev = init_distributed(device)
     if info.world > 1:
-        raise ValueError("end_to_end: runs as a single process; use train_supernet.py / evolve.py / retrain.py under torchrun")
+        raise ValueError("end_to_end: runs as a single process; use smnas train / search / retrain under torchrun")
     space = SearchSpace.preset(SPACE)
     timings: dict[str, float] = {}
 
     def step(name: str, fn: Callable[[], object]):
-        log(f"== {name}")
+        logger.info(f"== {name}")
         start = time.perf_counter()
         result = fn()
         timings[name] = round(time.perf_counter() - start, 1)
@@ -86,20 +88,20 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     train = TrainConfig(space=SPACE, out=str(out / "supernet"), epochs=s.supernet_epochs, steps=s.supernet_steps, batch_size=s.batch_size,
                         seed=seed, workers=workers, device=str(dev), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                         train_blocks=(STRUCTURAL_BLOCK,))  # stage-matched: the structural stage's block everywhere
-    supernet, supernet_eval = step("supernet training", lambda: _train_supernet(train, space, log))
+    supernet, supernet_eval = step("supernet training", lambda: _train_supernet(train, space))
     lut = out / f"latency_{dev.type}.json"
-    table = step("latency table", lambda: _latency_table(space, dev, s, lut, seed, log))
+    table = step("latency table", lambda: _latency_table(space, dev, s, lut, seed))
     budget, fastest, slowest = halfway_budget(table)
-    log(f"latency budget: {budget:g} ms, halfway between the fastest ({fastest:.3f} ms) and the slowest ({slowest:.3f} ms) subnet")
+    logger.info(f"latency budget: {budget:g} ms, halfway between the fastest ({fastest:.3f} ms) and the slowest ({slowest:.3f} ms) subnet")
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=s.generations,
-                          topk=max(2, s.population // 4), calib_batches=s.calib_batches, val_images=s.search_val_images,
+                          topk=max(2, s.population // 4), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
                           stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth)
-    summary = step("search", lambda: Search(search, resume=(out / "search" / "config.json").is_file(), log=log).run())
+    summary = step("search", lambda: Search(search, resume=search_started(out / "search")).run())
     finalist = summary["best"]
     # the control: as many subnets as the search evaluated, drawn uniformly under the budget, scored the same way
     control_cfg = replace(search, stage=RANDOM, population=summary["evaluated"], generations=1, finetune_steps=0, out=str(out / "random"))
-    control = step("random-search control", lambda: Search(control_cfg, resume=(out / "random" / "config.json").is_file(), log=log).run())
+    control = step("random-search control", lambda: Search(control_cfg, resume=search_started(out / "random")).run())
     candidates = {"searched": Arch.from_dict(finalist["arch"]), "random": Arch.from_dict(control["best"]["arch"])}
     inherited = {"searched": finalist["map"], "random": control["best"]["map"]}
     if extremes:
@@ -112,7 +114,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     for name, arch in candidates.items():
         cfg = replace(retrain_cfg, out=str(out / "retrain" / name))
         results[name] = step(f"retraining {name}", lambda cfg=cfg, arch=arch: retrain(
-            arch, space, cfg, lut=str(lut), resume=True, log=log))
+            arch, space, cfg, lut=str(lut), resume=True))
     report = {
         "device": table.meta["environment"]["device_name"], "space": SPACE, "quick": quick, "latency_budget_ms": budget,
         "latency_range_ms": [round(fastest, 3), round(slowest, 3)], "schedule": asdict(s),
@@ -135,11 +137,11 @@ def halfway_budget(table: LatencyTable) -> tuple[float, float, float]:
     return round((fastest + slowest) / 2, 3), fastest, slowest
 
 
-def _train_supernet(config: TrainConfig, space: SearchSpace, log: Callable[[str], None]) -> tuple[Path, dict]:
+def _train_supernet(config: TrainConfig, space: SearchSpace) -> tuple[Path, dict]:
     """(checkpoint, the final evaluation of its smallest, largest and random paths)."""
     done = Path(config.out) / "result.json"
     if done.is_file():
-        log(f"{done.parent}: trained already")
+        logger.info(f"{done.parent}: trained already")
         result = json.loads(done.read_text())
     else:
         trainer = Trainer(config, build_datasets(config, max(space.resolutions)), resume=(Path(config.out) / "last.pt").is_file())
@@ -148,13 +150,13 @@ def _train_supernet(config: TrainConfig, space: SearchSpace, log: Callable[[str]
     return Path(result["checkpoint"]), result["eval"]
 
 
-def _latency_table(space: SearchSpace, device, s: Schedule, path: Path, seed: int, log: Callable[[str], None]) -> LatencyTable:
+def _latency_table(space: SearchSpace, device, s: Schedule, path: Path, seed: int) -> LatencyTable:
     if path.is_file():
-        log(f"{path}: built already")
+        logger.info(f"{path}: built already")
         return LatencyTable.load(path)
     settings = Settings(str(device), repeats=s.lut_repeats, warmup=min(5, s.lut_repeats))
     train_classes = 3  # the shapes data's classes: the head and NMS cost depends on it
-    return build_table(space, settings, path, train_classes, s.lut_passes, s.lut_calib, seed, log=log)
+    return build_table(space, settings, path, train_classes, s.lut_passes, s.lut_calib, seed)
 
 
 COLUMNS = (("model", "{}"), ("mAP", "{:.4f}"), ("AP50", "{:.4f}"), ("inherited mAP", "{}"), ("latency measured (ms)", "{:.3f}"),

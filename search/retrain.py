@@ -9,10 +9,11 @@ table's settings, next to the table's prediction; FLOPs and params).
 """
 from __future__ import annotations
 
+import logging
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -21,8 +22,9 @@ from latency.cost import flops, params
 from latency.measure import Settings, measure_many
 from latency.ops import OpContext, detector_runner
 from latency.table import LatencyTable
-from supernet.baselines import PREFIX, baseline
+from supernet.baselines import PREFIX, RECIPES, baseline
 from supernet.checkpoint import load_supernet
+from supernet.cli import option
 from supernet.data import build_datasets
 from supernet.distributed import init_distributed
 from supernet.errors import TrainError
@@ -36,8 +38,23 @@ from supernet.trainer import Trainer
 from .nas import find_lut
 
 INITS = ("scratch", "inherited")
+
+
+@dataclass
+class RetrainJob:
+    """What to retrain and what to write besides the training run (`TrainConfig`) itself."""
+
+    arch: Optional[str] = option(None, "an Arch JSON, finalists.json / pareto.json (with --index or --all), or baseline:NAME "
+                                       f"({', '.join(RECIPES)}) (required)")
+    index: Optional[int] = option(None, "which record of a list file; none: 0, the best finalist")
+    all: bool = option(False, "every record of a list file, each in OUT/<arch hash>/")
+    init: str = option("scratch", "scratch, or inherited: start from the supernet's weights", choices=INITS)
+    supernet: Optional[str] = option(None, "supernet checkpoint (needed by --init inherited; also gives the default --space and data)")
+    lut: Optional[str] = option(None, "latency table whose settings time the model; none: one in luts/ for this device and space")
+    export: bool = option(False, "also write model.torchscript.pt and model.onnx (needs smnas[export])")
 LATENCY_PASSES = 2  # as the table's own entries: the lowest of two shuffled passes (more if they disagree)
 
+logger = logging.getLogger(__name__)
 
 def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every: bool = False) -> list[tuple[str, Arch]]:
     """(name, arch) pairs named by `spec`: `baseline:NAME`, an Arch JSON file, or a list of
@@ -74,7 +91,7 @@ def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every
 
 
 def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "scratch", supernet: Optional[str] = None, lut: Optional[str] = None,
-            export: bool = False, resume: bool = False, log: Callable[[str], None] = print) -> dict:
+            export: bool = False, resume: bool = False) -> dict:
     """Train `arch` (of `space`, whose activation and anchor scale it uses) in `config.out` and
     write model.pt, arch.json and metrics.json there (and, with `export`, model.torchscript.pt
     and model.onnx). Returns the metrics. With `resume`, a
@@ -85,7 +102,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
     metrics_path = out / "metrics.json"
     if resume and metrics_path.is_file():
         done = finished_metrics(metrics_path, arch)
-        log(f"{out}: already retrained (metrics.json); skipping")
+        logger.info(f"{out}: already retrained (metrics.json); skipping")
         return done
     if not resume and (out / "last.pt").is_file():
         raise TrainError(f"--out {out}: holds a retraining run already; pass --resume to continue it, or choose another --out")
@@ -98,13 +115,14 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
             raise TrainError("--init inherited: needs --supernet (the checkpoint the arch inherits its weights from)")
         model, _ = load_supernet(supernet)
         try:
-            detector = model.extract(arch)
+            inherited = model.extract(arch)
         except ValueError as e:
             raise TrainError(f"--supernet {supernet}: cannot extract the arch ({e})") from None
         if model.num_classes != train_set.num_classes:
             raise TrainError(f"--supernet {supernet}: predicts {model.num_classes} classes; the data has {train_set.num_classes}")
-    else:
-        detector = Detector(arch, train_set.num_classes, space.activation, space.head.anchor_scale)
+    detector = Detector(arch, train_set.num_classes, space.activation, space.head.anchor_scale, drop_path=config.drop_path)
+    if init == "inherited":
+        detector.load_state_dict(inherited.state_dict())
     detector.classes = train_set.classes
     if not config.eval_images:  # the whole validation set: these are the numbers a report quotes
         config = replace(config, eval_images=len(val_set))
@@ -133,7 +151,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
                                  f"export it with: python -m supernet.export {out / 'model.pt'}") from None
             for fmt, r in metrics["export"].items():
                 if "check_failed" in r:
-                    log(f"warning: the {fmt} export differs from eager: {r['check_failed']}")
+                    logger.warning(f"the {fmt} export differs from eager: {r['check_failed']}")
             atomic_json(metrics, metrics_path)
     if info.world > 1:
         dist.barrier()

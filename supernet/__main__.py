@@ -1,16 +1,16 @@
-"""`python -m supernet info --space tiny|coco|PATH`: what a search space holds, as one JSON object.
+"""`smnas info --space tiny|coco|PATH`: what a search space holds, as one JSON object.
 
 Builds the supernet, runs the smallest and the largest architecture on a random image in eval
 mode, extracts each as a standalone detector and checks it gives the same detections."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import torch
 
 from . import SearchSpace, Supernet
+from .cli import CommandParser
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -31,14 +31,12 @@ def info(space: SearchSpace, num_classes: int, seed: int) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m supernet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("info", help="describe a search space and check its supernet")
+def main(argv: list[str] | None = None, prog: str = "python -m supernet info") -> int:
+    p = CommandParser(prog=prog, description=__doc__)
     p.add_argument("--space", default="tiny", help="preset name (tiny, coco) or a .yaml/.json space file")
     p.add_argument("--num-classes", type=int, default=80)
     p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = p.parse_args(argv)
     try:
         space = SearchSpace.resolve(args.space)
     except ValueError as e:
@@ -48,5 +46,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m supernet info ...
+    sys.exit(main(sys.argv[2:] if sys.argv[1:2] == ["info"] else sys.argv[1:]))

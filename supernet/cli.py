@@ -1,10 +1,24 @@
-"""The commands' flags: their argument parser, and the check the config dataclasses run on each
-numeric field. A bad flag is one line naming it, like every other bad input."""
+"""The commands' flags: generated from the config dataclasses (one source for a setting's name,
+type, default and help), a run config file they can be loaded from, and the check the config
+dataclasses run on each numeric field. A bad flag is one line naming it, like every other bad input."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import math
-from typing import NoReturn
+import types
+import typing
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import yaml
+
+from .io import atomic_write_bytes
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every flag's default after its help."""
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -12,7 +26,7 @@ class CommandParser(argparse.ArgumentParser):
     it and exits 2, instead of the usage block followed by the message; `--help` is unchanged."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(**kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -38,37 +52,115 @@ def check_number(error: type[Exception], name: str, value, low: float, high: flo
         raise flag_error(error, name, value, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """The data, schedule, optimisation and run flags that supernet training and retraining share."""
-    from .batches import AUGMENTS
-    from .train_config import TrainConfig
+class _MessageFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
 
-    d = TrainConfig
-    p.add_argument("--space", default=d.space, help="tiny, coco, or a .yaml/.json space file")
-    p.add_argument("--data", help="COCO 2017 layout root (annotations/, train2017/, val2017/); default: built-in shapes data")
-    for name in ("train-ann", "train-images", "val-ann", "val-images"):
-        p.add_argument(f"--{name}", help="override one path of --data")
-    p.add_argument("--out", default=d.out, help="run directory (checkpoints, metrics.jsonl)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int)
-    length.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps before cosine decay")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="not applied to BN and biases")
-    p.add_argument("--amp", action="store_true", help="fp16 mixed precision (CUDA)")
-    p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max gradient norm; 0 disables")
-    p.add_argument("--augment", choices=AUGMENTS, default=d.augment,
-                   help="training augmentation: none, flip (horizontal), scale_crop (flip, then transforms.v2 zoom-out and IoU crop)")
-    p.add_argument("--ema", type=float, help="keep an EMA of the weights with this decay (e.g. 0.9998)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps; 0: only at the end")
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--skip-unreadable", action="store_true",
-                   help="decode every image once at start and leave out those that fail (counted in a warning), instead of stopping at the first")
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """What a command does with the library's `logging`: messages, one a line, on stderr (stdout
+    carries the command's JSON result alone). Leaves a handler the caller set up alone."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(_MessageFormatter())
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def option(default: Any, help: str, choices: Optional[typing.Iterable[str]] = None, metavar: Optional[str] = None) -> Any:
+    """A config dataclass field that carries its flag's help (and choices): the one place a
+    setting is described, for `--help`, the README and the config file alike."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": None if choices is None else list(choices),
+                                                        "metavar": metavar})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _none_or(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+    parse.__name__ = kind.__name__  # argparse names the type in its errors
+    return parse
+
+
+def _field_kind(annotation) -> tuple[type, bool]:
+    """(base type, optional) of a field annotation: int, float, str, bool or tuple, maybe Optional."""
+    args = typing.get_args(annotation)
+    optional = (typing.get_origin(annotation) in (typing.Union, types.UnionType)) and type(None) in args
+    if optional:
+        annotation = next(a for a in args if a is not type(None))
+    base = typing.get_origin(annotation) or annotation
+    return base, optional
+
+
+METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
+def add_config_arguments(p: argparse.ArgumentParser, cls: type, skip: typing.Collection[str] = (),
+                         defaults: Optional[dict[str, Any]] = None) -> None:
+    """One flag per field of the dataclass `cls` (but `skip`): `--field-name`, typed from the
+    annotation, defaulting to the field's default (or `defaults`), with the field's help and
+    choices. Bools are `--x/--no-x`; tuples take one or more values; an optional field takes
+    `none` too."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind, optional = _field_kind(hints[f.name])
+        meta = f.metadata
+        default = (defaults or {}).get(f.name, f.default)
+        kw: dict[str, Any] = {"dest": f.name, "default": default, "help": meta.get("help", "").replace("%", "%%")}
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif kind is tuple:
+            kw.update(nargs="+", metavar=meta.get("metavar") or f.name.upper())
+        else:
+            kw["type"] = _none_or(kind) if optional else kind
+            if meta.get("choices"):
+                kw["choices"] = meta["choices"]
+            else:
+                kw["metavar"] = meta.get("metavar") or METAVARS.get(kind, "VALUE")
+        p.add_argument(flag(f.name), **kw)
+
+
+def add_config_file_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="run config (YAML or JSON, e.g. a run folder's config.yaml): its settings "
+                                                    "become the defaults, flags given here override them")
+
+
+def parse_with_config(p: argparse.ArgumentParser, argv: Optional[list[str]]) -> argparse.Namespace:
+    """`p.parse_args(argv)`, with the settings of `--config FILE` (if given) as the defaults, so
+    that flags override the file. An unreadable file or an unknown setting is one line."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        p.set_defaults(**read_config(known.config, p))
+    return p.parse_args(argv)
+
+
+def read_config(path: str, p: argparse.ArgumentParser) -> dict[str, Any]:
+    """The settings of a run config file, each checked to be one of `p`'s flags."""
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        p.error(f"--config {path}: {getattr(e, 'strerror', None) or str(e).splitlines()[0]}")
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        p.error(f"--config {path}: expected a mapping of settings (name: value), got {type(values).__name__}")
+    known = {a.dest for a in p._actions if a.option_strings and a.dest not in ("help", "config")}
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    if unknown := sorted(set(values) - known):
+        p.error(f"--config {path}: unknown setting {unknown[0]!r} (this command's settings: {', '.join(sorted(known))})")
+    return values
+
+
+def write_config(values: dict[str, Any], path: str | Path) -> None:
+    """Save the resolved settings of a run as YAML (atomically): `--config` re-runs it."""
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    atomic_write_bytes(path, yaml.safe_dump(plain, sort_keys=False).encode())

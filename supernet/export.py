@@ -172,6 +172,21 @@ def read_metadata(path: str | Path) -> dict:
     return json.loads(files["smnas.json"] or "{}")
 
 
+def coco_results(outputs: Sequence[Tensor], scale: float, image_size: tuple[int, int], classes: Sequence[dict],
+                 image_id: int) -> list[dict]:
+    """An exported model's (boxes, scores, labels) on a `letterbox_image` input as COCO result
+    entries for the original image: boxes divided by `scale`, clipped to `image_size` (H, W) and
+    made xywh; each label mapped to its dataset category id through `classes` (the exports'
+    metadata `read_metadata(path)["classes"]`, or `Detector.classes`)."""
+    boxes, scores, labels = (torch.as_tensor(t).detach().cpu() for t in outputs[:3])
+    h, w = image_size
+    boxes = (boxes.float() / scale).clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32))
+    boxes[:, 2:] -= boxes[:, :2]
+    ids = {c["label"]: c["id"] for c in classes}
+    return [{"image_id": image_id, "category_id": ids[int(label)], "bbox": box, "score": float(score)}
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels.tolist())]
+
+
 def run_exported(path: str | Path, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Outputs of an exported file on `image`: TorchScript through torch.jit, ONNX through
     onnxruntime (ImportError if it is not installed)."""
@@ -226,8 +241,8 @@ def _above_floor(*outs: Sequence[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]
     return [tuple(t[o[1] > floor] for t in o) for o in outs]
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = CommandParser(prog="python -m supernet.export", description=__doc__)
+def parse(argv: list[str] | None, prog: str = "python -m supernet.export") -> argparse.Namespace:
+    p = CommandParser(prog=prog, description=__doc__)
     p.add_argument("model", help="a detector file written by Detector.save (retrain.py's model.pt)")
     p.add_argument("--out", help="folder to write to (default: the model's folder)")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), help=f"some of {list(FORMATS)}")
@@ -236,8 +251,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m supernet.export") -> int:
+    args = parse(argv, prog)
     try:
         detector = Detector.load(args.model)
         out = Path(args.out or Path(args.model).parent)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from .batches import AUGMENTS
-from .cli import check_number, flag_error
+from .cli import check_number, flag_error, option
 from .distill import FEATURES
 from .errors import TrainError
 from .sampler import SAMPLERS
@@ -22,45 +22,57 @@ PREDATED = {"width_sampling": "uniform"}
 
 @dataclass
 class TrainConfig:
-    space: str = "tiny"
-    data: Optional[str] = None  # COCO 2017 layout root; None: built-in shapes data
-    train_ann: Optional[str] = None
-    train_images: Optional[str] = None
-    val_ann: Optional[str] = None
-    val_images: Optional[str] = None
-    out: str = "runs/supernet"
-    steps: Optional[int] = None  # takes precedence over epochs
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 0.04
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    warmup: int = 100
-    weight_decay: float = 4e-5
-    amp: bool = False
-    clip_grad: Optional[float] = 10.0
-    ema: Optional[float] = None  # EMA decay, e.g. 0.9998
-    sampler: str = "uniform"  # SPOS; the sandwich trains its extremes every step, which ranks paths near them too high
-    random_paths: int = 1  # random paths a step, gradients accumulated (the sandwich adds the largest and the smallest)
-    width_sampling: str = "wide"  # uniform | wide: random paths draw each width with weight 1..n, narrowest first (ranks better)
-    depth_sampling: str = "uniform"  # uniform | deep: each stage depth with weight 1..n, shallowest first
-    seed: int = 0
-    workers: int = 2
-    eval_every: int = 0  # 0: only at the end
-    ckpt_every: int = 200
-    log_every: int = 10
-    device: str = "auto"
-    eval_images: int = 200  # validation images per evaluation (a fixed subset; retraining: 0 = all)
-    eval_random_archs: int = 2  # evaluated besides the smallest and the largest
-    calib_batches: int = 8  # BN recalibration batches before each evaluation
-    train_blocks: Optional[tuple[str, ...]] = None  # sample only these block types (structural stage); None: all
-    structure: Optional[str] = None  # Arch JSON: sample only paths of its structure (the modular stage's fine-tune)
-    start_from: Optional[str] = None  # supernet checkpoint whose weights training starts from (fine-tuning)
-    distill: float = 0.0  # in-place distillation weight: the sandwich's largest path's features teach the other paths; 0: off
-    distill_features: str = "backbone"  # backbone | neck: whose outputs the other paths match
-    grad_average: str = "users"  # several paths a step: each weight's gradient averaged over the paths that ran it, or over all ("paths")
-    augment: str = "flip"  # none | flip | scale_crop (flip, then transforms.v2 zoom-out and IoU crop)
-    skip_unreadable: bool = False  # leave out images that do not decode (checked once at start) instead of stopping
+    space: str = option("tiny", "search space: tiny, tiny_one_stage, coco, or a .yaml/.json space file")
+    data: Optional[str] = option(None, "COCO 2017 layout root (annotations/, train2017/, val2017/); none: the built-in shapes data")
+    train_ann: Optional[str] = option(None, "training annotations JSON (overrides the one under --data)")
+    train_images: Optional[str] = option(None, "training images folder (overrides the one under --data)")
+    val_ann: Optional[str] = option(None, "validation annotations JSON (overrides the one under --data)")
+    val_images: Optional[str] = option(None, "validation images folder (overrides the one under --data)")
+    out: str = option("runs/supernet", "run folder: checkpoints, metrics.jsonl, config.yaml")
+    steps: Optional[int] = option(None, "training steps; takes precedence over --epochs")
+    epochs: int = option(10, "training epochs (when --steps is none)")
+    batch_size: int = option(16, "images a step, per process")
+    lr: float = option(0.04, "peak learning rate (after the warm-up, then cosine decay)")
+    optimizer: str = option("sgd", "sgd (with momentum) or adamw", choices=("sgd", "adamw"))
+    momentum: float = option(0.9, "SGD momentum")
+    warmup: int = option(100, "linear warm-up steps before the cosine decay")
+    weight_decay: float = option(4e-5, "weight decay; not applied to norms and biases")
+    amp: bool = option(False, "fp16 mixed precision (CUDA)")
+    clip_grad: Optional[float] = option(10.0, "max gradient norm; 0 or none: no clipping")
+    ema: Optional[float] = option(None, "keep an EMA of the weights with this decay (e.g. 0.9998); none: off")
+    drop_path: float = option(0.0, "stochastic depth rate of the backbone's residual blocks (timm DropPath), 0: off")
+    sampler: str = option("uniform", "paths a step: uniform (random), sandwich (the largest, the smallest and random ones), smallest "
+                                     "(the smallest and random ones), narrow_twin (each random path and itself at its least widths), "
+                                     "fair (every choice equally often)", choices=sorted(SAMPLERS))
+    random_paths: int = option(1, "random paths a step, gradients accumulated (sandwich: besides the largest and the smallest)")
+    width_sampling: str = option("wide", "how random paths draw widths: uniform, or wide (weight 1..n, narrowest first: the "
+                                         "trailing channels only wide paths use get more updates)", choices=WIDTH_SAMPLING)
+    depth_sampling: str = option("uniform", "how random paths draw stage depths: uniform, or deep (weight 1..n, shallowest first)",
+                                 choices=DEPTH_SAMPLING)
+    seed: int = option(0, "seeds weights, sampling and data order")
+    workers: int = option(2, "data loader processes")
+    eval_every: int = option(0, "evaluate every this many steps; 0: only at the end")
+    ckpt_every: int = option(200, "write last.pt every this many steps")
+    log_every: int = option(10, "log a metrics.jsonl line every this many steps")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    eval_images: int = option(200, "validation images an evaluation scores (a fixed subset); retraining: 0 = all")
+    eval_random_archs: int = option(2, "random paths evaluated besides the smallest and the largest")
+    calib_batches: int = option(8, "BN recalibration batches before each evaluation")
+    train_blocks: Optional[tuple[str, ...]] = option(None, "sample only these block types (the structural stage's block, e.g. "
+                                                           "ir_k3_e6); none: all", metavar="BLOCK")
+    structure: Optional[str] = option(None, "Arch JSON: sample only paths with its resolution, neck and head types and depths "
+                                            "(the modular stage's fine-tune)")
+    start_from: Optional[str] = option(None, "supernet checkpoint whose weights training starts from (fine-tuning)")
+    distill: float = option(0.0, "in-place distillation weight (--sampler sandwich): the other paths match the largest path's "
+                                 "features; 0: off")
+    distill_features: str = option("backbone", "with --distill: match the backbone's outputs (the neck's input) or the neck's",
+                                    choices=FEATURES)
+    grad_average: str = option("users", "with several paths a step: average each weight's gradient over the paths that ran it "
+                                        "(users) or over all paths", choices=("users", "paths"))
+    augment: str = option("flip", "training augmentation: none, flip (horizontal), scale_crop (flip, then transforms.v2 zoom-out "
+                                  "and IoU crop)", choices=AUGMENTS)
+    skip_unreadable: bool = option(False, "decode every image once at start and leave out those that fail (counted in a "
+                                          "warning), instead of stopping at the first")
 
     def __post_init__(self) -> None:
         """Every field checked once, here, naming its flag: a bad value would otherwise train
@@ -82,6 +94,7 @@ class TrainConfig:
         number("clip_grad", 0, optional=True)  # 0 or none: no clipping
         number("ema", 0, 1, low_open=True, high_open=True, optional=True)
         number("distill", 0)
+        number("drop_path", 0, 1, high_open=True)
         if self.distill and self.sampler != "sandwich":
             raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
         for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
@@ -113,6 +126,8 @@ def train_config(args: dict) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     config = {k: v for k, v in args.items() if k in names}
     config["clip_grad"] = config.get("clip_grad") or None
+    if config.get("train_blocks") is not None:  # flags and config files give lists
+        config["train_blocks"] = tuple(config["train_blocks"])
     return TrainConfig(**config)
 
 

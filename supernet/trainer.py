@@ -38,6 +38,7 @@ from .sampler import FixedSampler, SAMPLERS
 from .seeding import rng_state, seed_everything, set_rng_state
 from .space import Arch, SearchSpace
 from .supernet import Detector, Supernet
+from .tensorboard import Board
 from .train_config import TrainConfig, changed_settings
 
 MAX_BAD_STEPS = 5
@@ -76,7 +77,7 @@ class Trainer:
         self.sample_space = self.space if detector is not None else self._sample_space()
         seed_everything(config.seed + self.dist.rank)
         torch.manual_seed(config.seed)  # identical initial weights on every rank
-        self.model = (detector or Supernet(self.space, self.train_set.num_classes)).to(self.device)
+        self.model = (detector or Supernet(self.space, self.train_set.num_classes, drop_path=config.drop_path)).to(self.device)
         if config.start_from:
             self._load_start(config.start_from)
         self.optimizer = create_optimizer_v2(
@@ -223,11 +224,10 @@ class Trainer:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:
-            scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+            scalars = {k: v for k, v in record.items() if k not in ("step", "eval")}
             for name, metrics in record.get("eval", {}).items():
-                scalars.update({f"eval/{name}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-            for k, v in scalars.items():
-                self.tensorboard.add_scalar(k, v, record["step"])
+                scalars.update({f"eval/{name}/{k}": v for k, v in metrics.items()})
+            self.tensorboard.scalars(scalars, record["step"])
 
     def _truncate_metrics(self, step: int, final: bool) -> None:
         """Drop records of steps after the checkpoint, and with `final` (a finished run) its
@@ -343,7 +343,7 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
         if self.dist.main:
-            self.tensorboard = _tensorboard_writer(self.out, self.step)
+            self.tensorboard = Board(self.out / "tensorboard", purge_step=self.step + 1 if self.step else None)
         try:
             return self._run(stop)
         finally:
@@ -398,6 +398,8 @@ class Trainer:
         finally:
             bar.close()  # before any error line, which would otherwise follow the bar on its line
         final = self._evaluate_and_log(copy_as=None)
+        if self.tensorboard is not None:
+            self.tensorboard.hparams(asdict(cfg), {f"hparam/{name}/map": m["map"] for name, m in final.items() if "map" in m})
         return {"checkpoint": str(self.last_path), "step": self.step, "eval": final}
 
     def _stop_requested(self, stop: threading.Event) -> bool:
@@ -416,16 +418,5 @@ class Trainer:
         if self.dist.world > 1:
             dist.barrier()
         return results
-
-
-def _tensorboard_writer(out: Path, step: int):
-    """A SummaryWriter in OUT/tensorboard when the tensorboard package is installed, else None.
-    A run resumed at `step` purges the events logged after it (TensorBoard drops those at
-    `purge_step` and later), so the old and the new curve do not overlap."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
 
 

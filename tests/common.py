@@ -39,3 +39,20 @@ class StepTimer:
 REPO = Path(__file__).resolve().parents[1]
 COCO128 = next((p for p in (REPO.parent / "shared/data/coco128", Path("/work/shared/data/coco128")) if p.is_dir()), None)
 needs_coco128 = pytest.mark.skipif(COCO128 is None, reason="shared/data/coco128 not found next to the repository")
+
+
+def read_board(folder):
+    """(tag -> steps of its scalars, the hparams' settings) of a TensorBoard log folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    scalars = {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    try:
+        start = acc.PluginTagToContent("hparams").get("_hparams_/session_start_info")
+    except KeyError:  # no hparams written
+        start = None
+    info = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams if start else {}
+    hparams = {k: v.number_value if v.HasField("number_value") else v.string_value for k, v in info.items()}
+    return scalars, hparams

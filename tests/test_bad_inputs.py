@@ -2,14 +2,14 @@
 traceback, and nothing that was there before changed (checksums)."""
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 from common import MICRO_SPACE, StepTimer, write_space
 
-import evolve
-import retrain
-import train_supernet
+from smnas.commands import retrain, train as train_supernet
+from smnas.commands import search as evolve
 from latency.__main__ import main as latency_main
 from latency.measure import Settings
 from latency.table import build_table
@@ -67,7 +67,7 @@ def base(command: str, case: list[str]) -> list[str]:
         return flags
     if command == "evolve":
         return ["--supernet", "{ckpt}", "--lut", "{lut}", "--latency-budget", "{budget}", "--population", "2", "--generations", "1",
-                "--calib-batches", "1", "--val-images", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--out", "{tmp}/out"]
+                "--calib-batches", "1", "--eval-images", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--out", "{tmp}/out"]
     return []
 
 
@@ -151,8 +151,8 @@ CASES = [
     ("evolve", ["--generations", "0"], "--generations"),
     ("evolve", ["--mutation-prob", "2"], "--mutation-prob"),
     ("evolve", ["--crossover-prob", "-0.1"], "--crossover-prob"),
-    ("evolve", ["--val-images", "-1"], "--val-images"),
-    ("evolve", ["--val-images", "1000"], "--val-images"),
+    ("evolve", ["--eval-images", "-1"], "--eval-images"),
+    ("evolve", ["--eval-images", "1000"], "--eval-images"),
     ("evolve", ["--finetune-steps", "-1"], "--finetune-steps"),
     ("evolve", ["--topk", "0"], "--topk"),
     ("evolve", ["--supernet", "{missing}"], "missing.json"),
@@ -227,7 +227,7 @@ def test_a_full_disk_mid_run_leaves_the_last_checkpoint_intact(files, tmp_path, 
     original = supernet.io.os.fsync
 
     def disk_full_on_second_checkpoint(fd):
-        writes["n"] += 1
+        writes["n"] += "last.pt" in os.readlink(f"/proc/self/fd/{fd}")  # the checkpoint's temp file, not config.yaml
         if writes["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(out / "last.pt"))
         return original(fd)

@@ -6,7 +6,7 @@ from common import COCO128, needs_coco128
 from torchvision.io import ImageReadMode, decode_image
 
 from supernet import Arch, Detector, SearchSpace
-from supernet.export import compare, export, letterbox_image, main, read_metadata, run_exported
+from supernet.export import coco_results, compare, export, letterbox_image, main, read_metadata, run_exported
 
 HEADS = ("fcos", "retinanet", "two_stage")
 
@@ -61,6 +61,12 @@ def test_letterboxed_real_image_matches_the_eager_detector_on_the_original(tmp_p
     boxes = (boxes / scale).clamp(min=0).minimum(torch.tensor([w, h, w, h]))  # what a user does: back to the image, clipped
     # the eager path maps back per axis from rounded sizes; the pixel difference that leaves is small
     assert compare((out["boxes"], out["scores"], out["labels"]), (boxes, scores, labels)) < 0.02 * max(h, w)
+    classes = [{"label": i, "id": [1, 18, 44][i], "name": n} for i, n in enumerate(["person", "dog", "bottle"])]
+    results = coco_results(run_exported(tmp_path / "model.onnx", x), scale, (h, w), classes, image_id=9)
+    assert len(results) == len(boxes) and {r["category_id"] for r in results} <= {1, 18, 44}
+    xywh = torch.tensor([r["bbox"] for r in results])
+    assert torch.allclose(xywh[:, :2], boxes[:, :2], atol=1e-3) and torch.allclose(xywh[:, 2:], boxes[:, 2:] - boxes[:, :2], atol=1e-3)
+    assert all(r["image_id"] == 9 and 0 <= r["score"] <= 1 for r in results)
 
 
 def test_class_map_travels_with_the_detector_and_its_exports(tmp_path):

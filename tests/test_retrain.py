@@ -9,7 +9,7 @@ import pytest
 import torch
 from common import StepTimer, write_space
 
-import retrain as retrain_script
+from smnas.commands import retrain as retrain_script
 from latency import Settings, build_table
 from search.retrain import load_archs
 from supernet import Arch, Detector, SearchSpace

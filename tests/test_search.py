@@ -6,9 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from common import MICRO_SPACE, StepTimer
+import yaml
+from common import MICRO_SPACE, StepTimer, read_board
 
-import evolve
+from smnas.commands import search as evolve
 from latency import Settings, build_table
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig, SubnetEvaluator, finetune_config, stage_genes
@@ -40,7 +41,7 @@ def trained(tmp_path_factory):
 
 def config(trained, out, **kw) -> SearchConfig:
     base = dict(supernet=trained["checkpoint"], lut=trained["lut"], latency_budget=trained["budget"], population=4, generations=2,
-                topk=2, calib_batches=1, val_images=2, batch_size=2, workers=0, device="cpu", out=str(out), finalists=3)
+                topk=2, calib_batches=1, eval_images=2, batch_size=2, workers=0, device="cpu", out=str(out), finalists=3)
     return SearchConfig(**{**base, **kw})
 
 
@@ -65,7 +66,10 @@ def test_short_search_writes_every_output_within_budget(trained, tmp_path):
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto and all(not (o["map"] > p["map"] and o["latency_ms"] < p["latency_ms"]) for p in pareto for o in history)
     assert (out / "pareto.png").stat().st_size > 1000
-    assert json.loads((out / "config.json").read_text())["latency_budget"] == trained["budget"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["latency_budget"] == trained["budget"]
+    scalars, _ = read_board(out / "tensorboard")  # the search's progress, one point a generation, at evaluations so far
+    assert scalars["search/structural/best_map"] == [4, 8] and scalars["search/modular/best_map"] == [12, 16]
+    assert scalars["search/pareto_size"] == [4, 8, 12, 16] and scalars["search/evaluations_per_min"] == [4, 8, 12, 16]
 
 
 def test_stage_both_keeps_the_structure_in_the_modular_stage(trained, tmp_path):
@@ -164,7 +168,7 @@ def test_torchrun_split_equals_single_process(trained, tmp_path):
     """Two gloo ranks split each generation's evaluations; rank 0 writes the same history."""
     cfg = config(trained, tmp_path / "single")
     args = ["--supernet", cfg.supernet, "--lut", cfg.lut, "--latency-budget", repr(cfg.latency_budget), "--population", "4",
-            "--generations", "2", "--topk", "2", "--calib-batches", "1", "--val-images", "2", "--batch-size", "2",
+            "--generations", "2", "--topk", "2", "--calib-batches", "1", "--eval-images", "2", "--batch-size", "2",
             "--workers", "0", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     single = subprocess.run([sys.executable, str(REPO / "evolve.py"), *args, "--out", str(tmp_path / "single")],
@@ -179,8 +183,8 @@ def test_torchrun_split_equals_single_process(trained, tmp_path):
 
 def test_config_fields_are_flags():
     """Every setting of a search can be given on the command line."""
-    cfg, resume = evolve.parse(["--latency-budget", "3", "--aging", "40", "--val-images-dir", "v", "--objective", "pareto"])
-    assert cfg == replace(SearchConfig(), latency_budget=3.0, aging=40, val_images_dir="v", objective="pareto") and not resume
+    cfg, resume = evolve.parse(["--latency-budget", "3", "--aging", "40", "--val-images", "v", "--objective", "pareto"])
+    assert cfg == replace(SearchConfig(), latency_budget=3.0, aging=40, val_images="v", objective="pareto") and not resume
 
 
 def test_the_fine_tune_keeps_the_supernets_own_width_sampling(trained, tmp_path):

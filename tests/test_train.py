@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from common import COCO128, needs_coco128
+from common import COCO128, needs_coco128, read_board
 
-import train_supernet
+from smnas.commands import train as train_supernet
 from supernet.data import build_datasets
 from supernet.errors import TrainError
 from supernet.shapes import generate_shapes
@@ -73,33 +73,17 @@ def test_resume_continues_the_same_loss_curve(shapes, tmp_path, monkeypatch, aug
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
 
 
-def test_tensorboard_is_closed_and_a_resumed_run_purges_the_steps_after_its_checkpoint(shapes, tmp_path, monkeypatch):
-    import supernet.trainer as trainer
-
-    writers = []
-
-    class Writer:  # what the trainer uses of SummaryWriter (tensorboard itself is optional)
-        def __init__(self, out, step):
-            self.resumed_at, self.steps, self.closed = step, [], False
-            writers.append(self)
-
-        def add_scalar(self, name, value, step):
-            self.steps.append(step)
-
-        def close(self):
-            self.closed = True
-
-    monkeypatch.setattr(trainer, "_tensorboard_writer", Writer)
+def test_tensorboard_curves_of_a_resumed_run_do_not_overlap_and_end_with_hparams(shapes, tmp_path, monkeypatch):
     original = Trainer.train_step
     monkeypatch.setattr(Trainer, "train_step", dies_at_step(5, original))
     with pytest.raises(Interrupt):
         train(config(shapes, tmp_path / "run"))
     monkeypatch.setattr(Trainer, "train_step", original)
-    train(config(shapes, tmp_path / "run"), resume=True)  # from the step-3 checkpoint
-    first, resumed = writers
-    assert first.closed and resumed.closed  # also after an error: the last events are flushed
-    assert first.resumed_at == 0 and max(first.steps) == 5
-    assert resumed.resumed_at == 3 and min(resumed.steps) == 4  # the writer purges the events from step 4 on
+    train(config(shapes, tmp_path / "run"), resume=True)  # from the step-3 checkpoint: steps 4 and 5 again
+    scalars, hparams = read_board(tmp_path / "run" / "tensorboard")
+    assert scalars["loss"] == [1, 2, 3, 4, 5, 6]  # the first run's steps 4 and 5 purged, each step once
+    assert scalars["eval/largest/map"] == [6]
+    assert hparams["lr"] == 0.01 and hparams["seed"] == 1  # the settings, beside the final mAP
 
 
 def test_augment_none_draws_no_flips_and_scale_crop_changes_the_batches(shapes, tmp_path):

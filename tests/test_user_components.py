@@ -113,7 +113,7 @@ def test_train_table_search_extract_save_load_and_export(user_space, tmp_path):
 
     budget = table.extreme(False)[1]
     summary = Search(SearchConfig(supernet=str(tmp_path / "run" / "last.pt"), lut=str(tmp_path / "lut.json"), latency_budget=budget,
-                                  population=4, generations=2, topk=2, calib_batches=1, val_images=2, batch_size=2, workers=0,
+                                  population=4, generations=2, topk=2, calib_batches=1, eval_images=2, batch_size=2, workers=0,
                                   device="cpu", out=str(tmp_path / "search"), finalists=2)).run()
     history = [json.loads(line) for line in (tmp_path / "search" / "history.jsonl").read_text().splitlines()]
     assert summary["best"] and all(user_space.validate(Arch.from_dict(r["arch"])) for r in history)

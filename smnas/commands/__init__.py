@@ -1,0 +1,23 @@
+"""One module a command, each with `main(argv, prog) -> exit status`; stdout is its JSON result."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Optional, TypeVar
+
+from supernet.errors import Interrupted, TrainError
+from supernet.io import error_line
+
+T = TypeVar("T")
+
+
+def run_reporting(work: Callable[[], T], errors: tuple[type[Exception], ...] = (TrainError, ValueError, OSError)) -> tuple[int, Optional[T]]:
+    """(0, work()), or the exit status of what stopped it, its one line on stderr: 130 for an
+    interrupted run (saved: --resume continues it), 2 for a bad input."""
+    try:
+        return 0, work()
+    except Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 130, None
+    except errors as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 2, None
