@@ -14,6 +14,7 @@ as one JSON line on stdout; progress and messages go to stderr.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Optional
 
@@ -48,3 +49,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         return module.main(rest, prog=f"smnas {name}")
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2)
         return e.code if isinstance(e.code, int) else 2
+    except BrokenPipeError:  # `smnas ... | head`: the reader left early, as with any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush does not fail again
+        return 141
