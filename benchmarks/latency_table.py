@@ -2,6 +2,7 @@
 
     python benchmarks/latency_table.py --space tiny --device cpu --threads 2 --samples 30
     python benchmarks/latency_table.py --space coco --device cuda:0 --dtype fp16 --batch-size 8 --samples 50
+    python benchmarks/latency_table.py --space tiny --device cpu --threads 2 --backend onnxruntime
 
 Builds the table (`latency.build_table`: every op, and among them `--calib` subnets end to end
 for the correction) into `--lut-dir`, and times `--samples` other random subnets end to end against its
@@ -65,17 +66,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=Settings.warmup)
     p.add_argument("--repeats", type=int, default=Settings.repeats)
     p.add_argument("--statistic", default=Settings.statistic, help="of a measurement's repeats: p10, median or min")
+    p.add_argument("--backend", default=Settings.backend, help="eager, onnxruntime or compile (latency.backends)")
     p.add_argument("--lut-dir", default="luts", help="where the table (and its .partial while building) is written")
     p.add_argument("--out", help="also write the JSON (with the validation points) here")
     args = p.parse_args(argv)
     try:
         space = SearchSpace.resolve(args.space)
         settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats,
-                            args.statistic)
+                            args.statistic, args.backend)
     except ValueError as e:
         sys.exit(f"error: {e}")
     name = Path(args.space).stem if args.space not in ("tiny", "coco") else args.space
-    tag = f"{settings.device.split(':')[0]}_{name}_{settings.dtype}_bs{settings.batch_size}" + ("_cl" if settings.channels_last else "")
+    tag = f"{settings.device.split(':')[0]}_{name}_{settings.dtype}_bs{settings.batch_size}" + ("_cl" if settings.channels_last else "") + \
+        ("" if settings.backend == "eager" else f"_{settings.backend}")
     lut = Path(args.lut_dir) / f"{tag}.json"
     start = time.perf_counter()
     table = build_table(space, settings, lut, args.num_classes, args.passes, args.calib, extra_passes=args.extra_passes)

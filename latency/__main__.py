@@ -17,6 +17,7 @@ from supernet.cli import CommandParser, log_to_stderr
 from supernet.io import atomic_json, check_writable, error_line
 from supernet.space import SearchSpace
 
+from .backends import BACKENDS
 from .measure import EXTRA_PASSES, STATISTICS, Settings
 from .table import LatencyTable, build_table
 from .validate import validate_table
@@ -40,6 +41,9 @@ def parse(argv: list[str] | None, prog: str = "python -m latency") -> argparse.N
     b.add_argument("--dtype", default="fp32", help="fp32, fp16 (CUDA) or bf16")
     b.add_argument("--batch-size", type=int, default=1)
     b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--backend", default=Settings.backend, choices=BACKENDS,
+                   help="the runtime to time in: eager PyTorch, onnxruntime (CPU provider; pip install 'smnas[export]') or "
+                        "compile (torch.compile); a table is only used with its own backend")
     b.add_argument("--statistic", default=Settings.statistic, choices=sorted(STATISTICS),
                    help="what a measurement keeps of its repeats (validation uses the table's)")
     b.add_argument("--threads", type=int, help="CPU threads (default: torch's current setting, recorded)")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m latency") -> int:
 def _build(args: argparse.Namespace) -> int:
     space = SearchSpace.resolve(args.space)
     settings = Settings(args.device, args.dtype, args.batch_size, args.channels_last, args.threads, args.warmup, args.repeats,
-                        args.statistic)
+                        args.statistic, args.backend)
     if args.num_classes < 1:
         raise ValueError(f"--num-classes: expected a positive integer, got {args.num_classes}")
     if args.calib < 0:

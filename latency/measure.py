@@ -19,6 +19,8 @@ from typing import Callable, Hashable, Optional, Protocol
 import numpy as np
 import torch
 
+from .backends import BACKENDS, BackendError, runnable
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NOISY_SPREAD = 0.05  # above this relative spread a measurement is flagged as noisy
 AGREE = 0.10  # two pass times of one entry within this (relative) reproduce its minimum
@@ -47,6 +49,7 @@ class Settings:
     warmup: int = 5
     repeats: int = 20
     statistic: str = "p10"  # of the repeats (`STATISTICS`); tables from before it was recorded used the median
+    backend: str = "eager"  # the runtime ops and detectors are timed in (`latency.backends`)
 
     def __post_init__(self) -> None:
         if self.statistic not in STATISTICS:
@@ -57,6 +60,10 @@ class Settings:
             raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {self.device!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"--threads: expected a positive integer or none, got {self.threads!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend: expected one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "onnxruntime" and self.dtype != "fp32":
+            raise ValueError(f"--backend onnxruntime: times fp32 graphs only so far, got --dtype {self.dtype}")
         if self.device == "cpu" and self.dtype == "fp16":
             raise ValueError("--dtype fp16: not supported for CPU timing (use fp32 or bf16)")
         for name in ("batch_size", "warmup", "repeats"):
@@ -127,9 +134,12 @@ def prepare(module: torch.nn.Module, settings: Settings) -> torch.nn.Module:
 
 
 def samples(fn: Callable[[], object], settings: Settings, timer: Optional[Timer] = None) -> list[float]:
-    """`settings.warmup` untimed calls, then `settings.repeats` timed ones (ms), under no_grad."""
+    """`settings.warmup` untimed calls, then `settings.repeats` timed ones (ms), under no_grad;
+    a runner (`latency.ops.Runner`) runs in `settings.backend`."""
     timer = timer or default_timer(settings)
     with torch.no_grad():
+        if hasattr(fn, "inputs"):
+            fn = runnable(fn, settings.backend, settings.threads)
         for _ in range(settings.warmup):
             fn()
         return [timer(fn) for _ in range(settings.repeats)]
@@ -177,7 +187,10 @@ def measure_many(factories: dict[Hashable, Callable[[], Callable[[], object]]], 
         for key in todo:
             if len(done[key]) > p:
                 continue
-            done[key].append(measure(factories[key](), settings, timer))
+            try:
+                done[key].append(measure(factories[key](), settings, timer))
+            except BackendError as e:
+                raise BackendError(f"{key}: the {settings.backend} backend cannot run it: {e}") from None
             if on_done:
                 on_done(key, p)
     return {key: min(done[key][:passes + extra_passes]) for key in factories}

@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision.models.detection.image_list import ImageList
 
 from supernet.backbone import block_input_side, block_positions, block_stride, stage_sides
@@ -166,17 +167,34 @@ def _inputs(settings: Settings) -> Callable[..., torch.Tensor]:
 
 
 class Runner(nn.Module):
-    """A module with its inputs: `runner()` runs it once. A module (not a closure) so that its
-    weights are registered and counted as parameters. `counted` False: the
-    op adds no FLOPs or parameters to a model's count (bookkeeping, or post-processing whose
-    module only carries its settings)."""
+    """A module with its example inputs: `runner()` runs it once on them, `runner(*tensors)` on
+    others of their shapes. The inputs are explicit tensors, not captured in a closure, so that a
+    runtime backend can take them as its graph's inputs (`latency.backends`); the module is a
+    registered submodule so that its weights are counted and exported. `counted` False: the op
+    adds no FLOPs or parameters to a model's count (bookkeeping, or post-processing whose module
+    only carries its settings)."""
 
-    def __init__(self, module: nn.Module, call: Callable[[nn.Module], object], counted: bool = True):
+    def __init__(self, module: nn.Module, call: Callable[..., object], inputs: tuple[torch.Tensor, ...], counted: bool = True):
         super().__init__()
-        self.module, self.call, self.counted = module, call, counted
+        self.module, self.call, self.inputs, self.counted = module, call, tuple(inputs), counted
 
-    def forward(self, *_) -> object:
-        return self.call(self.module)
+    def forward(self, *inputs: torch.Tensor) -> object:
+        return self.call(self.module, *(inputs or self.inputs))
+
+
+def _packed(structure) -> tuple[tuple[torch.Tensor, ...], Callable[[tuple], object]]:
+    """(the tensors of a nested structure, a function that rebuilds it from tensors of the same
+    shapes): how an op whose input is a dict or list of tensors takes them one by one."""
+    leaves, spec = tree_flatten(structure)
+    slots = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+
+    def rebuild(tensors: tuple) -> object:
+        filled = list(leaves)
+        for i, t in zip(slots, tensors):
+            filled[i] = t
+        return tree_unflatten(filled, spec)
+
+    return tuple(leaves[i] for i in slots), rebuild
 
 
 def op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
@@ -193,32 +211,37 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         r = p["res"]
         x = rand(b, 3, r, r)
         boxes = rand(ctx.post.detections_per_img, 4).float() * r  # detections come out in float32 whatever the dtype
-        dets = [{"boxes": boxes, "scores": boxes[:, 0], "labels": boxes[:, 1].long()}] * b
-        return Runner(nn.Identity(), lambda _: restore(dets, letterbox(x, r)[2]), counted=False)
+
+        def io(_, x, boxes):
+            dets = [{"boxes": boxes, "scores": boxes[:, 0], "labels": boxes[:, 1].long()}] * b
+            return restore(dets, letterbox(x, r)[2])
+        return Runner(nn.Identity(), io, (x, boxes), counted=False)
     if op.kind == "stem":
         x = rand(b, 3, p["res"], p["res"])
-        return Runner(prepare(ConvBnAct(3, p["width"], 3, 2, act=act), settings), lambda m: m(x))
+        return Runner(prepare(ConvBnAct(3, p["width"], 3, 2, act=act), settings), lambda m, x: m(x), (x,))
     if op.kind == "block":
         x = rand(b, p["cin"], p["size"], p["size"])
-        return Runner(prepare(component("block", p["type"])(p["cin"], p["cout"], p["stride"], act=act), settings), lambda m: m(x, p["cout"]))
+        return Runner(prepare(component("block", p["type"])(p["cin"], p["cout"], p["stride"], act=act), settings),
+                      lambda m, x: m(x, p["cout"]), (x,))
     sides = stage_sides(p["res"])[-NUM_NECK_LEVELS:]
     options = tuple((k, v) for k, v in p.items() if k not in _BUILT_IN_PARAMS)  # a user component's own knobs
     if op.kind == "neck":
         feats = [rand(b, c, s, s) for c, s in zip(p["cin"], sides)]
         neck = knob_values(NeckArch(p["type"], p["width"], p["repeats"], options), "neck")
         module = prepare(component("neck", p["type"])(list(p["cin"]), p["width"], act=act, **neck), settings)
-        return Runner(module, lambda m: m(feats, p["width"], **neck))
+        return Runner(module, lambda m, *feats: m(list(feats), p["width"], **neck), tuple(feats))
     if op.kind in ("head", "post"):  # post-processing does not depend on the head's widths: a narrow build feeds it
         cin, arch = (p["cin"], HeadArch(p["type"], p["width"], p["convs"], options)) if op.kind == "head" else (8, HeadArch(p["type"], 8, 1, options))
         module = prepare(component("head", p["type"])(cin, arch.width, ctx.num_classes, act=act, anchor_scale=ctx.anchor_scale, post=ctx.post,
                                                       **knob_values(arch, "head")), settings)
         feats = [rand(b, cin, s, s) for s in sides]
-        images = ImageList(rand(b, 3, p["res"], p["res"]), [(p["res"], p["res"])] * b)
+        image = rand(b, 3, p["res"], p["res"])
+        sizes = [(p["res"], p["res"])] * b
         if op.kind == "head":
-            return Runner(module, lambda m: m.raw_outputs(feats, images, arch))
+            return Runner(module, lambda m, image, *feats: m.raw_outputs(list(feats), ImageList(image, sizes), arch), (image, *feats))
         with torch.no_grad():
-            raw = module.raw_outputs(feats, images, arch)
-        return Runner(module, lambda m: m.postprocess(raw, images), counted=False)
+            raw, rebuild = _packed(module.raw_outputs(feats, ImageList(image, sizes), arch))
+        return Runner(module, lambda m, image, *raw: m.postprocess(rebuild(raw), ImageList(image, sizes)), (image, *raw), counted=False)
     raise ValueError(f"op {op.key}: unknown kind {op.kind!r}")
 
 
@@ -237,7 +260,7 @@ def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: 
         model = detector(arch, ctx)
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    return Runner(prepare(model, settings), lambda m: m(x))
+    return Runner(prepare(model, settings), lambda m, x: m(x), (x,))
 
 
 def reference_runner(arch: Arch, ctx: OpContext, settings: Settings, seed: int) -> Runner:

@@ -24,6 +24,7 @@ from supernet.backbone import block_input_side, block_stride
 from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import Arch, BackboneArch, HeadArch, NUM_NECK_LEVELS, NeckArch, SearchSpace, StageArch
 
+from .backends import check_backend, runtime
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
 from .ops import Op, OpContext, arch_ops, detector_runner, iter_archs, make_op, neck_head_ops, op_runner, reference_runner, space_ops
 
@@ -59,6 +60,7 @@ def environment(settings: Settings) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        "runtime": runtime(settings.backend, settings.device),
     }
     if settings.device.startswith("cuda"):
         dev = torch.device(settings.device)
@@ -247,8 +249,8 @@ class LatencyTable:
         built = self.meta["environment"]["device_name"]
         if torch.device(settings.device).type != torch.device(self.settings.device).type or here != built:
             raise TableError(f"{where}: built on {self.settings.device} ({built}), this run is on {settings.device} ({here}); "
-                             f"build a table here with python -m latency build, or pass --force")
-        for name in ("dtype", "batch_size", "channels_last"):
+                             f"build a table here with smnas latency build, or pass --force")
+        for name in ("dtype", "batch_size", "channels_last", "backend"):
             ours, theirs = getattr(self.settings, name), getattr(settings, name)
             if ours != theirs:
                 raise TableError(f"{where}: built for {name.replace('_', '-')} {ours}, this run uses {theirs}; "
@@ -294,6 +296,7 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
     subnets end to end (for the correction), and write the table to `out`. Progress is checkpointed to `out`.partial every few
     seconds: a build run again with the same arguments resumes there without re-measuring."""
     out = Path(out)
+    check_backend(settings.backend, settings.device)
     ctx = OpContext.for_space(space, num_classes)
     ops = space_ops(space)
     archs = list(iter_archs(space, calib_archs, seed))
@@ -332,7 +335,12 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
             bar.total += n
             bar.refresh()
 
-        kept = measure_many(factories, settings, passes, seed, timer, times, checkpoint, extra_passes, more)
+        try:
+            kept = measure_many(factories, settings, passes, seed, timer, times, checkpoint, extra_passes, more)
+        except BaseException:  # an op the backend cannot run, Ctrl-C: what was measured is kept for the resumed build
+            state["seconds"] = time.perf_counter() - start
+            atomic_write_bytes(partial, json.dumps(state).encode())
+            raise
     entries = {key: kept[key] for key in ops}
     measured = {a.hash(): kept[SUBNET + a.hash()] for a in archs}
     state["seconds"] = time.perf_counter() - start

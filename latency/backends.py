@@ -1,0 +1,104 @@
+"""The runtimes a latency table can time in: eager PyTorch, ONNX Runtime, or `torch.compile`.
+
+A backend turns a runner (a module with its example input tensors, `latency.ops.Runner`) into a
+callable that runs it once; `latency.measure` times that callable the same way for every
+backend. Detectors ship through ONNX Runtime, TensorRT or a compiled graph, which fuse ops
+(convolution + BN + activation, element-wise chains), so an op's cost there differs from eager's:
+a table must be timed in the runtime the detector will run in. A new runtime (TensorRT, say) is
+one more function here.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import io
+import warnings
+from typing import Any, Callable
+
+import torch
+
+BACKENDS = ("eager", "onnxruntime", "compile")
+ONNX_OPSET = 17
+
+
+class BackendError(ValueError):
+    """A runner the backend cannot build or run (an op it does not support, a failed compile)."""
+
+
+def check_backend(name: str, device: str = "cpu") -> None:
+    """Raise ValueError naming the flag unless `name` is a backend that can run on `device` here:
+    before anything is measured, not at the first op."""
+    if name not in BACKENDS:
+        raise ValueError(f"--backend: expected one of {list(BACKENDS)}, got {name!r}")
+    if name == "onnxruntime":
+        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+            raise ValueError("--backend onnxruntime: needs the onnxruntime and onnx packages (pip install 'smnas[export]', "
+                             "or onnxruntime-gpu for CUDA)")
+        if device.startswith("cuda"):  # an op's inputs would be copied from the host at every run (no IO binding yet)
+            raise ValueError(f"--backend onnxruntime --device {device}: only the CPU execution provider is supported so far")
+
+
+def runtime(name: str, device: str = "cpu") -> dict[str, Any]:
+    """What a table records of its backend: the runtime, its version and (ONNX Runtime) provider."""
+    if name == "onnxruntime":
+        return {"backend": name, "version": importlib.metadata.version("onnxruntime"), "provider": _provider(device)}
+    return {"backend": name, "version": torch.__version__}
+
+
+def runnable(runner: torch.nn.Module, backend: str, threads: int | None = None) -> Callable[[], object]:
+    """A callable that runs `runner` on its example inputs once, in `backend`. Eager: the runner
+    itself. onnxruntime: the runner exported (the TorchScript-based exporter, whose NMS and
+    RoIAlign export the detector exports rely on too) with its inputs as the graph's inputs, so
+    that nothing is constant-folded away, and run by an InferenceSession on the inputs' device.
+    compile: `torch.compile` of the runner (compiled at its first call, in the warm-up)."""
+    if backend == "eager":
+        return runner
+    built = runner.__dict__.setdefault("_runnables", {})  # a runner measured again (the noise check's) is built once
+    if backend not in built:
+        built[backend] = _build(runner, tuple(runner.inputs), backend, threads)
+    return built[backend]
+
+
+def _build(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], backend: str, threads: int | None) -> Callable[[], object]:
+    if backend == "compile":
+        try:
+            compiled = torch.compile(runner, dynamic=False)
+        except Exception as e:  # noqa: BLE001 (any compiler failure names the runner instead)
+            raise BackendError(f"compile: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        return lambda: compiled(*inputs)
+    if backend == "onnxruntime":
+        return _ort_runnable(runner, inputs, threads)
+    raise BackendError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+
+
+def _provider(device: str) -> str:
+    return "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
+
+
+def _ort_runnable(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], threads: int | None) -> Callable[[], object]:
+    import onnxruntime
+
+    names = [f"input{i}" for i in range(len(inputs))]
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
+            torch.onnx.export(runner, inputs, buffer, dynamo=False, opset_version=ONNX_OPSET, input_names=names)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        device = inputs[0].device.type if inputs else "cpu"
+        session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[_provider(device)])
+    except Exception as e:  # noqa: BLE001 (an unsupported op: named by the caller, with this line)
+        raise BackendError(f"onnxruntime: cannot export or load it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    wanted = {i.name for i in session.get_inputs()}  # the exporter drops inputs the graph never reads (a shape-only image)
+    feeds = {n: t.detach().cpu().numpy() for n, t in zip(names, inputs) if n in wanted}
+
+    def run() -> object:
+        try:
+            return session.run(None, feeds)
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"onnxruntime: the run failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+    return run
