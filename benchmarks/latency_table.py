@@ -9,7 +9,8 @@ for the correction) into `--lut-dir`, and times `--samples` other random subnets
 predictions (`latency.validate_table`). Prints one JSON line: the build (entries, seconds, the
 correction fitted and kept) and the validation (MAPE and max error in percent, Kendall tau,
 Spearman), with the error of each correction model on the validation archs, so a reader sees
-what the per-op term bought. Targets: CPU MAPE <= 10 %, max <= 30 %, tau >= 0.85; GPU (coco, fp16,
+what the per-op term bought; with another `--backend` than eager, the validation subnets timed in
+eager too (`versus_eager`: Kendall tau between the runtimes, speed-up, same fastest subnet). Targets: CPU MAPE <= 10 %, max <= 30 %, tau >= 0.85; GPU (coco, fp16,
 batch 1 and 8) MAPE <= 5 %, tau >= 0.9; a coco build on a GPU <= 10 min. `--out` also writes the
 JSON, points included (the scatter plot lands next to the table).
 """
@@ -21,8 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from latency.measure import EXTRA_PASSES, Settings
-from latency.ops import arch_ops
+import numpy as np
+from scipy.stats import kendalltau
+
+from latency.measure import EXTRA_PASSES, Settings, measure_many
+from latency.ops import arch_ops, detector_runner
 from latency.table import Correction, LatencyTable, build_table
 from latency.validate import error_stats, validate_table
 from supernet.cli import log_to_stderr
@@ -95,10 +99,26 @@ def main(argv: list[str] | None = None) -> None:
                   "calib": args.calib, "num_classes": args.num_classes, "correction": corr and corr.summary()},
         "validation": validation,
         "correction_models": correction_models(table, points) if corr else None,
+        "versus_eager": versus_eager(table, points, args.passes) if settings.backend != "eager" else None,
     }
     emit_result(result)
     if args.out:
         atomic_json({**result, "points": points}, args.out)
+
+
+def versus_eager(table: LatencyTable, points: list[dict], passes: int) -> dict:
+    """The validation subnets timed end to end in eager PyTorch too (same settings, interleaved
+    passes): how much the runtime changes which subnet is fast (Kendall tau between the two
+    runtimes' measured latencies) and by how much it speeds each up."""
+    eager = dataclasses.replace(table.settings, backend="eager")
+    archs = [Arch.from_dict(p["arch"]) for p in points]
+    factories = {a.hash(): (lambda a=a: detector_runner(a, table.context, eager)) for a in archs}
+    times = measure_many(factories, eager, passes)
+    runtime, base = [p["measured_ms"] for p in points], [times[a.hash()] for a in archs]
+    ratios = sorted(r / b for r, b in zip(runtime, base))
+    return {"kendall_tau": round(float(kendalltau(runtime, base).statistic), 4), "eager_ms": [round(b, 4) for b in base],
+            "speedup_median": round(1 / ratios[len(ratios) // 2], 3), "speedup_range": [round(1 / ratios[-1], 3), round(1 / ratios[0], 3)],
+            "same_fastest": int(np.argmin(runtime)) == int(np.argmin(base))}
 
 
 if __name__ == "__main__":

@@ -28,3 +28,19 @@ def test_latency_benchmark_reports_build_validation_and_each_correction_model(tm
         assert models[name]["validation_mape"] == pytest.approx(line["validation"]["mape"], abs=0.011)
     written = json.loads(out.read_text())
     assert len(written["points"]) == 6 and all("arch" in p for p in written["points"])
+
+
+@pytest.mark.slow
+def test_latency_benchmark_in_onnxruntime_compares_the_runtime_with_eager(tmp_path, capsys):
+    space = {"resolutions": [64], "neck": {"types": ["fpn"], "widths": [8], "repeats": [1]},
+             "backbone": {"stem_widths": [8], "stages": [{"depths": [1], "widths": [8], "blocks": ["basic", "ir_k3_e6"]}] * 4},
+             "head": {"types": ["fcos"], "widths": [8], "num_convs": [1]}}
+    latency_table.main(["--space", write_space(tmp_path / "small.json", space), "--num-classes", "3", "--threads", "1", "--calib", "2",
+                        "--samples", "4", "--passes", "1", "--warmup", "0", "--repeats", "2", "--lut-dir", str(tmp_path),
+                        "--backend", "onnxruntime"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (tmp_path / "cpu_small_fp32_bs1_onnxruntime.json").is_file()
+    assert line["build"]["environment"]["runtime"]["backend"] == "onnxruntime" and line["validation"]["n"] == 4
+    versus = line["versus_eager"]
+    assert len(versus["eager_ms"]) == 4 and -1 <= versus["kendall_tau"] <= 1 and versus["speedup_median"] > 0
+    assert isinstance(versus["same_fastest"], bool)
