@@ -102,3 +102,11 @@ def test_a_training_run_reruns_from_its_config_yaml_to_the_same_result(tmp_path,
     assert second["eval"] == first["eval"]
     a, b = (torch.load(tmp_path / run / "last.pt", weights_only=True)["model"] for run in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_importing_the_commands_prints_no_warning():
+    modules = ["smnas.cli", "smnas.commands.train", "smnas.commands.search", "smnas.commands.retrain", "smnas.commands.demo",
+               "supernet.export", "latency.__main__", "latency.backends", "supernet.__main__", "supernet.tensorboard"]
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", "; ".join(f"import {m}" for m in modules)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
