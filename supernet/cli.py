@@ -69,11 +69,13 @@ def log_to_stderr(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def option(default: Any, help: str, choices: Optional[typing.Iterable[str]] = None, metavar: Optional[str] = None) -> Any:
+def option(default: Any, help: str, choices: Optional[typing.Iterable[str]] = None, metavar: Optional[str] = None,
+           const: Any = None) -> Any:
     """A config dataclass field that carries its flag's help (and choices): the one place a
-    setting is described, for `--help`, the README and the config file alike."""
+    setting is described, for `--help`, the README and the config file alike. `const`: the value
+    of the flag given without one (`--amp` for `--amp fp16`)."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": None if choices is None else list(choices),
-                                                        "metavar": metavar})
+                                                        "metavar": metavar, "const": const})
 
 
 def flag(name: str) -> str:
@@ -120,8 +122,10 @@ def add_config_arguments(p: argparse.ArgumentParser, cls: type, skip: typing.Col
             kw.update(nargs="+", metavar=meta.get("metavar") or f.name.upper())
         else:
             kw["type"] = _none_or(kind) if optional else kind
+            if meta.get("const") is not None:
+                kw.update(nargs="?", const=meta["const"])
             if meta.get("choices"):
-                kw["choices"] = meta["choices"]
+                kw["choices"] = meta["choices"] + ([None] if optional else [])
             else:
                 kw["metavar"] = meta.get("metavar") or METAVARS.get(kind, "VALUE")
         p.add_argument(flag(f.name), **kw)

@@ -18,6 +18,7 @@ RUNTIME_FIELDS = frozenset({"out", "device", "workers", "eval_every", "ckpt_ever
                             "calib_batches", "space"})  # the space is compared by content, not by how it was named
 # what a checkpoint that predates a field was trained with, where that is not the field's default today
 PREDATED = {"width_sampling": "uniform"}
+AMP = ("fp16", "bf16")
 
 
 @dataclass
@@ -37,7 +38,8 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum")
     warmup: int = option(100, "linear warm-up steps before the cosine decay")
     weight_decay: float = option(4e-5, "weight decay; not applied to norms and biases")
-    amp: bool = option(False, "fp16 mixed precision (CUDA)")
+    amp: Optional[str] = option(None, "mixed precision: fp16 (CUDA, with a gradient scaler; --amp alone), or bf16 (no scaler: "
+                                      "A100/H100-class GPUs, or CPUs with bf16 autocast); none: fp32", choices=AMP, const="fp16")
     clip_grad: Optional[float] = option(10.0, "max gradient norm; 0 or none: no clipping")
     ema: Optional[float] = option(None, "keep an EMA of the weights with this decay (e.g. 0.9998); none: off")
     drop_path: float = option(0.0, "stochastic depth rate of the backbone's residual blocks (timm DropPath), 0: off")
@@ -97,11 +99,20 @@ class TrainConfig:
         number("drop_path", 0, 1, high_open=True)
         if self.distill and self.sampler != "sandwich":
             raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
+        if self.amp is not None and self.amp not in AMP:
+            raise bad("amp", f"one of {list(AMP)} or none")
         for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
                               ("augment", list(AUGMENTS)), ("distill_features", list(FEATURES)),
                               ("width_sampling", list(WIDTH_SAMPLING)), ("depth_sampling", list(DEPTH_SAMPLING))):
             if getattr(self, name) not in choices:
                 raise bad(name, f"one of {choices}")
+
+
+def _current(recorded: dict) -> dict:
+    """A checkpoint's recorded config under today's field types (amp was a bool: fp16 or off)."""
+    if isinstance(recorded.get("amp"), bool):
+        recorded = {**recorded, "amp": "fp16" if recorded["amp"] else None}
+    return recorded
 
 
 def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
@@ -111,7 +122,7 @@ def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
     def plain(v):
         return list(v) if isinstance(v, (tuple, list)) else v
 
-    out = []
+    out, recorded = [], _current(recorded)
     for f in fields(TrainConfig):
         if f.name in RUNTIME_FIELDS:
             continue
@@ -124,7 +135,7 @@ def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
 def train_config(args: dict) -> TrainConfig:
     """The TrainConfig of parsed flags (keys that are not TrainConfig fields are ignored)."""
     names = {f.name for f in fields(TrainConfig)}
-    config = {k: v for k, v in args.items() if k in names}
+    config = {k: v for k, v in _current(args).items() if k in names}
     config["clip_grad"] = config.get("clip_grad") or None
     if config.get("train_blocks") is not None:  # flags and config files give lists
         config["train_blocks"] = tuple(config["train_blocks"])

@@ -44,6 +44,18 @@ from .train_config import TrainConfig, changed_settings
 MAX_BAD_STEPS = 5
 
 
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_amp(amp: Optional[str], device: torch.device) -> None:
+    """One line naming --amp when the device cannot run it: fp16 autocast with a gradient scaler
+    is CUDA's; bf16 needs a GPU that supports it (Ampere or later), or runs on the CPU's autocast."""
+    if amp == "fp16" and device.type != "cuda":
+        raise TrainError(f"--amp fp16: needs a CUDA device (this run is on {device}); --amp bf16 runs on CPUs that support it")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrainError(f"--amp bf16: {torch.cuda.get_device_name(device)} does not support bf16; use --amp fp16")
+
+
 class Trainer:
     """Owns the model, optimizer, schedule, sampler and data of one run in `config.out`.
 
@@ -54,8 +66,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, datasets: tuple, resume: bool = False, detector: Optional[Detector] = None):
         self.config = config
         self.dist, self.device = init_distributed(config.device)
-        if config.amp and self.device.type != "cuda":
-            raise TrainError("--amp: mixed precision needs a CUDA device (--device cuda)")
+        check_amp(config.amp, self.device)
         self.out = Path(config.out)
         self.lock = RunLock(self.out)
         if self.dist.main:
@@ -88,7 +99,7 @@ class Trainer:
             self.optimizer, t_initial=self.total_steps, warmup_t=config.warmup, warmup_lr_init=config.lr * 1e-3,
             lr_min=config.lr * 1e-2, t_in_epochs=False,
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16")  # bf16 has fp32's range: no scaling
         self.sampler = FixedSampler(detector.arch) if detector is not None else SAMPLERS[config.sampler](
             self.sample_space, config.seed, config.random_paths, config.width_sampling, config.depth_sampling)
         self.step = 0
@@ -268,7 +279,7 @@ class Trainer:
         teacher = None
         with capture_features(feature_modules(self.model, self.config.distill_features) if distill else []) as captured:
             for arch in paths:
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.config.amp):
+                with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.config.amp), enabled=self.config.amp is not None):
                     losses = self.ddp(images, targets, arch=arch)
                     if distill and teacher is None:  # the first path is the sandwich's largest
                         teacher = [f.detach() for f in captured["features"]]

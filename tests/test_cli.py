@@ -52,9 +52,13 @@ def test_python_dash_m_smnas_runs_a_command(tmp_path):
 
 def test_config_file_sets_defaults_and_flags_override_it(tmp_path):
     run = tmp_path / "run.yaml"
-    run.write_text(yaml.safe_dump({"lr": 0.5, "epochs": 3, "train_blocks": ["ir_k3_e6"], "ema": 0.99, "amp": True, "out": "x"}))
-    config, resume, overwrite = train_command.parse(["--config", str(run), "--epochs", "7", "--no-amp", "--ema", "none"])
-    assert config == dataclasses.replace(TrainConfig(), lr=0.5, epochs=7, train_blocks=("ir_k3_e6",), ema=None, amp=False, out="x")
+    run.write_text(yaml.safe_dump({"lr": 0.5, "epochs": 3, "train_blocks": ["ir_k3_e6"], "ema": 0.99, "amp": "bf16", "out": "x"}))
+    config, resume, overwrite = train_command.parse(["--config", str(run), "--epochs", "7", "--amp", "none", "--ema", "none"])
+    assert config == dataclasses.replace(TrainConfig(), lr=0.5, epochs=7, train_blocks=("ir_k3_e6",), ema=None, amp=None, out="x")
+    assert train_command.parse(["--amp"])[0].amp == "fp16" and train_command.parse(["--amp", "bf16"])[0].amp == "bf16"
+    old = tmp_path / "old.yaml"
+    old.write_text("amp: true\n")  # a config written when amp was a switch
+    assert train_command.parse(["--config", str(old)])[0].amp == "fp16"
     assert not resume and not overwrite
     search = tmp_path / "search.yaml"
     search.write_text("latency_budget: 12.5\nsmooth: true\n")

@@ -395,3 +395,21 @@ def test_gradients_are_averaged_over_the_paths_that_ran_each_weight(shapes, tmp_
     head_a = next(n for n in only_a if n.startswith(f"head.{a.head.type}."))
     head_b = next(n for n in only_b if n.startswith(f"head.{b.head.type}."))
     assert torch.allclose(both[head_a], only_a[head_a], atol=1e-6) and torch.allclose(both[head_b], only_b[head_b], atol=1e-6)
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_is_refused_there(shapes, tmp_path):
+    result = train(config(shapes, tmp_path / "bf16", steps=2, amp="bf16"))
+    assert result["step"] == 2 and all(0 <= m["map"] <= 1 for m in result["eval"].values())
+    blob = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
+    assert blob["config"]["amp"] == "bf16" and all(t.dtype == torch.float32 for t in blob["model"].values() if t.is_floating_point())
+    with pytest.raises(TrainError, match=r"--amp fp16: needs a CUDA device \(this run is on cpu\)"):
+        train(config(shapes, tmp_path / "fp16", amp="fp16"))
+    with pytest.raises(TrainError, match=r"--amp: expected one of \['fp16', 'bf16'\] or none, got 'fp8'"):
+        config(shapes, tmp_path / "fp8", amp="fp8")
+
+
+def test_a_checkpoint_from_when_amp_was_a_switch_resumes_unchanged():
+    recorded = {"width_sampling": "wide"}  # (a field the test does not care about, predated otherwise)
+    assert changed_settings({**recorded, "amp": False}, TrainConfig(amp=None)) == []
+    assert changed_settings({**recorded, "amp": True}, TrainConfig(amp="fp16")) == []
+    assert changed_settings({**recorded, "amp": True}, TrainConfig(amp="bf16")) == ["--amp 'fp16' -> 'bf16'"]
