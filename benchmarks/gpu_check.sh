@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the latency table, as one prepared run for a machine that has a CUDA GPU but no
-# package registry (the device machines: torch and timm are there, fvcore and the COCO evaluators not).
+# package registry (the device machines: torch and timm are there, the COCO evaluators not).
 #
 #   bash benchmarks/gpu_check.sh wheels        # here, with pip access: the missing wheels into .whl/
 #   bash benchmarks/gpu_check.sh run           # there: OUT=dir (default runs/gpu_check)
@@ -15,8 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS="pycocotools==2.0.11 faster-coco-eval==1.8.0 yacs==0.1.8 termcolor==3.3.0"
-SDISTS="fvcore==0.1.5.post20221221 iopath==0.1.10"  # pure Python, published as source only: built here
+WHEELS="pycocotools==2.0.11 faster-coco-eval==1.8.0"
 
 case "${1:-}" in
 wheels)
@@ -24,7 +23,6 @@ wheels)
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl $WHEELS
-    python3 -m pip wheel -q --no-deps -w .whl $SDISTS
     ls -l .whl
     ;;
 run)
@@ -59,7 +57,7 @@ run)
         fi
         if [ "$first" = 1 ]; then  # the CUDA paths of training, between the tables
             first=0
-            if timeout 60 python3 train_supernet.py --space tiny --device "$DEVICE" --amp --steps 20 --batch-size 8 --eval-every 0 \
+            if timeout 60 python3 train_supernet.py --space tiny --device "$DEVICE" --amp "${AMP:-fp16}" --steps 20 --batch-size 8 --eval-every 0 \
                 --out /tmp/smoke_supernet >"$OUT/smoke.log" 2>&1; then
                 echo "smoke: train_supernet --amp ok" >&2
             else
