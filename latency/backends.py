@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import torch
 
+from supernet.io import error_line
+
 BACKENDS = ("eager", "onnxruntime", "compile")
 ONNX_OPSET = 17
 
@@ -26,10 +28,8 @@ class BackendError(ValueError):
 
 
 def check_backend(name: str, device: str = "cpu") -> None:
-    """Raise ValueError naming the flag unless `name` is a backend that can run on `device` here:
-    before anything is measured, not at the first op."""
-    if name not in BACKENDS:
-        raise ValueError(f"--backend: expected one of {list(BACKENDS)}, got {name!r}")
+    """Raise ValueError naming the flag unless the backend `name` (one of `BACKENDS`, which
+    `Settings` checks) can run on `device` here: before anything is measured, not at the first op."""
     if name == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
             raise ValueError("--backend onnxruntime: needs the onnxruntime and onnx packages (pip install 'smnas[export]', "
@@ -64,11 +64,15 @@ def _build(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], backend: s
         try:
             compiled = torch.compile(runner, dynamic=False)
         except Exception as e:  # noqa: BLE001 (any compiler failure names the runner instead)
-            raise BackendError(f"compile: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            raise BackendError(f"compile: {_reason(e)}") from None
         return lambda: compiled(*inputs)
     if backend == "onnxruntime":
         return _ort_runnable(runner, inputs, threads)
     raise BackendError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+
+
+def _reason(e: Exception) -> str:
+    return f"{type(e).__name__}: {error_line(e)}"
 
 
 def _provider(device: str) -> str:
@@ -91,7 +95,7 @@ def _ort_runnable(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], thr
         device = inputs[0].device.type if inputs else "cpu"
         session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[_provider(device)])
     except Exception as e:  # noqa: BLE001 (an unsupported op: named by the caller, with this line)
-        raise BackendError(f"onnxruntime: cannot export or load it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise BackendError(f"onnxruntime: cannot export or load it ({_reason(e)})") from None
     wanted = {i.name for i in session.get_inputs()}  # the exporter drops inputs the graph never reads (a shape-only image)
     feeds = {n: t.detach().cpu().numpy() for n, t in zip(names, inputs) if n in wanted}
 
@@ -99,6 +103,6 @@ def _ort_runnable(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], thr
         try:
             return session.run(None, feeds)
         except Exception as e:  # noqa: BLE001
-            raise BackendError(f"onnxruntime: the run failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise BackendError(f"onnxruntime: the run failed ({_reason(e)})") from None
 
     return run

@@ -28,7 +28,7 @@ from latency.measure import Settings
 from latency.table import LatencyTable, TableError, device_name
 from supernet.bn import recalibrate_bn
 from supernet.checkpoint import load_supernet, trained_space
-from supernet.cli import check_number, flag_error, option, write_config
+from supernet.cli import check_choices, check_number, option, write_config
 from supernet.data import build_datasets, build_loader
 from supernet.distributed import init_distributed
 from supernet.evaluate import Batches, METRICS, coco_map, detect
@@ -104,9 +104,7 @@ class SearchConfig:
             raise SearchError(f"--aging: {self.aging} is smaller than --topk {self.topk} (the window parents are chosen from); 0 turns it off")
         check_number(SearchError, "mutation_prob", self.mutation_prob, 0, 1, low_open=True)
         check_number(SearchError, "crossover_prob", self.crossover_prob, 0, 1)
-        for name, choices in (("objective", ["map", "pareto"]), ("stage", [*STAGES, "both", RANDOM])):
-            if getattr(self, name) not in choices:
-                raise flag_error(SearchError, name, getattr(self, name), f"one of {choices}")
+        check_choices(SearchError, self)
         if self.finetune_steps and self.stage != "both":
             raise SearchError(f"--finetune-steps: fine-tunes between the two stages, so needs --stage both (got --stage {self.stage})")
 

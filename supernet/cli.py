@@ -52,6 +52,17 @@ def check_number(error: type[Exception], name: str, value, low: float, high: flo
         raise flag_error(error, name, value, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))
 
 
+def check_choices(error: type[Exception], config: Any) -> None:
+    """Raise `error` naming the flag for the first field of the dataclass `config` whose value is
+    not one of the choices its `option` declares (none passes where the field is optional)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        choices, value = f.metadata.get("choices"), getattr(config, f.name)
+        optional = _field_kind(hints[f.name])[1]
+        if choices and value not in choices and not (optional and value is None):
+            raise flag_error(error, f.name, value, f"one of {choices}" + (" or none" if optional else ""))
+
+
 class _MessageFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()

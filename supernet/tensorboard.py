@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional
 class Board:
     """A SummaryWriter in `folder`, or nothing when tensorboard is not installed. `purge_step`:
     a run resumed there discards its earlier events from that step on, so the old and the new
-    curves do not overlap. Close it (or use it as a context manager) so the last events reach disk."""
+    curves do not overlap. Close it so the last events reach disk."""
 
     def __init__(self, folder: str | Path, purge_step: Optional[int] = None):
         try:
@@ -20,7 +20,7 @@ class Board:
             self.writer = SummaryWriter(str(folder), purge_step=purge_step)
 
     def scalars(self, values: Mapping[str, Any], step: int) -> None:
-        """Every finite int/float of `values` as a scalar at `step` (other values are skipped)."""
+        """Every int/float of `values` as a scalar at `step` (other values are skipped)."""
         if self.writer is None:
             return
         for tag, value in values.items():
@@ -39,9 +39,3 @@ class Board:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-    def __enter__(self) -> "Board":
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.close()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from .batches import AUGMENTS
-from .cli import check_number, flag_error, option
+from .cli import check_choices, check_number, flag_error, option
 from .distill import FEATURES
 from .errors import TrainError
 from .sampler import SAMPLERS
@@ -99,13 +99,7 @@ class TrainConfig:
         number("drop_path", 0, 1, high_open=True)
         if self.distill and self.sampler != "sandwich":
             raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
-        if self.amp is not None and self.amp not in AMP:
-            raise bad("amp", f"one of {list(AMP)} or none")
-        for name, choices in (("sampler", sorted(SAMPLERS)), ("grad_average", ["users", "paths"]), ("optimizer", ["sgd", "adamw"]),
-                              ("augment", list(AUGMENTS)), ("distill_features", list(FEATURES)),
-                              ("width_sampling", list(WIDTH_SAMPLING)), ("depth_sampling", list(DEPTH_SAMPLING))):
-            if getattr(self, name) not in choices:
-                raise bad(name, f"one of {choices}")
+        check_choices(TrainError, self)
 
 
 def _current(recorded: dict) -> dict:
