@@ -1,11 +1,12 @@
 """Does the search beat hand design and chance? The whole demo pipeline, once per seed.
 
-    python benchmarks/search_vs_baselines.py                    # 3 seeds, the demo's space and data, CPU: ~45 min
+    python benchmarks/search_vs_baselines.py                    # 3 seeds, the demo's space and data, CPU: ~2 h
     python benchmarks/search_vs_baselines.py --seeds 0 1 --quick
 
 Each seed runs `end_to_end.py`'s pipeline in --work/seedN (supernet, search, random-search
-control, retraining of the searched subnet, the control's best, the smallest and largest trained
-subnets and every baseline with one schedule). The latency table is built once, in the first
+control, the screening of each one's finalists by a short training, retraining of the searched
+subnet, the control's pick, the smallest and largest trained subnets and every baseline with one
+schedule). The latency table is built once, in the first
 seed's folder, and copied to the others: it describes the device, not a seed, and so every seed
 searches under the same budget. Per seed the JSON holds each model's mAP, measured and predicted
 latency, and whether the searched subnet beats the control and every baseline whose measured
@@ -103,6 +104,7 @@ def compare(report: dict, slack: float, latency: dict[str, float], maps: dict[st
         "beats_random": score["searched"] > score["random"],
         "inherited_ratio": {n: round(models[n]["inherited_map"] / score[n], 3)
                             for n in EXTREMES if n in models and score[n] > 0},
+        "screened": {n: report[n].get("screened", []) for n in ("searched", "random")},
     }
 
 
@@ -119,6 +121,9 @@ def summarize(seeds: dict[int, dict]) -> dict:
         "mean_margin_over_random": round(statistics.mean(
             s["models"]["searched"]["map"] - s["models"]["random"]["map"] for s in seeds.values()), 5),
         "inherited_ratio_mean": {n: round(statistics.mean(v), 3) for n, v in ratios.items() if v},
+        # seeds where the short trainings picked another subnet than the best inherited score would have
+        "screening_changed_pick": {n: sum(bool(rows) and rows[0]["hash"] != max(rows, key=lambda r: r["inherited_map"])["hash"]
+                                          for rows in (s["screened"][n] for s in seeds.values())) for n in ("searched", "random")},
     }
 
 

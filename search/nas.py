@@ -510,16 +510,26 @@ class Search:
                 f.write(json.dumps(record) + "\n")
 
     # ---- outputs --------------------------------------------------------------------------------
+    def records(self) -> list[dict]:
+        """Every distinct subnet evaluated so far, one record each (with "map_smoothed" under --smooth)."""
+        records = list({r["hash"]: r for r in self.history}.values())
+        if self.config.smooth:
+            records = [{**r, "map_smoothed": self.smoothed.get(r["hash"], r["map"])} for r in records]
+        return records
+
+    def ranked(self) -> list[dict]:
+        """The records whose scores rank finalists (by `score_key`): after a fine-tune, only the
+        modular stage's, the only ones measured on the final weights."""
+        records = self.records()
+        return [r for r in records if r["stage"] == "modular"] if self.finetuned else records
+
     def _write_outputs(self) -> dict:
         """pareto.json, finalists.json and pareto.png from every record so far; returns a summary."""
-        records = list({r["hash"]: r for r in self.history}.values())  # distinct archs
+        records = self.records()
         c = self.config
-        if c.smooth:
-            records = [{**r, "map_smoothed": self.smoothed.get(r["hash"], r["map"])} for r in records]
         front = [records[i] for i in pareto_front([[r["map"], r["latency_ms"]] for r in records], [True, False])]
         front.sort(key=lambda r: r["latency_ms"])
-        # after a fine-tune only the modular stage's scores were measured on the final weights
-        ranked = [r for r in records if r["stage"] == "modular"] if self.finetuned else records
+        ranked = self.ranked()
         finalists = sorted(ranked, key=lambda r: (-r[self.score_key], r["latency_ms"]))[: c.finalists]
         keep = ("hash", "arch", *METRICS, *(("map_smoothed",) if c.smooth else ()), "latency_ms", "flops", "params", "stage", "generation")
         summary = {

@@ -29,6 +29,7 @@ from supernet.trainer import Trainer
 
 from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig, search_started
 from .retrain import retrain
+from .screen import resolution_finalists, screen
 
 SPACE = "tiny_one_stage"  # see the preset: at one time budget, more supernet steps instead of the two-stage head
 
@@ -52,14 +53,17 @@ class Schedule:
     retrain_epochs: int
     search_stage: str  # structural | both (structural, a fine-tune on the structure found, modular)
     finetune_steps: int  # with "both": the supernet fine-tuned on the found structure before the modular stage
+    screen_finalists: int  # the best subnet of each resolution (then the next best), up to this many (1: no screening), trained briefly ...
+    screen_epochs: int  # ... for this many epochs; the best of them is retrained in full
+    screen_steps: int | None  # takes precedence over screen_epochs
 
 
 FULL = Schedule(supernet_epochs=72, supernet_steps=None, batch_size=16, lut_repeats=20, lut_passes=2, lut_calib=20,
                 population=12, generations=8, search_val_images=100, calib_batches=8, retrain_steps=None, retrain_epochs=12,
-                search_stage="structural", finetune_steps=0)
+                search_stage="structural", finetune_steps=0, screen_finalists=3, screen_epochs=6, screen_steps=None)
 QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats=3, lut_passes=1, lut_calib=4,
                  population=6, generations=4, search_val_images=24, calib_batches=2, retrain_steps=20, retrain_epochs=1,
-                 search_stage="structural", finetune_steps=0)
+                 search_stage="structural", finetune_steps=0, screen_finalists=2, screen_epochs=1, screen_steps=8)
 
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
@@ -97,13 +101,18 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
                           stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth)
-    summary = step("search", lambda: Search(search, resume=search_started(out / "search")).run())
-    finalist = summary["best"]
+    searcher = Search(search, resume=search_started(out / "search"))
+    summary = step("search", searcher.run)
     # the control: as many subnets as the search evaluated, drawn uniformly under the budget, scored the same way
     control_cfg = replace(search, stage=RANDOM, population=summary["evaluated"], generations=1, finetune_steps=0, out=str(out / "random"))
-    control = step("random-search control", lambda: Search(control_cfg, resume=search_started(out / "random")).run())
-    candidates = {"searched": Arch.from_dict(finalist["arch"]), "random": Arch.from_dict(control["best"]["arch"])}
-    inherited = {"searched": finalist["map"], "random": control["best"]["map"]}
+    drawer = Search(control_cfg, resume=search_started(out / "random"))
+    control = step("random-search control", drawer.run)
+    screen_cfg = replace(train, epochs=s.screen_epochs, steps=s.screen_steps, eval_images=0)
+    screened = {name: step(f"screening {name}", lambda name=name, run=run: _screen(run, s.screen_finalists, space, screen_cfg, out / "screen" / name, lut))
+                for name, run in (("searched", searcher), ("random", drawer))}
+    finalist, pick = screened["searched"]["pick"], screened["random"]["pick"]
+    candidates = {"searched": Arch.from_dict(finalist["arch"]), "random": Arch.from_dict(pick["arch"])}
+    inherited = {"searched": finalist["map"], "random": pick["map"]}
     if extremes:
         trained = space.restrict(blocks=train.train_blocks)
         candidates.update(smallest=trained.smallest(), largest=trained.largest())
@@ -119,9 +128,9 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         "device": table.meta["environment"]["device_name"], "space": SPACE, "quick": quick, "latency_budget_ms": budget,
         "latency_range_ms": [round(fastest, 3), round(slowest, 3)], "schedule": asdict(s),
         "searched": {"hash": finalist["hash"], "inherited_map": finalist["map"], "predicted_ms": finalist["latency_ms"],
-                     "evaluated": summary["evaluated"]},
-        "random": {"hash": control["best"]["hash"], "inherited_map": control["best"]["map"], "predicted_ms": control["best"]["latency_ms"],
-                   "evaluated": control["evaluated"]},
+                     "evaluated": summary["evaluated"], "screened": screened["searched"]["screened"]},
+        "random": {"hash": pick["hash"], "inherited_map": pick["map"], "predicted_ms": pick["latency_ms"],
+                   "evaluated": control["evaluated"], "screened": screened["random"]["screened"]},
         "models": {name: {"arch": candidates[name].to_dict(), "inherited_map": inherited.get(name), **r} for name, r in results.items()},
         "seconds": timings,
     }
@@ -129,6 +138,19 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     atomic_json(report, out / "report.json")
     atomic_write_bytes(out / "report.md", render_report(report).encode())
     return report
+
+
+def _screen(search: Search, count: int, space: SearchSpace, config: TrainConfig, out: Path, lut: Path) -> dict:
+    """{"pick": the search record to retrain, "screened": one row per finalist trained briefly}.
+    With one finalist or a 0-epoch schedule nothing is trained: the pick is the best by score."""
+    finalists = resolution_finalists(search.ranked(), count, search.score_key)
+    if count <= 1 or not (config.steps or config.epochs):
+        return {"pick": finalists[0], "screened": []}
+    results = screen([Arch.from_dict(r["arch"]) for r in finalists], space, config, out, str(lut))
+    by_hash = {r["hash"]: r for r in finalists}
+    rows = [{"hash": r["hash"], "resolution": r["arch"]["resolution"], "inherited_map": by_hash[r["hash"]]["map"],
+             "screen_map": r["map"], "latency_pred_ms": by_hash[r["hash"]]["latency_ms"]} for r in results]
+    return {"pick": by_hash[results[0]["hash"]], "screened": rows}
 
 
 def halfway_budget(table: LatencyTable) -> tuple[float, float, float]:
@@ -185,6 +207,25 @@ def render_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def render_screening(report: dict) -> list[str]:
+    """The screening's rows (report.md lines): which finalists were trained briefly, and what they scored."""
+    rows = [(name, r) for name in ("searched", "random") for r in report[name].get("screened", [])]
+    if not rows:
+        return []
+    text = ["Screening: before the full retraining, the best subnet of each input resolution (then the next best) of the search "
+            f"and of the control was trained from scratch for {_short_schedule(report['schedule'])}; the best of each "
+            "(first of its group) is the one retrained above.", "",
+            "| from | subnet | resolution | inherited mAP | screening mAP | latency predicted (ms) |", "|---|---|---|---|---|---|"]
+    text += [f"| {name} | `{r['hash']}` | {r['resolution']} | {r['inherited_map']:.4f} | {r['screen_map']:.4f} | {r['latency_pred_ms']:.3f} |"
+             for name, r in rows]
+    return text + [""]
+
+
+def _short_schedule(schedule: dict) -> str:
+    steps = schedule["screen_steps"]
+    return f"{steps} steps" if steps else f"{schedule['screen_epochs']} epochs"
+
+
 def render_report(report: dict) -> str:
     searched = report["searched"]
     lo, hi = report["latency_range_ms"]
@@ -201,6 +242,7 @@ def render_report(report: dict) -> str:
         "validation set (`inherited mAP`: the same subnet's score with the supernet's weights, where it has one). Latency is measured end to end on this machine with the latency table's settings, next to the "
         "table's prediction.", "",
         render_table(report), "",
+        *render_screening(report),
         "![Pareto front of the search](pareto.png)", "",
         "Seconds per step: " + ", ".join(f"{k} {v:g}" for k, v in report["seconds"].items()) + ".", "",
     ]

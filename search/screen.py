@@ -1,0 +1,55 @@
+"""Screening of a search's finalists by a short standalone training.
+
+Inherited-weight scores order subnets of one input resolution reasonably, but pairs across
+resolutions often the wrong way round (a 96 px subnet above a 128 px one that trains far better).
+So, like SM-NAS's fast evaluation of structures, the best subnet of each resolution is trained
+briefly from scratch, and the best of those short trainings is the one retrained in full. The
+short trainings cost a few percent of the search; the random-search control gets the same, so
+the two stay compared like for like.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+from supernet.space import Arch, SearchSpace
+from supernet.train_config import TrainConfig
+
+from .retrain import retrain
+
+SEED_OFFSET = 7919  # the short trainings' seeds differ from the full retraining's: its mAP is not the one that picked it
+
+logger = logging.getLogger(__name__)
+
+
+def resolution_finalists(records: list[dict], count: int, key: str = "map") -> list[dict]:
+    """Up to `count` distinct records: the best (by `key`) of each input resolution, best first,
+    then the next best overall. `records`: a search's history (dicts with "hash", "arch",
+    "latency_ms" and `key`)."""
+    order = lambda r: (-r[key], r["latency_ms"], r["hash"])  # noqa: E731  ties: the faster
+    distinct = sorted({r["hash"]: r for r in records}.values(), key=order)
+    picked: dict[str, dict] = {}
+    for r in distinct:
+        resolution = r["arch"]["resolution"]
+        if all(p["arch"]["resolution"] != resolution for p in picked.values()):
+            picked[r["hash"]] = r
+    for r in distinct:
+        if len(picked) >= count:
+            break
+        picked.setdefault(r["hash"], r)
+    return sorted(picked.values(), key=order)[:count]
+
+
+def screen(archs: list[Arch], space: SearchSpace, config: TrainConfig, out: Path, lut: Optional[str] = None) -> list[dict]:
+    """Train each arch with `config` (a short schedule; seed offset by SEED_OFFSET) in OUT/<hash>
+    and return their metrics, best mAP first. Resumable: finished trainings are read back."""
+    if not archs:
+        raise ValueError("screen: no archs to screen")
+    results = []
+    for arch in archs:
+        cfg = replace(config, seed=config.seed + SEED_OFFSET, out=str(Path(out) / arch.hash()))
+        logger.info(f"== screening {arch.hash()} ({arch.resolution} px)")
+        results.append({**retrain(arch, space, cfg, lut=lut, resume=True), "arch": arch.to_dict()})
+    return sorted(results, key=lambda r: (-r["map"], r["hash"]))
