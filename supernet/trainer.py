@@ -249,14 +249,17 @@ class Trainer:
             atomic_write_bytes(self.metrics_path, "".join(line + "\n" for line in keep).encode())
 
     # ---- training -----------------------------------------------------------------------------
-    def loader(self, start: Optional[int] = None, stop: Optional[int] = None) -> DataLoader:
-        """Training batches of steps `start` (default: the current step) to `stop` (default: the end)."""
+    def loader(self, start: Optional[int] = None, stop: Optional[int] = None, sharded: bool = True) -> DataLoader:
+        """Training batches of steps `start` (default: the current step) to `stop` (default: the
+        end): this rank's share of each global batch, or with `sharded=False` the batches a single
+        process would train on."""
         from .data import collate
 
         start = self.step if start is None else start
         stop = self.total_steps if stop is None else stop
         cfg = self.config
-        sampler = StepBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, start, stop, self.dist.rank, self.dist.world,
+        rank, world = (self.dist.rank, self.dist.world) if sharded else (0, 1)
+        sampler = StepBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, start, stop, rank, world,
                                    flip=cfg.augment != "none")
         return DataLoader(
             AugmentedDataset(self.train_set, cfg.augment), batch_sampler=sampler, num_workers=self.config.workers, collate_fn=collate,
@@ -323,26 +326,38 @@ class Trainer:
                 p.grad.mul_(len(paths) / users[name])
 
     def evaluate(self, max_images: Optional[int] = None) -> dict[str, dict]:
-        """mAP of the fixed evaluation archs with inherited weights after BN recalibration."""
+        """mAP of the fixed evaluation archs with inherited weights after BN recalibration, on the
+        first `max_images` (default `eval_images`) validation images. Call it on every rank: each
+        recalibrates on the same batches (a single process's) and detects its share of the
+        images; rank 0 scores them all in one COCOeval and returns the results (the other ranks
+        an empty dict), equal to a single process's."""
+        from torch.utils.data import Subset
+
         from .bn import recalibrate_bn
         from .data import build_loader
-        from .evaluate import Batches, evaluate
+        from .evaluate import Batches, coco_map, detect
 
         model = self.ema.module if self.ema else self.model
         standalone = isinstance(self.model, Detector)
         # the same batches for every arch and evaluation, decoded once
-        calib = [] if standalone else list(self.loader(0, self.config.calib_batches))
-        images = max_images or self.config.eval_images
-        val = Batches.first(build_loader(self.val_set, self.config.batch_size, shuffle=False, workers=self.config.workers,
-                                         seed=self.config.seed), images)  # decoded once for all archs
+        calib = [] if standalone else list(self.loader(0, self.config.calib_batches, sharded=False))
+        images = min(max_images or self.config.eval_images, len(self.val_set))
+        share = Subset(self.val_set, range(self.dist.rank, images, self.dist.world))
+        val = Batches(build_loader(share, self.config.batch_size, shuffle=False, workers=self.config.workers, seed=self.config.seed),
+                      self.val_set)
         results = {}
         devices = [self.device.index] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # evaluation must not shift training's RNG stream
             for name, arch in self.eval_archs.items():
                 if not standalone:
                     recalibrate_bn(model, arch, calib, self.config.calib_batches, self.device)
-                metrics = evaluate(model, arch, val, self.device, max_images=images)
-                results[name] = {"hash": arch.hash(), **metrics}
+                detections, image_ids = detect(model, arch, val, self.device)
+                if self.dist.world > 1:
+                    shares: list = [None] * self.dist.world
+                    dist.all_gather_object(shares, (detections, image_ids))
+                    detections, image_ids = [d for s in shares for d in s[0]], [i for s in shares for i in s[1]]
+                if self.dist.main:
+                    results[name] = {"hash": arch.hash(), **coco_map(self.val_set.coco, detections, image_ids)}
         return results
 
     def run(self) -> dict:
@@ -423,7 +438,7 @@ class Trainer:
         return bool(flag)
 
     def _evaluate_and_log(self, copy_as: Optional[str]) -> dict:
-        results = self.evaluate() if self.dist.main else {}
+        results = self.evaluate()
         self.log({"step": self.step, "eval": results})
         self.save(copy_as)
         if self.dist.world > 1:

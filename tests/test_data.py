@@ -10,6 +10,7 @@ from common import COCO128, needs_coco128
 from PIL import Image
 
 from supernet.data import CocoDetection, build_loader, coco_paths, collate
+from supernet.data.coco import decode, default_decoder
 
 
 def write_tiny_coco(root: Path) -> tuple[Path, Path]:
@@ -50,10 +51,10 @@ def tiny(tmp_path):
     return write_tiny_coco(tmp_path)
 
 
-def build(images, ann_file, max_size=64) -> CocoDetection:
+def build(images, ann_file, max_size=64, **kwargs) -> CocoDetection:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return CocoDetection(images, ann_file, max_size)
+        return CocoDetection(images, ann_file, max_size, **kwargs)
 
 
 def test_targets_labels_and_image_modes(tiny):
@@ -81,6 +82,45 @@ def test_targets_labels_and_image_modes(tiny):
     assert t["boxes"].shape == (0, 4) and t["boxes"].dtype == torch.float32 and t["labels"].dtype == torch.int64
     image, t = ds[3]  # palette
     assert image.shape == (3, 32, 64) and t["labels"].tolist() == [1]
+
+
+def test_records_are_flat_arrays_and_the_coco_index_is_built_on_demand(tiny):
+    ds = build(*tiny)
+    arrays = [getattr(ds.records, f) for f in ("names", "name_ends", "image_ids", "sizes", "boxes", "labels", "box_ends")]
+    assert all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays)  # no Python object per image for workers to copy
+    assert ds.records.nbytes == sum(a.nbytes for a in arrays) and len(ds.records.boxes) == 4  # crowd and degenerate boxes left out
+    assert [ds.path(i).name for i in range(len(ds))] == ["rgb.jpg", "gray.png", "rgba.png", "palette.png"]
+    assert "coco" not in vars(ds)  # a training set never builds the index
+    assert sorted(ds.coco.getImgIds()) == [11, 12, 13, 14] and len(ds.coco.getAnnIds()) == 7  # crowd and degenerate included
+    picked = ds.records.select([3, 0])
+    assert [picked.name(i) for i in range(2)] == ["palette.png", "rgb.jpg"] and picked.image_ids.tolist() == [14, 11]
+    for i, j in ((0, 3), (1, 0)):
+        assert picked.size(i) == ds.records.size(j)
+        assert all(np.array_equal(a, b) for a, b in zip(picked.targets(i), ds.records.targets(j)))
+    empty = ds.records.select([])
+    assert len(empty) == 0 and empty.boxes.shape == (0, 4)
+
+
+@pytest.mark.skipif(default_decoder() != "torchcodec", reason="torchcodec (smnas[decode]) not installed")
+def test_torchcodec_decodes_as_pillow_does_and_never_rotates(tiny, tmp_path):
+    images, ann_file = tiny
+    fast, slow = build(images, ann_file, decoder="torchcodec"), build(images, ann_file, decoder="pil")
+    for i in range(len(fast)):  # jpg, grayscale, RGBA and palette png
+        assert torch.equal(decode(fast.path(i), "torchcodec"), decode(fast.path(i), "pil"))
+        assert torch.equal(fast[i][0], slow[i][0])
+    pixels = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees to display": the boxes still refer to the stored pixels
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    Image.fromarray(pixels).save(tmp_path / "plain.bmp")  # a format torchcodec does not read
+    for name in ("rotated.jpg", "plain.bmp"):
+        assert decode(tmp_path / name, "torchcodec").shape == (3, 30, 40)
+        assert torch.equal(decode(tmp_path / name, "torchcodec"), decode(tmp_path / name, "pil"))
+    (tmp_path / "broken.jpg").write_bytes((images / "rgb.jpg").read_bytes()[:100])
+    with pytest.raises(OSError):
+        decode(tmp_path / "broken.jpg", "torchcodec")
+    with pytest.raises(ValueError, match="decoder: expected one of torchcodec, pil"):
+        build(images, ann_file, decoder="cv2")
 
 
 def test_upscales_small_images(tiny):

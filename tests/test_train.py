@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,31 @@ def test_ddp_two_processes_gloo_identical_weights(shapes, tmp_path):
     assert "unused parameters" not in proc.stderr
 
 
+
+
+@pytest.mark.slow
+def test_ddp_evaluation_splits_the_images_and_equals_a_single_process(shapes, tmp_path):
+    """Each rank detects its share of the validation images (7: shares of 4 and 3); one COCOeval
+    of them all gives what one process evaluating the same weights gets."""
+    settings = dict(steps=2, batch_size=2, lr=0.05, warmup=1, workers=0, log_every=1, ckpt_every=100, eval_images=7,
+                    eval_random_archs=1, calib_batches=2, device="cpu", seed=5)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535",
+           str(REPO / "tests" / "ddp_eval_worker.py"), str(shapes), str(out), json.dumps(settings)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    split = json.loads((out / "eval.json").read_text())
+    cfg = TrainConfig(**settings, data=str(shapes), out=str(out))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resumed with another thread count than torchrun's: not what is compared
+        single = Trainer(cfg, build_datasets(cfg, 128), resume=True).evaluate()
+    assert set(split) == set(single) == {"smallest", "largest", "random0"}
+    for name in single:
+        assert split[name]["hash"] == single[name]["hash"]
+        assert split[name]["map"] > 0 or single[name]["map"] == 0
+        for k, v in single[name].items():
+            assert split[name][k] == pytest.approx(v, abs=1e-6), (name, k)
 
 
 @pytest.mark.slow

@@ -9,14 +9,16 @@ downscale otherwise. Boxes are scaled per axis with the image, so evaluation can
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
 import random
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +26,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms.v2.functional import resize
+
+DECODERS = ("torchcodec", "pil")
+EXIF_ORIENTATION = 0x0112
 
 Target = dict[str, Any]
 
@@ -33,12 +39,59 @@ class UnreadableImage(ValueError):
 
 
 @dataclass(frozen=True)
-class _Record:
-    path: Path
-    image_id: int
-    size: tuple[int, int]  # (height, width) as the JSON states it
-    boxes: np.ndarray  # float32 [K, 4] xyxy in original pixels, clipped to the image
-    labels: np.ndarray  # int64 [K]
+class Records:
+    """Every image's file name, id, size and targets in seven flat numpy arrays. Forked loader
+    workers read these without touching a Python object per image: a list of per-image objects
+    gets its pages copied into every worker by refcount updates (pytorch/pytorch#13246), gigabytes
+    for COCO train; detectron2 serialises its dataset list into numpy buffers for the same reason."""
+
+    names: np.ndarray  # uint8: every file name (relative to the images folder), UTF-8, end to end
+    name_ends: np.ndarray  # int64 [N + 1]: image i's name is names[name_ends[i]:name_ends[i + 1]]
+    image_ids: np.ndarray  # int64 [N]
+    sizes: np.ndarray  # int64 [N, 2]: (height, width) as the JSON states it
+    boxes: np.ndarray  # float32 [M, 4]: xyxy in original pixels, clipped to the image
+    labels: np.ndarray  # int64 [M]
+    box_ends: np.ndarray  # int64 [N + 1]: image i's boxes are boxes[box_ends[i]:box_ends[i + 1]]
+
+    @classmethod
+    def pack(cls, names: Sequence[str], image_ids: Sequence[int], sizes: Sequence[tuple[int, int]],
+             boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> "Records":
+        encoded = [n.encode() for n in names]
+        return cls(
+            names=np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+            name_ends=np.concatenate([[0], np.cumsum([len(e) for e in encoded], dtype=np.int64)]).astype(np.int64),
+            image_ids=np.array(image_ids, dtype=np.int64).reshape(-1),
+            sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
+            boxes=np.concatenate([np.zeros((0, 4), np.float32), *boxes]).astype(np.float32),
+            labels=np.concatenate([np.zeros(0, np.int64), *labels]).astype(np.int64),
+            box_ends=np.concatenate([[0], np.cumsum([len(b) for b in boxes], dtype=np.int64)]).astype(np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.names, self.name_ends, self.image_ids, self.sizes, self.boxes, self.labels, self.box_ends))
+
+    def name(self, i: int) -> str:
+        return self.names[self.name_ends[i]:self.name_ends[i + 1]].tobytes().decode()
+
+    def size(self, i: int) -> tuple[int, int]:
+        h, w = self.sizes[i]
+        return int(h), int(w)
+
+    def targets(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes [K, 4], labels [K]) of image i: copies, so no tensor made from them holds the whole buffer."""
+        a, b = self.box_ends[i], self.box_ends[i + 1]
+        return self.boxes[a:b].copy(), self.labels[a:b].copy()
+
+    def select(self, keep: Sequence[int]) -> "Records":
+        """The records at indices `keep`, in that order."""
+        keep = list(keep)
+        targets = [self.targets(i) for i in keep]
+        return Records.pack([self.name(i) for i in keep], self.image_ids[keep], self.sizes[keep],
+                            [boxes for boxes, _ in targets], [labels for _, labels in targets])
 
 
 class CocoDetection(Dataset):
@@ -53,10 +106,16 @@ class CocoDetection(Dataset):
     including images listed but missing on disk, raises ValueError at construction.
     """
 
-    def __init__(self, images_dir: str | Path, ann_file: str | Path, max_size: int, skip_unreadable: bool = False):
+    def __init__(self, images_dir: str | Path, ann_file: str | Path, max_size: int, skip_unreadable: bool = False,
+                 decoder: str | None = None):
         images_dir, ann_file = Path(images_dir), Path(ann_file)
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"max_size: expected a positive integer, got {max_size!r}")
+        self.decoder = decoder or default_decoder()
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder: expected one of {', '.join(DECODERS)}, got {decoder!r}")
+        if self.decoder == "torchcodec" and not _has_torchcodec():
+            raise ValueError("decoder: torchcodec is not installed (pip install torchcodec; it needs torch >= 2.11)")
         if not images_dir.is_dir():
             raise ValueError(f"{images_dir}: images folder not found")
         data = _load_instances(ann_file)
@@ -67,46 +126,54 @@ class CocoDetection(Dataset):
         self.num_classes = len(self.cat_ids)
         # label i <-> category: what a trained detector keeps so its outputs can be read back
         self.classes: list[dict] = [{"label": i, "id": c, "name": n} for i, (c, n) in enumerate(zip(self.cat_ids, self.class_names))]
-        self.records, dropped = _records(data, images_dir, ann_file, {cid: i for i, cid in enumerate(self.cat_ids)})
+        self.records, dropped = _records(data, ann_file, {cid: i for i, cid in enumerate(self.cat_ids)})
+        del data  # the COCO index is built from the file again if evaluation asks for it (`coco`): training never does
         _check_files(self.records, images_dir, ann_file)
         self.skipped: list[Path] = []
         if skip_unreadable:  # decoded once up front, so every epoch, rank and resume sees the same images
-            readable = _decodes(self.records)
-            self.skipped = [r.path for r, ok in zip(self.records, readable) if not ok]
-            self.records = [r for r, ok in zip(self.records, readable) if ok]
+            readable = _decodes([self.path(i) for i in range(len(self.records))], self.decoder)
+            self.skipped = [self.path(i) for i, ok in enumerate(readable) if not ok]
+            self.records = self.records.select([i for i, ok in enumerate(readable) if ok])
             if self.skipped:
                 warnings.warn(f"{ann_file}: skipped {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0]}", stacklevel=2)
         if dropped:
             warnings.warn(f"{ann_file}: dropped {dropped} degenerate box(es) (zero or negative size, or outside the image)", stacklevel=2)
-        self.coco = COCO()
-        self.coco.dataset = data
+
+    @cached_property
+    def coco(self) -> COCO:
+        """The pycocotools index of the annotation file, which COCOeval reads (crowd boxes included):
+        built on first use, so a training set and its forked workers never hold it."""
+        coco = COCO()
+        coco.dataset = _load_instances(self.ann_file)
         with contextlib.redirect_stdout(io.StringIO()):
-            self.coco.createIndex()
+            coco.createIndex()
+        return coco
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def path(self, index: int) -> Path:
+        return self.images_dir / self.records.name(index)
+
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        rec = self.records[index]
+        path, image_id, size = self.path(index), int(self.records.image_ids[index]), self.records.size(index)
         try:
-            with Image.open(rec.path) as img:
-                img = img.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB; no EXIF rotation: COCO boxes refer to the stored pixels
+            image = decode(path, self.decoder)
         except (OSError, SyntaxError, ValueError) as e:  # not an image, truncated, corrupt
-            raise UnreadableImage(f"{rec.path} (image id {rec.image_id} in {self.ann_file}): not a readable image ({e}); "
+            raise UnreadableImage(f"{path} (image id {image_id} in {self.ann_file}): not a readable image ({e}); "
                                   "fix or remove it, or pass --skip-unreadable") from None
-        w, h = img.size
-        if (h, w) != rec.size:
-            raise ValueError(f"{rec.path}: image is {w}x{h} but {self.ann_file} lists it as {rec.size[1]}x{rec.size[0]}")
+        h, w = image.shape[-2:]
+        if (h, w) != size:
+            raise ValueError(f"{path}: image is {w}x{h} but {self.ann_file} lists it as {size[1]}x{size[0]}")
         scale = self.max_size / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), Image.Resampling.BILINEAR)  # Pillow widens the filter when downscaling: antialiased
-        image = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
-        boxes = torch.from_numpy(rec.boxes) * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+            image = resize(image, [nh, nw], antialias=True)  # bilinear, the filter widened when downscaling, as Pillow does
+        boxes, labels = self.records.targets(index)
         target = {
-            "boxes": boxes,
-            "labels": torch.from_numpy(rec.labels),
-            "image_id": rec.image_id,
+            "boxes": torch.from_numpy(boxes) * torch.tensor([nw / w, nh / h, nw / w, nh / h]),
+            "labels": torch.from_numpy(labels),
+            "image_id": image_id,
             "orig_size": (h, w),
             "scale": scale,
         }
@@ -141,7 +208,7 @@ def _load_instances(ann_file: Path) -> dict:
     return data
 
 
-def _records(data: dict, images_dir: Path, ann_file: Path, label_of: dict[int, int]) -> tuple[list[_Record], int]:
+def _records(data: dict, ann_file: Path, label_of: dict[int, int]) -> tuple[Records, int]:
     """One record per image (targets precomputed in original pixels) and the number of dropped boxes."""
     images = {}
     for i, im in enumerate(data["images"]):
@@ -173,40 +240,65 @@ def _records(data: dict, images_dir: Path, ann_file: Path, label_of: dict[int, i
             continue
         boxes[a["image_id"]].append((x1, y1, x2, y2))
         labels[a["image_id"]].append(label_of[a["category_id"]])
-    records = [
-        _Record(
-            images_dir / im["file_name"],
-            im["id"],
-            (im["height"], im["width"]),
-            np.array(boxes[k], dtype=np.float32).reshape(-1, 4),
-            np.array(labels[k], dtype=np.int64),
-        )
-        for k, im in images.items()
-    ]
+    records = Records.pack(
+        [im["file_name"] for im in images.values()], list(images), [(im["height"], im["width"]) for im in images.values()],
+        [np.array(boxes[k], dtype=np.float32).reshape(-1, 4) for k in images], [np.array(labels[k], dtype=np.int64) for k in images])
     return records, dropped
 
 
-def _check_files(records: list[_Record], images_dir: Path, ann_file: Path) -> None:
+def _check_files(records: Records, images_dir: Path, ann_file: Path) -> None:
     on_disk = set(os.listdir(images_dir))  # one listing instead of a stat per image (COCO train has 118k)
-    missing = [r.path for r in records if not (r.path.parent == images_dir and r.path.name in on_disk) and not r.path.is_file()]
+    names = (records.name(i) for i in range(len(records)))
+    missing = [images_dir / n for n in names if n not in on_disk and not (images_dir / n).is_file()]
     if missing:
         raise ValueError(f"{missing[0]}: listed in {ann_file} but not found ({len(missing)} of {len(records)} images missing)")
 
 
-def _decodes(records: list[_Record]) -> list[bool]:
-    """Whether each record's image decodes completely (threads: Pillow releases the GIL)."""
+def default_decoder() -> str:
+    return "torchcodec" if _has_torchcodec() else "pil"
+
+
+def _has_torchcodec() -> bool:
+    try:
+        importlib.import_module("torchcodec.decoders")
+    except (ImportError, OSError, RuntimeError):  # not installed, or built for another torch
+        return False
+    return True
+
+
+def decode(path: Path, decoder: str = "pil") -> Tensor:
+    """The file's pixels as uint8 RGB [3, H, W], as stored (no EXIF rotation: COCO boxes refer to
+    the stored pixels); grayscale, palette and CMYK become RGB, alpha is dropped. "torchcodec":
+    TorchCodec's decoders (JPEG, PNG, WebP, GIF, AVIF, HEIC) straight into a tensor, and Pillow for
+    what they do not read (BMP, TIFF, ...) and for files with an EXIF orientation, which TorchCodec
+    would apply; "pil": Pillow only. Raises OSError or ValueError for a file that is not a
+    readable image."""
+    data = path.read_bytes()
+    with Image.open(io.BytesIO(data)) as img:  # reads the header only, unless Pillow decodes below
+        if decoder == "torchcodec" and img.getexif().get(EXIF_ORIENTATION, 1) == 1:
+            from torchcodec.decoders import decode_image
+
+            try:
+                image = decode_image(data, mode="RGB")
+                return image[0] if image.ndim == 4 else image  # an animation: its first frame, as Pillow gives
+            except (RuntimeError, ValueError):
+                pass  # a format TorchCodec does not decode, or a broken file: Pillow decides
+        return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+def _decodes(paths: list[Path], decoder: str) -> list[bool]:
+    """Whether each image decodes completely (threads: both decoders release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def ok(rec: _Record) -> bool:
+    def ok(path: Path) -> bool:
         try:
-            with Image.open(rec.path) as img:
-                img.load()
+            decode(path, decoder)
             return True
         except (OSError, SyntaxError, ValueError):
             return False
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(ok, records))
+        return list(pool.map(ok, paths))
 
 
 def _is_int(v: Any) -> bool:
