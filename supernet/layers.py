@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from timm.layers import SEModule, create_act_layer, make_divisible
 from torch import Tensor, nn
@@ -71,6 +72,76 @@ class BatchNorm2d(nn.BatchNorm2d):
             momentum,
             self.eps,
         )
+
+
+class SyncBatchNorm2d(BatchNorm2d):
+    """`BatchNorm2d` whose training statistics are those of the active slice over every rank's
+    batch (per-GPU batches of 4-8 images train BN on too few otherwise). torch's SyncBatchNorm
+    cannot run a slice of its channels and runs on GPUs only; this one reduces the slice's sums
+    with a differentiable all-reduce, so it runs wherever the process group does (gloo on CPU
+    too). Passes without gradients (BN recalibration: each rank on the same batches) stay local.
+    Same parameters and buffers as `BatchNorm2d`, so checkpoints are interchangeable."""
+
+    def __init__(self, num_features: int, process_group: Optional[object] = None, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.process_group = process_group
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and torch.is_grad_enabled() and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size(self.process_group) > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        stats = torch.cat([x.float().sum((0, 2, 3)), x.float().square().sum((0, 2, 3)), x.new_full((1,), x.numel() / c, dtype=torch.float32)])
+        stats = _AllReduceSum.apply(stats, self.process_group)
+        count = stats[-1]
+        mean = stats[:c] / count
+        var = (stats[c:2 * c] / count - mean.square()).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean[:c].mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var[:c].mul_(1 - m).add_(var.detach() * (count / (count - 1).clamp_min(1)), alpha=m)
+        y = (x.float() - mean[:, None, None]) * torch.rsqrt(var + self.eps)[:, None, None]
+        if self.affine:
+            y = y * self.weight[:c, None, None] + self.bias[:c, None, None]
+        return y.to(x.dtype)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks that gradients flow through (each rank's sum depends on every rank's
+    input, so the gradient is summed over ranks too); torch.distributed.nn's is deprecated."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, group: Optional[object]) -> Tensor:
+        ctx.group = group
+        x = x.clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def sync_batchnorm(module: nn.Module, process_group: Optional[object] = None) -> nn.Module:
+    """`module` with every `BatchNorm2d` replaced by a `SyncBatchNorm2d` holding the same
+    parameters and buffers (the optimizer's references stay valid), as torch's
+    `convert_sync_batchnorm` does for its own; returns the module (replaced if it is one)."""
+    if type(module) is BatchNorm2d:
+        synced = SyncBatchNorm2d(module.num_features, process_group, eps=module.eps, momentum=module.momentum,
+                                 affine=module.affine, track_running_stats=module.track_running_stats)
+        for name, p in module.named_parameters(recurse=False):
+            setattr(synced, name, p)
+        for name, b in module.named_buffers(recurse=False):
+            setattr(synced, name, b)
+        synced.train(module.training)
+        return synced
+    for name, child in module.named_children():
+        module.add_module(name, sync_batchnorm(child, process_group))
+    return module
 
 
 class ConvBnAct(nn.Module):

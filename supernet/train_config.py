@@ -73,6 +73,8 @@ class TrainConfig:
                                         "(users) or over all paths", choices=("users", "paths"))
     augment: str = option("flip", "training augmentation: none, flip (horizontal), scale_crop (flip, then transforms.v2 zoom-out "
                                   "and IoU crop)", choices=AUGMENTS)
+    sync_bn: bool = option(False, "under torchrun: BN statistics of the active channels over every rank's batch (small per-GPU "
+                                  "batches), not each rank's own")
     skip_unreadable: bool = option(False, "decode every image once at start and leave out those that fail (counted in a "
                                           "warning), instead of stopping at the first")
 

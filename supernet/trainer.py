@@ -33,6 +33,7 @@ from .distill import capture_features, feature_distillation, feature_modules
 from .distributed import init_distributed
 from .errors import Interrupted, TrainError
 from .io import FolderBusy, RunLock, atomic_torch_save, atomic_write_bytes
+from .layers import sync_batchnorm
 from .path import preserve_off_path
 from .sampler import FixedSampler, SAMPLERS
 from .seeding import rng_state, seed_everything, set_rng_state
@@ -67,6 +68,9 @@ class Trainer:
         self.config = config
         self.dist, self.device = init_distributed(config.device)
         check_amp(config.amp, self.device)
+        if config.sync_bn and self.dist.world < 2:
+            raise TrainError("--sync-bn: needs a process group of 2 or more ranks (run under torchrun); a single process has no "
+                             "other batches to synchronise with")
         self.out = Path(config.out)
         self.lock = RunLock(self.out)
         if self.dist.main:
@@ -91,6 +95,8 @@ class Trainer:
         self.model = (detector or Supernet(self.space, self.train_set.num_classes, drop_path=config.drop_path)).to(self.device)
         if config.start_from:
             self._load_start(config.start_from)
+        if config.sync_bn:
+            self.model = sync_batchnorm(self.model)
         self.optimizer = create_optimizer_v2(
             self.model, opt="momentum" if config.optimizer == "sgd" else "adamw", lr=config.lr,
             weight_decay=config.weight_decay, momentum=config.momentum, filter_bias_and_bn=True,

@@ -19,4 +19,5 @@ if dist.get_rank() == 0:
     (out / "eval.json").write_text(json.dumps(result["eval"]))
 else:
     assert result["eval"] == {}, result["eval"]
+dist.barrier()
 dist.destroy_process_group()

@@ -2,7 +2,7 @@ import json
 import os
 import subprocess
 import sys
-import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,14 +215,17 @@ def test_ddp_evaluation_splits_the_images_and_equals_a_single_process(shapes, tm
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535",
-           str(REPO / "tests" / "ddp_eval_worker.py"), str(shapes), str(out), json.dumps(settings)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+           str(REPO / "tests" / "ddp_eval_worker.py"), str(shapes), str(out), json.dumps({**settings, "sync_bn": True})]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)  # trained with synchronised BN
     assert proc.returncode == 0, proc.stderr[-3000:]
     split = json.loads((out / "eval.json").read_text())
     cfg = TrainConfig(**settings, data=str(shapes), out=str(out))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # resumed with another thread count than torchrun's: not what is compared
-        single = Trainer(cfg, build_datasets(cfg, 128), resume=True).evaluate()
+    single_cfg = replace(cfg, out=str(tmp_path / "single"))
+    with pytest.raises(TrainError, match=r"^--sync-bn: needs a process group of 2 or more ranks"):
+        Trainer(replace(single_cfg, sync_bn=True), build_datasets(cfg, 128))
+    trainer = Trainer(single_cfg, build_datasets(cfg, 128))  # one process, the DDP run's final weights
+    trainer.model.load_state_dict(torch.load(out / "last.pt", weights_only=True)["model"])
+    single = trainer.evaluate()
     assert set(split) == set(single) == {"smallest", "largest", "random0"}
     for name in single:
         assert split[name]["hash"] == single[name]["hash"]
