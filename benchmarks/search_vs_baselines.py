@@ -55,9 +55,23 @@ def side_by_side(out: Path, report: dict, device: str, passes: int = SIDE_BY_SID
         models = {name: Detector.load(out / "retrain" / name / "model.pt") for name in report["models"]}
         lut = next(out.glob("latency_*.json"))
         _, dev = init_distributed(device)
-        measured = measure_latencies(models, dev, str(lut), SearchSpace.preset(report["space"]), passes)
+        measured = measure_latencies(models, dev, str(lut), SearchSpace.resolve(report["space"]), passes)
         atomic_json({name: m["latency_ms"] for name, m in measured.items()}, path)
     return json.loads(path.read_text())
+
+
+def reuse(source: Path, out: Path) -> None:
+    """Copy into `out` what of the finished seed folder `source` does not depend on the search:
+    the supernet, the latency table, the control, its screening and every retraining but the
+    searched subnet's. Whatever `out` already holds is kept."""
+    if not (source / "report.json").is_file():
+        sys.exit(f"--reuse: {source} holds no finished seed (report.json)")
+    parts = ["supernet", "random", "screen/random", *(f"retrain/{p.name}" for p in (source / "retrain").iterdir() if p.name != "searched")]
+    for part in parts + [p.name for p in source.glob("latency_*.json")]:
+        src, dst = source / part, out / part
+        if src.exists() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
 
 
 def near_baselines(report: dict, slack: float, latency: dict[str, float]) -> list[str]:
@@ -69,7 +83,7 @@ def near_baselines(report: dict, slack: float, latency: dict[str, float]) -> lis
 def retrain_seeds(out: Path, report: dict, names: list[str], seeds: int) -> dict[str, list[float]]:
     """mAP of each of `names` over `seeds` trainings: the pipeline's own first, then the same
     schedule (its recorded config) with seeds +1000, +2000, ... in OUT/retrain_seedK/NAME."""
-    space = SearchSpace.preset(report["space"])
+    space = SearchSpace.resolve(report["space"])
     maps = {}
     for name in names:
         first = out / "retrain" / name
@@ -137,6 +151,10 @@ def main() -> None:
     p.add_argument("--retrain-seeds", type=int, default=1,
                    help="retrain the searched subnet, the control's pick and the baselines within the slack with this many seeds each; compare means")
     p.add_argument("--smooth", action="store_true", help="the search and the control rank subnets by smoothed scores (evolve.py --smooth)")
+    p.add_argument("--per-resolution", action="store_true", help="one evolution per input resolution (evolve.py --per-resolution)")
+    p.add_argument("--reuse", help="a finished --work of the same seeds and schedule: its supernets, latency table, controls and "
+                                   "retrainings (all but the searched subnet's) are copied, so that only the search and what "
+                                   "follows from it run again (a variant of the search on the same weights)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -152,17 +170,21 @@ def main() -> None:
     for seed in args.seeds:
         out = work / f"seed{seed}"
         out.mkdir(parents=True, exist_ok=True)
+        if args.reuse:
+            reuse(Path(args.reuse) / f"seed{seed}", out)
         if table is not None and not any(out.glob("latency_*.json")):
             shutil.copyfile(table, out / table.name)
         print(f"== seed {seed}: {out}", file=sys.stderr)
-        report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth)
+        report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth,
+                              per_resolution=args.per_resolution)
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
         compared = ["searched", "random", *near_baselines(report, args.latency_slack, latency)]
         maps = retrain_seeds(out, report, compared, args.retrain_seeds)
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
-                 "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "summary": summarize(seeds), "per_seed": seeds}, args.out)
+                 "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "per_resolution": args.per_resolution,
+                 "reused": args.reuse, "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ class SearchConfig:
     base_arch: Optional[str] = option(None, "Arch JSON whose structure --stage modular keeps (required there)")
     finetune_steps: int = option(0, "--stage both: fine-tune the supernet this many steps on the structure found before the "
                                     "modular stage (SM-NAS); 0: none")
+    per_resolution: bool = option(False, "structural stage: one evolution per input resolution, each with --population and "
+                                         "--generations divided by the number of resolutions (at least 1), so that every "
+                                         "resolution's best is evolved, not only that of the resolution the scores favour")
     finalists: int = option(5, "subnets kept in finalists.json")
     seed: int = option(0, "seeds the evolution and the data subset")
     out: str = option("runs/search", "search folder: history.jsonl, pareto.json, finalists.json, config.yaml")
@@ -127,6 +130,12 @@ def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, blo
         values = space.encode(base)
         return [(g.name, (values[g.name],)) if g.structure else (g.name, g.choices) for g in space.genes()]
     raise SearchError(f"--stage: expected structural, modular, both or random, got {stage!r}")
+
+
+def resolution_niches(genes: list[tuple[str, tuple]]) -> list[list[tuple[str, tuple]]]:
+    """`genes` once per input resolution, each with the resolution fixed to one of its choices."""
+    choices = dict(genes)["resolution"]
+    return [[(name, (r,)) if name == "resolution" else (name, values) for name, values in genes] for r in choices]
 
 
 def search_started(out: Path) -> bool:
@@ -367,10 +376,14 @@ class Search:
         for index, stage in enumerate(stages):
             genes = stage_genes(self.space, stage, base, c.structural_block)
             seeds = [self.space.encode(base)] if stage == "modular" else []  # the modular stage starts from the structure's arch
-            evolution = Evolution(genes, self.space.decode, lambda a: a.hash(), objectives, self.constraints(), c.population, c.topk,
-                                  c.mutation_prob, c.crossover_prob, c.aging, seed=c.seed + index, seeds=seeds)
-            ranked = evolution.run(c.generations, lambda generation: self._evaluate(generation, stage),
-                                   on_generation=lambda _: self._after_generation(evolution))
+            niches = resolution_niches(genes) if c.per_resolution and stage == "structural" else [genes]
+            generations = max(1, c.generations // len(niches))
+            ranked = []
+            for niche, niche_genes in enumerate(niches):
+                evolution = Evolution(niche_genes, self.space.decode, lambda a: a.hash(), objectives, self.constraints(), c.population,
+                                      c.topk, c.mutation_prob, c.crossover_prob, c.aging, seed=c.seed + index + 1000 * niche, seeds=seeds)
+                ranked += evolution.run(generations, lambda generation: self._evaluate(generation, stage),
+                                        on_generation=lambda _, evolution=evolution: self._after_generation(evolution))
             base = max(ranked, key=lambda ind: ind.scores[score]).item  # the modular stage keeps this structure
             if stage == "structural" and len(stages) > 1 and c.finetune_steps:
                 self._finetune(base)

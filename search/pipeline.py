@@ -1,7 +1,7 @@
 """The whole pipeline in one call: data -> supernet -> latency table -> search -> retraining -> report.
 
 What a newcomer runs first (`python end_to_end.py`, `make demo`): on the built-in shapes data and
-the `tiny_one_stage` space, it trains the supernet, builds the latency table of this machine, searches under
+the `tiny_one_stage` space (or the user's COCO-format data and any space), it trains the supernet, builds the latency table of this machine, searches under
 a budget halfway between the fastest and the slowest subnet, retrains the best finalist and the
 hand-designed baselines with one schedule, and writes `report.md` comparing them. Every step
 writes into its own folder under `out` and is skipped (or resumed) when run again, so an
@@ -15,13 +15,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from latency.measure import Settings
 from latency.table import LatencyTable, build_table
 from supernet.baselines import baselines
+from supernet.cli import flag
 from supernet.data import build_datasets
 from supernet.distributed import init_distributed
+from supernet.errors import TrainError
 from supernet.io import atomic_json, atomic_write_bytes
 from supernet.space import Arch, SearchSpace
 from supernet.train_config import TrainConfig
@@ -32,6 +34,7 @@ from .retrain import retrain
 from .screen import resolution_finalists, screen
 
 SPACE = "tiny_one_stage"  # see the preset: at one time budget, more supernet steps instead of the two-stage head
+DATA_FIELDS = ("data", "train_ann", "train_images", "val_ann", "val_images")  # TrainConfig's: where the images come from
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +70,32 @@ QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats
 
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
-                 extremes: bool = False, smooth: bool = False) -> dict:
+                 extremes: bool = False, smooth: bool = False, space: str = SPACE, data: Optional[dict[str, str]] = None,
+                 per_resolution: bool = False) -> dict:
     """Run (or continue) every step in `out`; returns the report's data (also in report.json).
+
+    `space`: a preset name or a space JSON file. `data`: where the images come from, as
+    `TrainConfig`'s fields (`data`, a COCO 2017 layout root, and/or `train_ann`, `train_images`,
+    `val_ann`, `val_images`); none: the built-in shapes data.
 
     `extremes`: also retrain the smallest and largest subnets the supernet trained, so that their
     inherited mAP can be set against their retrained mAP (the benchmarks do). `smooth`: the
-    search and its random control rank subnets by smoothed scores (`SearchConfig.smooth`)."""
+    search and its random control rank subnets by smoothed scores (`SearchConfig.smooth`);
+    `per_resolution`: one evolution per input resolution (`SearchConfig.per_resolution`)."""
     s = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info, dev = init_distributed(device)
     if info.world > 1:
         raise ValueError("end_to_end: runs as a single process; use smnas train / search / retrain under torchrun")
-    space = SearchSpace.preset(SPACE)
+    space_name = space
+    try:
+        space = SearchSpace.resolve(space_name)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    unknown = sorted(set(data or {}) - set(DATA_FIELDS))
+    if unknown:
+        raise ValueError(f"data: unknown source field(s) {unknown}; expected some of {list(DATA_FIELDS)}")
     timings: dict[str, float] = {}
 
     def step(name: str, fn: Callable[[], object]):
@@ -89,22 +105,25 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         timings[name] = round(time.perf_counter() - start, 1)
         return result
 
-    train = TrainConfig(space=SPACE, out=str(out / "supernet"), epochs=s.supernet_epochs, steps=s.supernet_steps, batch_size=s.batch_size,
+    train = TrainConfig(space=space_name, **(data or {}), out=str(out / "supernet"), epochs=s.supernet_epochs, steps=s.supernet_steps, batch_size=s.batch_size,
                         seed=seed, workers=workers, device=str(dev), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                         train_blocks=(STRUCTURAL_BLOCK,))  # stage-matched: the structural stage's block everywhere
     supernet, supernet_eval = step("supernet training", lambda: _train_supernet(train, space))
     lut = out / f"latency_{dev.type}.json"
-    table = step("latency table", lambda: _latency_table(space, dev, s, lut, seed))
+    classes = _num_classes(supernet)
+    table = step("latency table", lambda: _latency_table(space, dev, s, lut, seed, classes))
     budget, fastest, slowest = halfway_budget(table)
     logger.info(f"latency budget: {budget:g} ms, halfway between the fastest ({fastest:.3f} ms) and the slowest ({slowest:.3f} ms) subnet")
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=s.generations,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
-                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth)
+                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth, per_resolution=per_resolution)
     searcher = Search(search, resume=search_started(out / "search"))
     summary = step("search", searcher.run)
-    # the control: as many subnets as the search evaluated, drawn uniformly under the budget, scored the same way
-    control_cfg = replace(search, stage=RANDOM, population=summary["evaluated"], generations=1, finetune_steps=0, out=str(out / "random"))
+    # the control: as many subnets as the search's budget (at least as many as it evaluated), drawn uniformly under the
+    # latency budget, scored the same way
+    control_cfg = replace(search, stage=RANDOM, population=s.population * s.generations, generations=1, finetune_steps=0,
+                          per_resolution=False, out=str(out / "random"))
     drawer = Search(control_cfg, resume=search_started(out / "random"))
     control = step("random-search control", drawer.run)
     screen_cfg = replace(train, epochs=s.screen_epochs, steps=s.screen_steps, eval_images=0)
@@ -125,7 +144,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         results[name] = step(f"retraining {name}", lambda cfg=cfg, arch=arch: retrain(
             arch, space, cfg, lut=str(lut), resume=True))
     report = {
-        "device": table.meta["environment"]["device_name"], "space": SPACE, "quick": quick, "latency_budget_ms": budget,
+        "device": table.meta["environment"]["device_name"], "space": space_name, "quick": quick, "data": data or {}, "latency_budget_ms": budget,
         "latency_range_ms": [round(fastest, 3), round(slowest, 3)], "schedule": asdict(s),
         "searched": {"hash": finalist["hash"], "inherited_map": finalist["map"], "predicted_ms": finalist["latency_ms"],
                      "evaluated": summary["evaluated"], "screened": screened["searched"]["screened"]},
@@ -172,13 +191,19 @@ def _train_supernet(config: TrainConfig, space: SearchSpace) -> tuple[Path, dict
     return Path(result["checkpoint"]), result["eval"]
 
 
-def _latency_table(space: SearchSpace, device, s: Schedule, path: Path, seed: int) -> LatencyTable:
+def _num_classes(checkpoint: Path) -> int:
+    """The classes the supernet predicts: the head and NMS cost the latency table times depend on them."""
+    import torch
+
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["num_classes"])
+
+
+def _latency_table(space: SearchSpace, device, s: Schedule, path: Path, seed: int, classes: int) -> LatencyTable:
     if path.is_file():
         logger.info(f"{path}: built already")
         return LatencyTable.load(path)
     settings = Settings(str(device), repeats=s.lut_repeats, warmup=min(5, s.lut_repeats))
-    train_classes = 3  # the shapes data's classes: the head and NMS cost depends on it
-    return build_table(space, settings, path, train_classes, s.lut_passes, s.lut_calib, seed)
+    return build_table(space, settings, path, classes, s.lut_passes, s.lut_calib, seed)
 
 
 COLUMNS = (("model", "{}"), ("mAP", "{:.4f}"), ("AP50", "{:.4f}"), ("inherited mAP", "{}"), ("latency measured (ms)", "{:.3f}"),
@@ -226,18 +251,25 @@ def _short_schedule(schedule: dict) -> str:
     return f"{steps} steps" if steps else f"{schedule['screen_epochs']} epochs"
 
 
+def _describe(data: Optional[dict]) -> str:
+    if not data:
+        return "the built-in shapes data"
+    return ", ".join(f"{flag(k)} {v}" for k, v in data.items())
+
+
 def render_report(report: dict) -> str:
     searched = report["searched"]
     lo, hi = report["latency_range_ms"]
     text = [
         "# smnas end-to-end report", "",
-        f"Device: {report['device']}; space `{report['space']}`{' (quick schedule)' if report['quick'] else ''}.",
+        f"Device: {report['device']}; space `{report['space']}`{' (quick schedule)' if report['quick'] else ''}; data: "
+        f"{_describe(report.get('data'))}.",
         f"Latency budget **{report['latency_budget_ms']:g} ms** (predicted), halfway between the fastest ({lo:g} ms) and the "
         f"slowest ({hi:g} ms) subnet of the space.", "",
-        f"The search evaluated {searched['evaluated']} subnets with inherited weights; its best under the budget "
-        f"(`{searched['hash']}`) had mAP {searched['inherited_map']:.4f} with inherited weights. The random-search control drew "
-        f"{report['random']['evaluated']} subnets uniformly under the same budget and scored them the same way; its best "
-        f"(`{report['random']['hash']}`, row `random`) had {report['random']['inherited_map']:.4f}. Below, these two and the hand-designed "
+        f"The search evaluated {searched['evaluated']} subnets with inherited weights; its pick under the budget "
+        f"(`{searched['hash']}`, after the screening below) had mAP {searched['inherited_map']:.4f} with inherited weights. The "
+        f"random-search control drew {report['random']['evaluated']} subnets uniformly under the same budget and scored and "
+        f"screened them the same way; its pick (`{report['random']['hash']}`, row `random`) had {report['random']['inherited_map']:.4f}. Below, these two and the hand-designed "
         "baselines (`supernet/baselines.py`), each trained from scratch with the same schedule and scored on the whole "
         "validation set (`inherited mAP`: the same subnet's score with the supernet's weights, where it has one). Latency is measured end to end on this machine with the latency table's settings, next to the "
         "table's prediction.", "",

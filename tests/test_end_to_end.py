@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from common import COCO128, needs_coco128
 
+from latency.table import LatencyTable
 from supernet import Arch, SearchSpace
 from search.pipeline import SPACE
 from supernet.baselines import baselines
@@ -38,7 +40,7 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     finalists = json.loads((out / "search" / "finalists.json").read_text())
     assert {r["stage"] for r in finalists} == {"structural"}  # the demo searches the structure the supernet trained
     control = [json.loads(line) for line in (out / "random" / "history.jsonl").read_text().splitlines()]
-    assert len(control) == report["searched"]["evaluated"] == report["random"]["evaluated"]
+    assert len(control) == report["searched"]["evaluated"] == report["random"]["evaluated"]  # the search's budget: no repeats
     assert {r["stage"] for r in control} == {"random"} and all(r["latency_ms"] <= report["latency_budget_ms"] for r in control)
     # each side's best by inherited score and its best of another resolution were trained briefly; the better one was retrained
     for name, best in (("searched", finalists[0]), ("random", min(control, key=lambda r: (-r["map"], r["latency_ms"])))):
@@ -74,3 +76,24 @@ def test_quick_end_to_end_run_and_its_rerun(tmp_path):
     assert set(seed["models"]) == {*report["models"], "smallest", "largest"}
     assert all(seed["models"][n]["inherited_map"] is not None for n in ("searched", "random", "smallest", "largest"))
     assert seed["models"]["mobilenetv2_fpn_fcos"]["inherited_map"] is None
+
+
+@needs_coco128
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_quick_demo_on_a_users_coco_format_data(tmp_path):
+    """`smnas demo` on real COCO images (80 category ids with gaps, crowd boxes): the latency
+    table is timed for their 80 classes and the report names the data."""
+    ann, images = COCO128 / "instances.json", COCO128 / "images"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "smnas", "demo", "--quick", "--out", "coco128", "--device", "cpu", "--train-ann", str(ann),
+           "--train-images", str(images), "--val-ann", str(ann), "--val-images", str(images)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "coco128"
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"] == {"train_ann": str(ann), "train_images": str(images), "val_ann": str(ann), "val_images": str(images)}
+    assert LatencyTable.load(out / "latency_cpu.json").context.num_classes == 80
+    assert all(0 <= m["map"] <= 1 for m in report["models"].values())
+    assert f"--train-ann {ann}" in (out / "report.md").read_text()
+    assert not (tmp_path / "data").exists()  # the shapes data was not generated

@@ -72,6 +72,20 @@ def test_short_search_writes_every_output_within_budget(trained, tmp_path):
     assert scalars["search/pareto_size"] == [4, 8, 12, 16] and scalars["search/evaluations_per_min"] == [4, 8, 12, 16]
 
 
+def test_per_resolution_evolves_each_resolution_on_its_own(trained, tmp_path):
+    resolutions = SearchSpace.from_dict(SPACE).resolutions
+    assert len(resolutions) == 2
+    out = tmp_path / "s"
+    Search(config(trained, out, stage="structural", per_resolution=True, generations=4, latency_budget=1e6)).run()
+    history = read_history(out)
+    assert len(history) == 2 * 2 * 4  # two resolutions x 4 // 2 generations x 4
+    # each evolution keeps to its resolution, the first's records before the second's
+    assert [r["arch"]["resolution"] for r in history] == [resolutions[0]] * 8 + [resolutions[1]] * 8
+    again = tmp_path / "again"  # seeded: a second run evaluates the same subnets in the same order
+    Search(config(trained, again, stage="structural", per_resolution=True, generations=4, latency_budget=1e6)).run()
+    assert [r["hash"] for r in read_history(again)] == [r["hash"] for r in history]
+
+
 def test_stage_both_keeps_the_structure_in_the_modular_stage(trained, tmp_path):
     Search(config(trained, tmp_path / "s", generations=3)).run()
     history = read_history(tmp_path / "s")

@@ -1,7 +1,10 @@
-"""The whole pipeline on this machine, end to end, on the built-in shapes data (no download).
+"""The whole pipeline on this machine, end to end, on the built-in shapes data (no download) or yours.
 
     smnas demo              # ~13 min on 2 CPU cores: supernet, latency table, search, retraining, report
     smnas demo --quick      # ~3 min, the same steps on short schedules (what CI runs)
+    smnas demo --train-ann ../shared/data/coco128/instances.json --train-images ../shared/data/coco128/images \
+               --val-ann ../shared/data/coco128/instances.json --val-images ../shared/data/coco128/images
+    smnas demo --data /datasets/coco --space coco --device cuda
 
 Writes everything under --out (default runs/demo): supernet/, latency_<device>.json, search/,
 retrain/<model>/, and report.md / report.json comparing the searched detector with the baselines.
@@ -12,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from typing import Optional
 
 from search.evolution import SearchError
-from search.pipeline import render_table, run_pipeline
-from supernet.cli import CommandParser, log_to_stderr
+from search.pipeline import DATA_FIELDS, SPACE, render_table, run_pipeline
+from supernet.cli import CommandParser, add_config_arguments, log_to_stderr
 from supernet.errors import TrainError
+from supernet.train_config import TrainConfig
 
 
 def parse(argv: Optional[list[str]], prog: Optional[str] = None) -> argparse.Namespace:
@@ -27,6 +32,8 @@ def parse(argv: Optional[list[str]], prog: Optional[str] = None) -> argparse.Nam
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    add_config_arguments(p, TrainConfig, skip=[f.name for f in fields(TrainConfig) if f.name not in (*DATA_FIELDS, "space")],
+                         defaults={"space": SPACE})
     return p.parse_args(argv)
 
 
@@ -35,7 +42,8 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     args = parse(argv, prog)
     out = args.out or ("runs/demo_quick" if args.quick else "runs/demo")
     try:
-        report = run_pipeline(out, args.quick, args.device, args.seed, args.workers)
+        data = {k: getattr(args, k) for k in DATA_FIELDS if getattr(args, k)}
+        report = run_pipeline(out, args.quick, args.device, args.seed, args.workers, space=args.space, data=data)
     except (SearchError, TrainError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
