@@ -42,6 +42,7 @@ from supernet.train_config import recorded_config
 
 EXTREMES = ("searched", "smallest", "largest")
 SIDE_BY_SIDE_PASSES = 5
+SIDE_BY_SIDE = "latency_side_by_side.json"
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def side_by_side(out: Path, report: dict, device: str, passes: int = SIDE_BY_SID
     """Each retrained model's latency (ms), all timed in one interleaved run and kept in
     OUT/latency_side_by_side.json: each retraining timed its model when it finished, minutes
     apart on a host whose speed drifts, which can move a baseline across the slack."""
-    path = out / "latency_side_by_side.json"
+    path = out / SIDE_BY_SIDE
     if not path.is_file():
         models = {name: Detector.load(out / "retrain" / name / "model.pt") for name in report["models"]}
         lut = next(out.glob("latency_*.json"))
@@ -67,7 +68,8 @@ def reuse(source: Path, out: Path) -> None:
     if not (source / "report.json").is_file():
         sys.exit(f"--reuse: {source} holds no finished seed (report.json)")
     parts = ["supernet", "random", "screen/random", *(f"retrain/{p.name}" for p in (source / "retrain").iterdir() if p.name != "searched")]
-    for part in parts + [p.name for p in source.glob("latency_*.json")]:
+    tables = [p.name for p in source.glob("latency_*.json") if p.name != SIDE_BY_SIDE]  # the side-by-side timing is taken anew
+    for part in parts + tables:
         src, dst = source / part, out / part
         if src.exists() and not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,7 @@ def compare(report: dict, slack: float, latency: dict[str, float], maps: dict[st
         "beats_random": score["searched"] > score["random"],
         "inherited_ratio": {n: round(models[n]["inherited_map"] / score[n], 3)
                             for n in EXTREMES if n in models and score[n] > 0},
-        "screened": {n: report[n].get("screened", []) for n in ("searched", "random")},
+        "screened": {n: report.get(n, {}).get("screened", []) for n in ("searched", "random")},  # none before the screening
     }
 
 
