@@ -61,21 +61,6 @@ def side_by_side(out: Path, report: dict, device: str, passes: int = SIDE_BY_SID
     return json.loads(path.read_text())
 
 
-def reuse(source: Path, out: Path) -> None:
-    """Copy into `out` what of the finished seed folder `source` does not depend on the search:
-    the supernet, the latency table, the control, its screening and every retraining but the
-    searched subnet's. Whatever `out` already holds is kept."""
-    if not (source / "report.json").is_file():
-        sys.exit(f"--reuse: {source} holds no finished seed (report.json)")
-    parts = ["supernet", "random", "screen/random", *(f"retrain/{p.name}" for p in (source / "retrain").iterdir() if p.name != "searched")]
-    tables = [p.name for p in source.glob("latency_*.json") if p.name != SIDE_BY_SIDE]  # the side-by-side timing is taken anew
-    for part in parts + tables:
-        src, dst = source / part, out / part
-        if src.exists() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
-
-
 def near_baselines(report: dict, slack: float, latency: dict[str, float]) -> list[str]:
     """The baselines whose latency (measured side by side) is at most `slack` above the searched subnet's."""
     limit = latency["searched"] * (1 + slack)
@@ -154,9 +139,6 @@ def main() -> None:
                    help="retrain the searched subnet, the control's pick and the baselines within the slack with this many seeds each; compare means")
     p.add_argument("--smooth", action="store_true", help="the search and the control rank subnets by smoothed scores (evolve.py --smooth)")
     p.add_argument("--per-resolution", action="store_true", help="one evolution per input resolution (evolve.py --per-resolution)")
-    p.add_argument("--reuse", help="a finished --work of the same seeds and schedule: its supernets, latency table, controls and "
-                                   "retrainings (all but the searched subnet's) are copied, so that only the search and what "
-                                   "follows from it run again (a variant of the search on the same weights)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -172,8 +154,6 @@ def main() -> None:
     for seed in args.seeds:
         out = work / f"seed{seed}"
         out.mkdir(parents=True, exist_ok=True)
-        if args.reuse:
-            reuse(Path(args.reuse) / f"seed{seed}", out)
         if table is not None and not any(out.glob("latency_*.json")):
             shutil.copyfile(table, out / table.name)
         print(f"== seed {seed}: {out}", file=sys.stderr)
@@ -186,7 +166,7 @@ def main() -> None:
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
                  "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "per_resolution": args.per_resolution,
-                 "reused": args.reuse, "summary": summarize(seeds), "per_seed": seeds}, args.out)
+                 "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 
 if __name__ == "__main__":

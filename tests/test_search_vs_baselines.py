@@ -67,23 +67,3 @@ def test_several_retraining_seeds_compare_by_their_mean():
     assert verdict["margin_over_best_baseline"] == 0.0 and verdict["beats_baselines"] is False  # a tie is no win
     assert "maps" not in verdict["models"]["smallest"] and verdict["inherited_ratio"]["searched"] == round(0.03 / 0.14, 3)
 
-
-def test_reuse_copies_all_but_the_search_and_what_follows_from_it(tmp_path):
-    source, out = tmp_path / "old" / "seed0", tmp_path / "new" / "seed0"
-    for part in ("supernet/last.pt", "random/history.jsonl", "search/history.jsonl", "screen/random/a/metrics.json",
-                 "screen/searched/b/metrics.json", "retrain/searched/metrics.json", "retrain/random/metrics.json",
-                 "retrain/smallest/metrics.json", "latency_cpu.json", "latency_side_by_side.json", "report.json"):
-        (source / part).parent.mkdir(parents=True, exist_ok=True)
-        (source / part).write_text(part)
-    (out / "retrain" / "random").mkdir(parents=True)
-    (out / "retrain" / "random" / "metrics.json").write_text("mine")
-    svb.reuse(source, out)
-    copied = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert copied == ["latency_cpu.json", "random/history.jsonl", "retrain/random/metrics.json", "retrain/smallest/metrics.json",
-                      "screen/random/a/metrics.json", "supernet/last.pt"]
-    assert (out / "retrain" / "random" / "metrics.json").read_text() == "mine"  # what is there already is kept
-    try:
-        svb.reuse(tmp_path / "old" / "seed1", tmp_path / "new" / "seed1")
-        raise AssertionError("an unfinished source was taken")
-    except SystemExit as e:
-        assert "--reuse: " in str(e) and "holds no finished seed" in str(e)
