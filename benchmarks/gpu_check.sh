@@ -8,8 +8,10 @@
 # `run` installs .whl/ (if present) into /tmp/site, then for the coco space in fp16 at each batch
 # size in BATCHES (default "1 8") builds the table and validates it on 50 subnets with
 # benchmarks/latency_table.py (its JSON lines printed at the end; tables, plots and results with
-# their points in $OUT), and between the two runs a CUDA smoke of supernet training (AMP, 20 steps,
-# tiny space; $OUT/smoke.log). Each step has its own time limit (LIMIT s per table), so one that
+# their points in $OUT), and between the two runs a CUDA smoke of supernet training under each
+# AMP mode in AMPS (default "fp16 bf16"; 20 steps, tiny space; $OUT/smoke_<amp>.log) and the training
+# throughput of the SPACE supernet under bf16 (benchmarks/train_throughput.py; the images/s that
+# configs/ turns into GPU-hours). Each step has its own time limit (LIMIT s per table), so one that
 # runs long leaves time for the rest; a build cut short resumes from its .partial in LUT_DIR.
 # Anything else can be overridden too: DEVICE, SPACE, DTYPE (CPU dry run: DEVICE=cpu DTYPE=fp32).
 set -euo pipefail
@@ -57,11 +59,23 @@ run)
         fi
         if [ "$first" = 1 ]; then  # the CUDA paths of training, between the tables
             first=0
-            if timeout 60 python3 train_supernet.py --space tiny --device "$DEVICE" --amp "${AMP:-fp16}" --steps 20 --batch-size 8 --eval-every 0 \
-                --out /tmp/smoke_supernet >"$OUT/smoke.log" 2>&1; then
-                echo "smoke: train_supernet --amp ok" >&2
-            else
-                echo "smoke: train_supernet failed (exit $?), see $OUT/smoke.log" >&2
+            for amp in ${AMPS:-fp16 bf16}; do
+                if timeout 60 python3 train_supernet.py --space tiny --device "$DEVICE" --amp "$amp" --steps 20 --batch-size 8 --eval-every 0 \
+                    --out "/tmp/smoke_supernet_$amp" >"$OUT/smoke_$amp.log" 2>&1; then
+                    echo "smoke: train_supernet --amp $amp ok" >&2
+                else
+                    echo "smoke: train_supernet --amp $amp failed (exit $?), see $OUT/smoke_$amp.log" >&2
+                fi
+            done
+            if [ "${THROUGHPUT:-1}" = 1 ]; then
+                if timeout "${THROUGHPUT_LIMIT:-120}" python3 benchmarks/train_throughput.py --space "$SPACE" --device "$DEVICE" --amp bf16 \
+                    --archs 4 --steps 3 --batch-size "${THROUGHPUT_BATCH:-16}" --out "$OUT/train_throughput_${name}_bf16.json" \
+                    >/dev/null 2>/tmp/throughput.log; then
+                    echo "train throughput: done" >&2
+                else
+                    echo "train throughput: stopped (exit $?); the end of /tmp/throughput.log:" >&2
+                    tail -n 5 /tmp/throughput.log >&2
+                fi
             fi
         fi
     done

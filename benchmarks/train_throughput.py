@@ -7,6 +7,10 @@ extracted detector) on the same in-memory batches, interleaved, and reports imag
 their ratio. Target: supernet >= 0.9x the standalone throughput.
 
     python benchmarks/train_throughput.py --space tiny --archs 8 --batch-size 16
+    python benchmarks/train_throughput.py --space coco --device cuda --amp bf16   # the GPU-hours of configs/
+
+With --amp the steps run under autocast as `train_supernet.py --amp` does (fp16 with its gradient
+scaler), so the images/s are the ones a recipe's GPU-hours are computed from.
 """
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ from supernet.data import CocoDetection, coco_paths, collate, to_model_input
 from supernet.io import emit_result
 from supernet.sampler import UniformSampler
 from supernet.shapes import generate_shapes
+from supernet.train_config import AMP
+from supernet.trainer import AMP_DTYPES, check_amp
+from supernet.errors import TrainError
 
 
 def sync(device: torch.device) -> None:
@@ -31,20 +38,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_steps(model, opt, batches, device, arch=None) -> float:
+def timed_steps(model, opt, batches, device, arch=None, amp: str | None = None) -> float:
     """Seconds per optimizer step, median over `batches` (after one warm-up step)."""
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     times = []
     for i, (images, targets) in enumerate(batches):
         sync(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        losses = model(images, targets, arch=arch) if arch is not None else model(images, targets)
-        sum(losses.values()).backward()
+        with torch.autocast(device.type, dtype=AMP_DTYPES.get(amp), enabled=amp is not None):
+            losses = model(images, targets, arch=arch) if arch is not None else model(images, targets)
+        scaler.scale(sum(losses.values())).backward()
         if arch is not None:
             with preserve_off_path(model, arch, opt):
-                opt.step()
+                scaler.step(opt)
         else:
-            opt.step()
+            scaler.step(opt)
+        scaler.update()
         sync(device)
         if i:
             times.append(time.perf_counter() - t0)
@@ -62,9 +72,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--loader-batches", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", choices=AMP, help="mixed precision, as train_supernet.py --amp")
     p.add_argument("--out", help="also write the JSON line to this file")
     args = p.parse_args()
     device = torch.device(args.device)
+    try:
+        check_amp(args.amp, device)
+    except TrainError as e:
+        p.error(str(e))
     space = SearchSpace.resolve(args.space)
     paths = coco_paths(args.data or generate_shapes("data/shapes"))
     dataset = CocoDetection(paths["train_images"], paths["train_ann"], max(space.resolutions))
@@ -90,8 +105,8 @@ def main() -> None:
         arch = sampler.paths(step)[0]
         standalone = model.extract(arch).train()
         opt_s = torch.optim.SGD(standalone.parameters(), lr=1e-3, momentum=0.9, weight_decay=4e-5)
-        t_super = timed_steps(model, opt, batches, device, arch)
-        t_alone = timed_steps(standalone, opt_s, batches, device)
+        t_super = timed_steps(model, opt, batches, device, arch, args.amp)
+        t_alone = timed_steps(standalone, opt_s, batches, device, amp=args.amp)
         per_arch.append({"arch": arch.hash(), "head": arch.head.type, "resolution": arch.resolution,
                          "supernet_img_s": round(args.batch_size / t_super, 2), "standalone_img_s": round(args.batch_size / t_alone, 2),
                          "ratio": round(t_alone / t_super, 4)})
@@ -99,7 +114,7 @@ def main() -> None:
     total_super = sum(args.batch_size / a["supernet_img_s"] for a in per_arch)
     total_alone = sum(args.batch_size / a["standalone_img_s"] for a in per_arch)
     result = {
-        "benchmark": "train_throughput", "device": str(device), "space": args.space, "batch_size": args.batch_size,
+        "benchmark": "train_throughput", "device": str(device), "space": args.space, "batch_size": args.batch_size, "amp": args.amp,
         "threads": torch.get_num_threads(), "archs": args.archs, "torch": torch.__version__,
         "supernet_img_s": round(args.batch_size * args.archs / total_super, 2),
         "standalone_img_s": round(args.batch_size * args.archs / total_alone, 2),
