@@ -32,7 +32,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from supernet.backbone import block_input_side, block_positions, block_stride, stage_sides
 from supernet.heads import PostProcess
-from supernet.layers import ConvBnAct
+from supernet.layers import ConvBnAct, group_norm
 from supernet.registry import component
 from supernet.space import Arch, HeadArch, NUM_NECK_LEVELS, NeckArch, SearchSpace
 from supernet.supernet import Detector, knob_values
@@ -49,13 +49,22 @@ class OpContext:
     activation: str = "relu"
     anchor_scale: float = 4.0
     post: PostProcess = field(default_factory=lambda: PostProcess(score_thresh=0.0))
+    norm: str = "bn"
 
     @classmethod
     def for_space(cls, space: SearchSpace, num_classes: int) -> "OpContext":
-        return cls(num_classes, space.activation, space.head.anchor_scale)
+        return cls(num_classes, space.activation, space.head.anchor_scale, norm=space.norm)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain data; `norm` only when not BatchNorm, as `SearchSpace.to_dict` (tables built before stay equal)."""
+        data = asdict(self)
+        if data["norm"] == "bn":
+            del data["norm"]
+        return data
+
+    def normed(self, module: nn.Module) -> nn.Module:
+        """`module` with this table's normalisation (parts are built with BatchNorm)."""
+        return group_norm(module) if self.norm == "gn" else module
 
     @classmethod
     def from_dict(cls, data: dict) -> "OpContext":
@@ -218,22 +227,22 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         return Runner(nn.Identity(), io, (x, boxes), counted=False)
     if op.kind == "stem":
         x = rand(b, 3, p["res"], p["res"])
-        return Runner(prepare(ConvBnAct(3, p["width"], 3, 2, act=act), settings), lambda m, x: m(x), (x,))
+        return Runner(prepare(ctx.normed(ConvBnAct(3, p["width"], 3, 2, act=act)), settings), lambda m, x: m(x), (x,))
     if op.kind == "block":
         x = rand(b, p["cin"], p["size"], p["size"])
-        return Runner(prepare(component("block", p["type"])(p["cin"], p["cout"], p["stride"], act=act), settings),
+        return Runner(prepare(ctx.normed(component("block", p["type"])(p["cin"], p["cout"], p["stride"], act=act)), settings),
                       lambda m, x: m(x, p["cout"]), (x,))
     sides = stage_sides(p["res"])[-NUM_NECK_LEVELS:]
     options = tuple((k, v) for k, v in p.items() if k not in _BUILT_IN_PARAMS)  # a user component's own knobs
     if op.kind == "neck":
         feats = [rand(b, c, s, s) for c, s in zip(p["cin"], sides)]
         neck = knob_values(NeckArch(p["type"], p["width"], p["repeats"], options), "neck")
-        module = prepare(component("neck", p["type"])(list(p["cin"]), p["width"], act=act, **neck), settings)
+        module = prepare(ctx.normed(component("neck", p["type"])(list(p["cin"]), p["width"], act=act, **neck)), settings)
         return Runner(module, lambda m, *feats: m(list(feats), p["width"], **neck), tuple(feats))
     if op.kind in ("head", "post"):  # post-processing does not depend on the head's widths: a narrow build feeds it
         cin, arch = (p["cin"], HeadArch(p["type"], p["width"], p["convs"], options)) if op.kind == "head" else (8, HeadArch(p["type"], 8, 1, options))
-        module = prepare(component("head", p["type"])(cin, arch.width, ctx.num_classes, act=act, anchor_scale=ctx.anchor_scale, post=ctx.post,
-                                                      **knob_values(arch, "head")), settings)
+        module = prepare(ctx.normed(component("head", p["type"])(cin, arch.width, ctx.num_classes, act=act, anchor_scale=ctx.anchor_scale,
+                                                                 post=ctx.post, **knob_values(arch, "head"))), settings)
         feats = [rand(b, cin, s, s) for s in sides]
         image = rand(b, 3, p["res"], p["res"])
         sizes = [(p["res"], p["res"])] * b
@@ -247,7 +256,7 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
 
 def detector(arch: Arch, ctx: OpContext) -> Detector:
     """The standalone detector of `arch` as the table times it (random weights, `ctx.post`)."""
-    return Detector(arch, ctx.num_classes, ctx.activation, ctx.anchor_scale, ctx.post)
+    return Detector(arch, ctx.num_classes, ctx.activation, ctx.anchor_scale, ctx.post, norm=ctx.norm)
 
 
 def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: Optional[dict] = None,

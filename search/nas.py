@@ -77,7 +77,7 @@ class SearchConfig:
     finetune_steps: int = option(0, "--stage both: fine-tune the supernet this many steps on the structure found before the "
                                     "modular stage (SM-NAS); 0: none")
     per_resolution: bool = option(False, "structural stage: one evolution per input resolution, each with --population and "
-                                         "--generations divided by the number of resolutions (at least 1), so that every "
+                                         "--generations divided among them (the first get the remainder; at least 1 each), so that every "
                                          "resolution's best is evolved, not only that of the resolution the scores favour")
     finalists: int = option(5, "subnets kept in finalists.json")
     seed: int = option(0, "seeds the evolution and the data subset")
@@ -377,9 +377,9 @@ class Search:
             genes = stage_genes(self.space, stage, base, c.structural_block)
             seeds = [self.space.encode(base)] if stage == "modular" else []  # the modular stage starts from the structure's arch
             niches = resolution_niches(genes) if c.per_resolution and stage == "structural" else [genes]
-            generations = max(1, c.generations // len(niches))
             ranked = []
             for niche, niche_genes in enumerate(niches):
+                generations = max(1, c.generations // len(niches) + (niche < c.generations % len(niches)))
                 evolution = Evolution(niche_genes, self.space.decode, lambda a: a.hash(), objectives, self.constraints(), c.population,
                                       c.topk, c.mutation_prob, c.crossover_prob, c.aging, seed=c.seed + index + 1000 * niche, seeds=seeds)
                 ranked += evolution.run(generations, lambda generation: self._evaluate(generation, stage),

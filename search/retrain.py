@@ -32,7 +32,7 @@ from supernet.evaluate import METRICS
 from supernet.io import atomic_json, error_line
 from supernet.space import Arch, SearchSpace
 from supernet.supernet import Detector
-from supernet.train_config import TrainConfig
+from supernet.train_config import TrainConfig, with_norm
 from supernet.trainer import Trainer
 
 from .nas import find_lut
@@ -120,7 +120,11 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
             raise TrainError(f"--supernet {supernet}: cannot extract the arch ({e})") from None
         if model.num_classes != train_set.num_classes:
             raise TrainError(f"--supernet {supernet}: predicts {model.num_classes} classes; the data has {train_set.num_classes}")
-    detector = Detector(arch, train_set.num_classes, space.activation, space.head.anchor_scale, drop_path=config.drop_path)
+        if config.norm not in (None, model.space.norm):
+            raise TrainError(f"--norm {config.norm}: --supernet {supernet} was trained with {model.space.norm}; its weights are for that")
+        space = model.space
+    space = with_norm(space, config.norm)
+    detector = Detector(arch, train_set.num_classes, space.activation, space.head.anchor_scale, drop_path=config.drop_path, norm=space.norm)
     if init == "inherited":
         detector.load_state_dict(inherited.state_dict())
     detector.classes = train_set.classes

@@ -34,6 +34,8 @@ def recalibrate_bn(model: nn.Module, arch: Optional[Arch], loader: Iterable, bat
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise ValueError(f"batches: expected a positive integer, got {batches!r}")
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not norms:  # GroupNorm (`SearchSpace.norm`): no statistics depend on the path
+        return
     modes = [(m, m.training) for m in model.modules()]
     saved = {bn: (bn.momentum, int(bn.num_batches_tracked)) for bn in norms}
     seen: set[nn.Module] = set()

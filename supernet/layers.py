@@ -13,6 +13,7 @@ is built from the same classes at exactly its widths, so it always takes that pl
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -20,6 +21,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from timm.layers import SEModule, create_act_layer, make_divisible
 from torch import Tensor, nn
+
+from .space import GROUP_CHANNELS
 
 
 class Conv2d(nn.Conv2d):
@@ -141,6 +144,35 @@ def sync_batchnorm(module: nn.Module, process_group: Optional[object] = None) ->
         return synced
     for name, child in module.named_children():
         module.add_module(name, sync_batchnorm(child, process_group))
+    return module
+
+
+class GroupNorm2d(nn.GroupNorm):
+    """GroupNorm over groups of `GROUP_CHANNELS` channels of the first `x.shape[1]` channels: a
+    narrower path keeps the first groups of the wider ones, so every width normalises a channel
+    with the same neighbours. No running statistics: nothing to recalibrate after a path changes,
+    nothing to synchronise across GPUs, whatever the batch. A width that is not a multiple of the
+    group (a bottleneck's quarter width) takes the largest group size that divides it."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5):
+        super().__init__(num_channels // _group_size(num_channels), num_channels, eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = x.shape[1]
+        return F.group_norm(x, c // _group_size(c), self.weight[:c], self.bias[:c], self.eps)
+
+
+def _group_size(channels: int) -> int:
+    return math.gcd(channels, GROUP_CHANNELS)
+
+
+def group_norm(module: nn.Module) -> nn.Module:
+    """`module` with every `BatchNorm2d` replaced by a `GroupNorm2d` of its width (affine
+    parameters start as GroupNorm's: ones and zeros); returns the module (replaced if it is one)."""
+    if type(module) is BatchNorm2d:
+        return GroupNorm2d(module.num_features, module.eps).to(device=module.weight.device, dtype=module.weight.dtype)
+    for name, child in module.named_children():
+        module.add_module(name, group_norm(child))
     return module
 
 

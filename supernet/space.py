@@ -33,6 +33,8 @@ NUM_STAGES = 4  # after a stride-2 stem, each starting with a stride-2 block: st
 BACKBONE_STRIDE = 2 ** (NUM_STAGES + 1)
 NUM_NECK_LEVELS = 3
 WIDTH_SAMPLING = ("uniform", "wide")  # how SearchSpace.sample draws widths
+NORMS = ("bn", "gn")  # BatchNorm, or GroupNorm over groups of GROUP_CHANNELS channels
+GROUP_CHANNELS = 8
 DEPTH_SAMPLING = ("uniform", "deep")  # and stage depths
 
 
@@ -159,6 +161,7 @@ class SearchSpace:
     neck: NeckSpace
     head: HeadSpace
     activation: str = "relu"  # timm activation name used by every layer; fixed, not searched
+    norm: str = "bn"  # every layer's normalisation (NORMS); fixed, not searched
 
     def __post_init__(self) -> None:
         res = _check_choices("resolutions", self.resolutions, int)
@@ -166,6 +169,12 @@ class SearchSpace:
             if r % BACKBONE_STRIDE:
                 raise ValueError(f"resolutions: {r} is not a multiple of {BACKBONE_STRIDE} (the backbone's total stride)")
         object.__setattr__(self, "resolutions", res)
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: expected one of {list(NORMS)}, got {self.norm!r}")
+        if self.norm == "gn":
+            widths = [*self.backbone.stem_widths, *(w for s in self.backbone.stages for w in s.widths), *self.neck.widths, *self.head.widths]
+            if odd := sorted({w for w in widths if w % GROUP_CHANNELS}):
+                raise ValueError(f"norm: gn normalises groups of {GROUP_CHANNELS} channels; widths {odd} are not multiples of {GROUP_CHANNELS}")
 
     # ---- (de)serialisation ------------------------------------------------------------------
     @classmethod
@@ -197,14 +206,19 @@ class SearchSpace:
                 backbone=backbone,
                 neck=build(NeckSpace, data["neck"], f"{source}.neck"),
                 head=build(HeadSpace, data["head"], f"{source}.head"),
-                **({"activation": data["activation"]} if "activation" in data else {}),
+                **{k: data[k] for k in ("activation", "norm") if k in data},
             )
         except ValueError as e:
             msg = str(e)
             raise ValueError(msg if msg.startswith(source) else f"{source}.{msg}") from None
 
     def to_dict(self) -> dict:
-        return _plain_options(_plain(asdict(self)))
+        """Plain data; `norm` only when not BatchNorm, so spaces (and the tables and checkpoints
+        that record them) written before GroupNorm existed stay equal to today's."""
+        data = _plain_options(_plain(asdict(self)))
+        if data["norm"] == "bn":
+            del data["norm"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -262,7 +276,7 @@ class SearchSpace:
         raise ValueError(f"--space: {spec!r} is neither a preset {sorted(PRESETS)} nor a .yaml/.json file")
 
     @classmethod
-    def containing(cls, arch: "Arch", activation: str = "relu", anchor_scale: float = 4.0) -> "SearchSpace":
+    def containing(cls, arch: "Arch", activation: str = "relu", anchor_scale: float = 4.0, norm: str = "bn") -> "SearchSpace":
         """The smallest space that contains `arch`: one choice per gene, except that each stage
         offers at every position the block types `arch` uses in it (so it holds several archs
         when a stage mixes types). A standalone detector is built on it, with its path."""
@@ -276,6 +290,7 @@ class SearchSpace:
             head=HeadSpace((arch.head.type,), (arch.head.width,), (arch.head.num_convs,), anchor_scale,
                            tuple((k, (v,)) for k, v in arch.head.options)),
             activation=activation,
+            norm=norm,
         )
 
     def restrict(self, blocks: Sequence[str] | None = None, structure: "Arch | None" = None) -> "SearchSpace":

@@ -13,7 +13,7 @@ from torch import Tensor
 from .backbone import Backbone, block_positions
 from .heads import PostProcess
 from .io import atomic_torch_save, load_failure
-from .layers import ConvBnAct, leading_slice
+from .layers import ConvBnAct, group_norm, leading_slice
 from .registry import component, knobs
 from .space import Arch, HeadArch, NeckArch, SearchSpace
 from .transform import Images, letterbox, restore
@@ -49,7 +49,7 @@ class Supernet(nn.Module):
     # ---- standalone detectors ---------------------------------------------------------------
     def detector_config(self, arch: Arch) -> dict:
         """Everything besides weights that `Detector.from_config` needs for `arch`: plain values only."""
-        return detector_config(arch, self.num_classes, self.space.activation, self.space.head.anchor_scale, self.post)
+        return detector_config(arch, self.num_classes, self.space.activation, self.space.head.anchor_scale, self.post, self.space.norm)
 
     def extract(self, arch: Arch) -> "Detector":
         """A standalone `Detector` of `arch` holding copies of this path's weights, cut to width.
@@ -101,10 +101,11 @@ class Detector(nn.Module):
     """
 
     def __init__(self, arch: Arch, num_classes: int, activation: str = "relu", anchor_scale: float = 4.0,
-                 post: Optional[PostProcess] = None, drop_path: float = 0.0, classes: Optional[Sequence[dict]] = None):
+                 post: Optional[PostProcess] = None, drop_path: float = 0.0, classes: Optional[Sequence[dict]] = None,
+                 norm: str = "bn"):
         super().__init__()
         self.arch = arch
-        self.space = SearchSpace.containing(arch, activation, anchor_scale)
+        self.space = SearchSpace.containing(arch, activation, anchor_scale, norm)
         _build_parts(self, self.space, num_classes, post, drop_path, path=arch)
         self.classes = check_classes(classes, num_classes)
 
@@ -123,12 +124,12 @@ class Detector(nn.Module):
             arch = Arch.from_dict(config["arch"])
             post = PostProcess(**config.get("post", {}))
             return cls(arch, config["num_classes"], config.get("activation", "relu"), config.get("anchor_scale", 4.0), post,
-                       classes=config.get("classes"))
+                       classes=config.get("classes"), norm=config.get("norm", "bn"))
         except (KeyError, TypeError) as e:
             raise ValueError(f"detector config: missing or malformed field ({e})") from None
 
     def config(self) -> dict:
-        config = detector_config(self.arch, self.num_classes, self.space.activation, self.space.head.anchor_scale, self.post)
+        config = detector_config(self.arch, self.num_classes, self.space.activation, self.space.head.anchor_scale, self.post, self.space.norm)
         return {**config, **({"classes": self.classes} if self.classes else {})}
 
     def forward(self, images: Images, targets: Optional[list[dict[str, Tensor]]] = None, arch: Optional[Arch] = None) -> Any:
@@ -155,9 +156,11 @@ class Detector(nn.Module):
         return det.to(map_location)
 
 
-def detector_config(arch: Arch, num_classes: int, activation: str, anchor_scale: float, post: PostProcess) -> dict:
-    """Everything besides weights that `Detector.from_config` needs: plain values only."""
-    return {"arch": arch.to_dict(), "num_classes": num_classes, "activation": activation, "anchor_scale": anchor_scale, "post": asdict(post)}
+def detector_config(arch: Arch, num_classes: int, activation: str, anchor_scale: float, post: PostProcess, norm: str = "bn") -> dict:
+    """Everything besides weights that `Detector.from_config` needs: plain values only (`norm`
+    only when not BatchNorm: files written before GroupNorm existed read the same)."""
+    return {"arch": arch.to_dict(), "num_classes": num_classes, "activation": activation, "anchor_scale": anchor_scale, "post": asdict(post),
+            **({"norm": norm} if norm != "bn" else {})}
 
 
 def _build_parts(model: nn.Module, space: SearchSpace, num_classes: int, post: Optional[PostProcess], drop_path: float,
@@ -178,6 +181,8 @@ def _build_parts(model: nn.Module, space: SearchSpace, num_classes: int, post: O
                                 **_widest(space, "head", t))
         for t in space.head.types
     })
+    if space.norm == "gn":
+        group_norm(model)
 
 
 def _run_path(model: nn.Module, images: Images, targets: Optional[list[dict[str, Tensor]]], arch: Arch) -> Any:

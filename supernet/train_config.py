@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from .batches import AUGMENTS
@@ -10,7 +10,7 @@ from .cli import check_choices, check_number, flag_error, option
 from .distill import FEATURES
 from .errors import TrainError
 from .sampler import SAMPLERS
-from .space import DEPTH_SAMPLING, WIDTH_SAMPLING
+from .space import DEPTH_SAMPLING, NORMS, WIDTH_SAMPLING, SearchSpace
 
 # fields a resumed run may change: they decide where and how fast it runs, or what is evaluated
 # on the way, never the weights it ends with
@@ -73,6 +73,9 @@ class TrainConfig:
                                         "(users) or over all paths", choices=("users", "paths"))
     augment: str = option("flip", "training augmentation: none, flip (horizontal), scale_crop (flip, then transforms.v2 zoom-out "
                                   "and IoU crop)", choices=AUGMENTS)
+    norm: Optional[str] = option(None, "every layer's normalisation: bn (BatchNorm) or gn (GroupNorm over groups of 8 channels: "
+                                       "no batch statistics, for small per-GPU batches from scratch); none: the space's (bn in the "
+                                       "presets)", choices=NORMS)
     sync_bn: bool = option(False, "under torchrun: BN statistics of the active channels over every rank's batch (small per-GPU "
                                   "batches), not each rank's own")
     skip_unreadable: bool = option(False, "decode every image once at start and leave out those that fail (counted in a "
@@ -102,6 +105,16 @@ class TrainConfig:
         if self.distill and self.sampler != "sandwich":
             raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
         check_choices(TrainError, self)
+
+
+def with_norm(space: SearchSpace, norm: Optional[str]) -> SearchSpace:
+    """`space` under `--norm` (none: as it is); TrainError naming the flag and the widths it refuses."""
+    if norm is None or norm == space.norm:
+        return space
+    try:
+        return replace(space, norm=norm)
+    except ValueError as e:
+        raise TrainError(f"--norm {norm}: {str(e).removeprefix('norm: ')}") from None
 
 
 def _current(recorded: dict) -> dict:

@@ -40,7 +40,7 @@ from .seeding import rng_state, seed_everything, set_rng_state
 from .space import Arch, SearchSpace
 from .supernet import Detector, Supernet
 from .tensorboard import Board
-from .train_config import TrainConfig, changed_settings
+from .train_config import TrainConfig, changed_settings, with_norm
 
 MAX_BAD_STEPS = 5
 
@@ -83,6 +83,8 @@ class Trainer:
             self.space = detector.space if detector is not None else SearchSpace.resolve(config.space)
         except ValueError as e:
             raise TrainError(str(e)) from None
+        if detector is None:
+            self.space = with_norm(self.space, config.norm)
         if detector is not None and detector.num_classes != self.train_set.num_classes:
             raise TrainError(f"detector: predicts {detector.num_classes} classes; the training data has {self.train_set.num_classes}")
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.dist.world)

@@ -76,13 +76,13 @@ def test_per_resolution_evolves_each_resolution_on_its_own(trained, tmp_path):
     resolutions = SearchSpace.from_dict(SPACE).resolutions
     assert len(resolutions) == 2
     out = tmp_path / "s"
-    Search(config(trained, out, stage="structural", per_resolution=True, generations=4, latency_budget=1e6)).run()
+    Search(config(trained, out, stage="structural", per_resolution=True, generations=5, latency_budget=1e6)).run()
     history = read_history(out)
-    assert len(history) == 2 * 2 * 4  # two resolutions x 4 // 2 generations x 4
+    assert len(history) == (3 + 2) * 4  # the 5 generations divided among two resolutions, x 4
     # each evolution keeps to its resolution, the first's records before the second's
-    assert [r["arch"]["resolution"] for r in history] == [resolutions[0]] * 8 + [resolutions[1]] * 8
+    assert [r["arch"]["resolution"] for r in history] == [resolutions[0]] * 12 + [resolutions[1]] * 8
     again = tmp_path / "again"  # seeded: a second run evaluates the same subnets in the same order
-    Search(config(trained, again, stage="structural", per_resolution=True, generations=4, latency_budget=1e6)).run()
+    Search(config(trained, again, stage="structural", per_resolution=True, generations=5, latency_budget=1e6)).run()
     assert [r["hash"] for r in read_history(again)] == [r["hash"] for r in history]
 
 
