@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_supernet import NUM_CLASSES, _assert_same_detections, batch
-from test_train import config, shapes, train  # noqa: F401 (shapes is a fixture)
+from test_train import config, train
 
 from latency.ops import OpContext, make_op, op_runner
 from latency.measure import Settings
@@ -77,7 +77,7 @@ def test_recalibration_of_a_gn_model_reads_no_batches(gn_space):
     recalibrate_bn(Supernet(gn_space, NUM_CLASSES), gn_space.smallest(), loader(), 4, "cpu")
 
 
-def test_training_with_norm_gn_checkpoints_a_gn_supernet(shapes, tmp_path):  # noqa: F811
+def test_training_with_norm_gn_checkpoints_a_gn_supernet(shapes, tmp_path):
     done = train(config(shapes, tmp_path / "gn", space="tiny", norm="gn", steps=2, eval_images=2))
     model, blob = load_supernet(done["checkpoint"])
     assert model.space.norm == "gn" and blob["config"]["norm"] == "gn"
@@ -85,7 +85,7 @@ def test_training_with_norm_gn_checkpoints_a_gn_supernet(shapes, tmp_path):  # n
     assert {"smallest", "largest"} <= set(done["eval"])
 
 
-def test_norm_gn_on_a_space_with_odd_widths_is_one_line_naming_the_flag(shapes, tmp_path):  # noqa: F811
+def test_norm_gn_on_a_space_with_odd_widths_is_one_line_naming_the_flag(shapes, tmp_path):
     data = SearchSpace.preset("tiny").to_dict()
     data["head"]["widths"] = [12, 24]
     space_file = tmp_path / "space.json"

@@ -12,16 +12,10 @@ from common import COCO128, needs_coco128, read_board
 from smnas.commands import train as train_supernet
 from supernet.data import build_datasets
 from supernet.errors import TrainError
-from supernet.shapes import generate_shapes
 from supernet.train_config import TrainConfig, changed_settings
 from supernet.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", train=24, val=6, size=64, seed=0)
 
 
 def config(shapes, out, **kw) -> TrainConfig:

@@ -1,0 +1,9 @@
+import pytest
+
+from supernet.shapes import generate_shapes
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A small shapes dataset (24 train, 6 val images of 64 px) for training tests."""
+    return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", train=24, val=6, size=64, seed=0)
