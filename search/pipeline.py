@@ -127,7 +127,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     drawer = Search(control_cfg, resume=search_started(out / "random"))
     control = step("random-search control", drawer.run)
     screen_cfg = replace(train, epochs=s.screen_epochs, steps=s.screen_steps, eval_images=0)
-    screened = {name: step(f"screening {name}", lambda name=name, run=run: _screen(run, s.screen_finalists, space, screen_cfg, out / "screen" / name, lut))
+    screened = {name: step(f"screening {name}", lambda name=name, run=run: _screen(run, s.screen_finalists, space, screen_cfg, out / "screen" / name))
                 for name, run in (("searched", searcher), ("random", drawer))}
     finalist, pick = screened["searched"]["pick"], screened["random"]["pick"]
     candidates = {"searched": Arch.from_dict(finalist["arch"]), "random": Arch.from_dict(pick["arch"])}
@@ -159,13 +159,13 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     return report
 
 
-def _screen(search: Search, count: int, space: SearchSpace, config: TrainConfig, out: Path, lut: Path) -> dict:
+def _screen(search: Search, count: int, space: SearchSpace, config: TrainConfig, out: Path) -> dict:
     """{"pick": the search record to retrain, "screened": one row per finalist trained briefly}.
     With one finalist or a 0-epoch schedule nothing is trained: the pick is the best by score."""
     finalists = resolution_finalists(search.ranked(), count, search.score_key)
     if count <= 1 or not (config.steps or config.epochs):
         return {"pick": finalists[0], "screened": []}
-    results = screen([Arch.from_dict(r["arch"]) for r in finalists], space, config, out, str(lut))
+    results = screen([Arch.from_dict(r["arch"]) for r in finalists], space, config, out)
     by_hash = {r["hash"]: r for r in finalists}
     rows = [{"hash": r["hash"], "resolution": r["arch"]["resolution"], "inherited_map": by_hash[r["hash"]]["map"],
              "screen_map": r["map"], "latency_pred_ms": by_hash[r["hash"]]["latency_ms"]} for r in results]
@@ -195,7 +195,7 @@ def _num_classes(checkpoint: Path) -> int:
     """The classes the supernet predicts: the head and NMS cost the latency table times depend on them."""
     import torch
 
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["num_classes"])
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["num_classes"])  # mmap: no tensor is read
 
 
 def _latency_table(space: SearchSpace, device, s: Schedule, path: Path, seed: int, classes: int) -> LatencyTable:

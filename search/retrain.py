@@ -91,17 +91,18 @@ def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every
 
 
 def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "scratch", supernet: Optional[str] = None, lut: Optional[str] = None,
-            export: bool = False, resume: bool = False) -> dict:
+            export: bool = False, resume: bool = False, timed: bool = True) -> dict:
     """Train `arch` (of `space`, whose activation and anchor scale it uses) in `config.out` and
     write model.pt, arch.json and metrics.json there (and, with `export`, model.torchscript.pt
     and model.onnx). Returns the metrics. With `resume`, a
-    finished arch (metrics.json present) is returned as is and an interrupted one continues."""
+    finished arch (metrics.json present) is returned as is and an interrupted one continues.
+    `timed` False: no latency measurement (a screening's short training ranks by mAP alone)."""
     if init not in INITS:
         raise TrainError(f"--init: expected one of {list(INITS)}, got {init!r}")
     out = Path(config.out)
     metrics_path = out / "metrics.json"
     if resume and metrics_path.is_file():
-        done = finished_metrics(metrics_path, arch)
+        done = finished_metrics(metrics_path, arch, timed)
         logger.info(f"{out}: already retrained (metrics.json); skipping")
         return done
     if not resume and (out / "last.pt").is_file():
@@ -140,7 +141,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
         evaluated = result["eval"]["arch"]
         metrics = {
             "hash": arch.hash(), "init": init, **{k: evaluated[k] for k in METRICS}, "val_images": config.eval_images,
-            **measure_latency(model, device, lut, space),
+            **(measure_latency(model, device, lut, space) if timed else {}),
             "flops": flops(arch, model.num_classes), "params": params(arch, model.num_classes),
             "train_seconds": round(trainer.train_seconds, 3), "steps": trainer.step, "classes": train_set.classes,
         }
@@ -162,15 +163,17 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
     return metrics
 
 
-def finished_metrics(path: Path, arch: Arch) -> dict:
-    """The metrics.json of a finished retraining of `arch`; anything else there (another file,
-    another arch's metrics) is refused rather than taken as "already retrained"."""
+def finished_metrics(path: Path, arch: Arch, timed: bool = True) -> dict:
+    """The metrics.json of a finished retraining of `arch` (with its latency where `timed`);
+    anything else there (another file, another arch's metrics) is refused rather than taken as
+    "already retrained"."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise TrainError(f"{path}: not a retraining's metrics.json ({error_line(e)}); move it away or choose another --out") from None
-    if not isinstance(data, dict) or not {"hash", "map", "latency_ms"} <= data.keys():
-        raise TrainError(f"{path}: not a retraining's metrics.json (no hash, map and latency_ms); move it away or choose another --out")
+    needed = {"hash", "map", "latency_ms"} if timed else {"hash", "map"}
+    if not isinstance(data, dict) or not needed <= data.keys():
+        raise TrainError(f"{path}: not a retraining's metrics.json (no {', '.join(sorted(needed))}); move it away or choose another --out")
     if data["hash"] != arch.hash():
         raise TrainError(f"{path}: holds the metrics of arch {data['hash']}, not of {arch.hash()}; choose another --out")
     return data

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 from supernet.space import Arch, SearchSpace
 from supernet.train_config import TrainConfig
@@ -42,14 +41,15 @@ def resolution_finalists(records: list[dict], count: int, key: str = "map") -> l
     return sorted(picked.values(), key=order)[:count]
 
 
-def screen(archs: list[Arch], space: SearchSpace, config: TrainConfig, out: Path, lut: Optional[str] = None) -> list[dict]:
+def screen(archs: list[Arch], space: SearchSpace, config: TrainConfig, out: Path) -> list[dict]:
     """Train each arch with `config` (a short schedule; seed offset by SEED_OFFSET) in OUT/<hash>
-    and return their metrics, best mAP first. Resumable: finished trainings are read back."""
+    and return their metrics, best mAP first; not timed (the search's prediction stands for their
+    latency). Resumable: finished trainings are read back."""
     if not archs:
         raise ValueError("screen: no archs to screen")
     results = []
     for arch in archs:
         cfg = replace(config, seed=config.seed + SEED_OFFSET, out=str(Path(out) / arch.hash()))
         logger.info(f"== screening {arch.hash()} ({arch.resolution} px)")
-        results.append({**retrain(arch, space, cfg, lut=lut, resume=True), "arch": arch.to_dict()})
+        results.append({**retrain(arch, space, cfg, resume=True, timed=False), "arch": arch.to_dict()})
     return sorted(results, key=lambda r: (-r["map"], r["hash"]))

@@ -11,7 +11,9 @@ from common import StepTimer, write_space
 
 from smnas.commands import retrain as retrain_script
 from latency import Settings, build_table
+from search import retrain as retrain_module
 from search.retrain import load_archs
+from search.screen import screen
 from supernet import Arch, Detector, SearchSpace
 from supernet.baselines import RECIPES, baseline, baselines, nearest
 from supernet.checkpoint import load_supernet
@@ -210,3 +212,22 @@ def test_retrain_under_torchrun_gloo(setup, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and METRIC_KEYS <= set(metrics)
     assert torch.load(out / "last.pt", weights_only=True)["config"]["batch_size"] == 2
+
+
+def test_screening_trains_untimed_and_resumes(setup, tmp_path, monkeypatch):
+    """A screening's short trainings are ranked by mAP alone: nothing is timed, and a finished one
+    (metrics.json without a latency) is read back, not refused or trained again."""
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a screening times no latency")
+
+    monkeypatch.setattr(retrain_module, "measure_latency", no_timing)
+    space = SearchSpace.load(setup["space"])
+    cfg = TrainConfig(space=setup["space"], data=setup["data"], out=str(tmp_path), steps=2, batch_size=2, workers=0,
+                      eval_images=2, eval_random_archs=0, calib_batches=1, device="cpu", seed=3)
+    archs = [space.smallest(), space.largest()]
+    first = screen(archs, space, cfg, tmp_path)
+    assert {r["hash"] for r in first} == {a.hash() for a in archs} and all("latency_ms" not in r for r in first)
+    assert [r["map"] for r in first] == sorted((r["map"] for r in first), reverse=True)
+    monkeypatch.setattr(retrain_module, "Trainer", None)  # read back, never trained again
+    assert screen(archs, space, cfg, tmp_path) == first
