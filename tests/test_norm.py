@@ -11,7 +11,7 @@ from test_train import config, train
 
 from latency.ops import OpContext, make_op, op_runner
 from latency.measure import Settings
-from supernet import Detector, PostProcess, SearchSpace, Supernet
+from supernet import Arch, Detector, PostProcess, SearchSpace, Supernet
 from supernet.bn import recalibrate_bn
 from supernet.checkpoint import load_supernet
 from supernet.errors import TrainError
@@ -101,3 +101,16 @@ def test_latency_ops_of_a_gn_space_run_group_norm(gn_space):
     op = make_op("stem", res=64, width=16)
     runner = op_runner(op, ctx, Settings(device="cpu"))
     assert any(isinstance(m, GroupNorm2d) for m in runner.module.modules())
+
+
+def test_a_gn_detector_exports_and_matches_eager(tmp_path):
+    from supernet.export import export
+
+    space = SearchSpace.preset("tiny")
+    arch = Arch.from_dict({**space.smallest().to_dict(), "resolution": 64})
+    torch.manual_seed(0)
+    det = Detector(arch, NUM_CLASSES, space.activation, space.head.anchor_scale, norm="gn").eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in det.modules())
+    result = export(det, tmp_path)
+    for fmt in ("torchscript", "onnx"):
+        assert "check_failed" not in result[fmt], result[fmt]
