@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from test_train import config, shapes, train  # noqa: F401  (the fixture)
+from test_train import config, train
 
 from supernet import SearchSpace, Supernet
 from supernet.distill import capture_features, feature_distillation, feature_modules
