@@ -12,6 +12,7 @@ import random
 import signal
 import threading
 import time
+import logging
 import warnings
 from collections import Counter
 from dataclasses import asdict
@@ -28,7 +29,8 @@ from tqdm import tqdm
 
 from .batches import AugmentedDataset, StepBatchSampler
 from .checkpoint import load_supernet
-from .data import to_model_input
+from .data import CocoDetection, to_model_input
+from .data.coco import loader_memory
 from .distill import capture_features, feature_distillation, feature_modules
 from .distributed import init_distributed
 from .errors import Interrupted, TrainError
@@ -46,6 +48,7 @@ MAX_BAD_STEPS = 5
 
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+logger = logging.getLogger(__name__)
 
 
 def check_amp(amp: Optional[str], device: torch.device) -> None:
@@ -393,6 +396,11 @@ class Trainer:
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "space.json").write_text(self.space.to_json())
+        if self.dist.main and isinstance(self.train_set, CocoDetection):
+            line, too_much = loader_memory(self.train_set, cfg.batch_size, cfg.workers)
+            logger.info(line)
+            if too_much:
+                warnings.warn(f"{line}: more than is available; lower --workers or --batch-size before this swaps", stacklevel=2)
         desc = "retrain" if isinstance(self.model, Detector) else "supernet"
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main, desc=desc, dynamic_ncols=True)
         t0, seen = time.perf_counter(), 0

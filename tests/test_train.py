@@ -436,3 +436,15 @@ def test_a_checkpoint_from_when_amp_was_a_switch_resumes_unchanged():
     assert changed_settings({**recorded, "amp": False}, TrainConfig(amp=None)) == []
     assert changed_settings({**recorded, "amp": True}, TrainConfig(amp="fp16")) == []
     assert changed_settings({**recorded, "amp": True}, TrainConfig(amp="bf16")) == ["--amp 'fp16' -> 'bf16'"]
+
+
+def test_the_loader_memory_is_printed_at_start_and_warned_when_over_what_is_available(shapes, tmp_path, caplog, monkeypatch):
+    from supernet.data import coco
+
+    with caplog.at_level("INFO", logger="supernet.trainer"):
+        train(config(shapes, tmp_path / "a", steps=1, workers=2))
+    line = next(r.message for r in caplog.records if r.message.startswith("data: 24 images"))
+    assert "2 loader workers x up to 0.3 MB of decoded batches (2 x 3 images at 128 px)" in line
+    monkeypatch.setattr(coco, "_available_memory", lambda: 1024)
+    with pytest.warns(UserWarning, match="more than is available; lower --workers or --batch-size"):
+        train(config(shapes, tmp_path / "b", steps=1))

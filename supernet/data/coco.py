@@ -323,6 +323,34 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+PREFETCH_FACTOR = 2  # torch's default: batches each loader worker holds ready
+
+
+def loader_memory(dataset: CocoDetection, batch_size: int, workers: int) -> tuple[str, bool]:
+    """(one line on what the loader will hold, whether it exceeds the memory available now). Each
+    worker holds PREFETCH_FACTOR decoded batches (uint8, longer side `max_size`); the annotations
+    are shared numpy arrays, read by every worker and copied by none. Printed at start, so a
+    dataset too large for the worker count is seen before it swaps."""
+    per_worker = PREFETCH_FACTOR * batch_size * 3 * dataset.max_size ** 2
+    held = max(workers, 1) * per_worker + dataset.records.nbytes
+    available = _available_memory()
+    line = (f"data: {len(dataset)} images, annotations {dataset.records.nbytes / 2**20:.1f} MB (shared by the workers, not copied); "
+            f"{workers} loader workers x up to {per_worker / 2**20:.1f} MB of decoded batches ({PREFETCH_FACTOR} x {batch_size} images "
+            f"at {dataset.max_size} px)" + (f"; {available / 2**20:.0f} MB of memory available" if available else ""))
+    return line, available is not None and held > available
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (Linux); None elsewhere."""
+    try:
+        for row in Path("/proc/meminfo").read_text().splitlines():
+            if row.startswith("MemAvailable:"):
+                return int(row.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, seed: int,
                  distributed: bool = False, drop_last: bool = False) -> DataLoader:
     """A DataLoader whose order follows from `seed` (shuffling and each worker's RNG come from a
