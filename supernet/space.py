@@ -172,8 +172,8 @@ class SearchSpace:
         if self.norm not in NORMS:
             raise ValueError(f"norm: expected one of {list(NORMS)}, got {self.norm!r}")
         if self.norm == "gn":
-            widths = [*self.backbone.stem_widths, *(w for s in self.backbone.stages for w in s.widths), *self.neck.widths, *self.head.widths]
-            if odd := sorted({w for w in widths if w % GROUP_CHANNELS}):
+            widths = {w for g in self.genes() if g.elastic == "width" for w in g.choices}
+            if odd := sorted(w for w in widths if w % GROUP_CHANNELS):
                 raise ValueError(f"norm: gn normalises groups of {GROUP_CHANNELS} channels; widths {odd} are not multiples of {GROUP_CHANNELS}")
 
     # ---- (de)serialisation ------------------------------------------------------------------

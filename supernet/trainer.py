@@ -8,11 +8,11 @@ progress bar.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import signal
 import threading
 import time
-import logging
 import warnings
 from collections import Counter
 from dataclasses import asdict
