@@ -28,6 +28,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from search.pipeline import run_pipeline
@@ -109,22 +110,44 @@ def compare(report: dict, slack: float, latency: dict[str, float], maps: dict[st
     }
 
 
+def margin_interval(seeds: dict[int, dict], against: str, resamples: int = 10000, seed: int = 0) -> list[float] | None:
+    """95 % bootstrap interval of the searched subnet's mean margin (over the seeds) against the
+    control (`against="random"`) or each seed's best baseline within the slack: each model's
+    trainings are resampled within its seed, so the interval is the retraining noise the
+    verdict rests on. None where no model of a compared pair was trained more than once."""
+    pairs = []
+    for s in seeds.values():
+        other = s["best_baseline"] if against == "best_baseline" else against
+        if other is not None:
+            pairs.append([np.asarray(s["models"][n].get("maps", [s["models"][n]["map"]]), float) for n in ("searched", other)])
+    if not pairs or all(len(a) == 1 and len(b) == 1 for a, b in pairs):
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.zeros(resamples)
+    for a, b in pairs:
+        means += rng.choice(a, (resamples, len(a))).mean(1) - rng.choice(b, (resamples, len(b))).mean(1)
+    return [round(float(q), 4) for q in np.percentile(means / len(pairs), [2.5, 97.5])]
+
+
 def summarize(seeds: dict[int, dict]) -> dict:
     margins = [s["margin_over_best_baseline"] for s in seeds.values() if s["margin_over_best_baseline"] is not None]
     ratios = {n: [s["inherited_ratio"][n] for s in seeds.values() if n in s["inherited_ratio"]] for n in EXTREMES}
+    screened = {n: [rows for s in seeds.values() if (rows := s.get("screened", {}).get(n))] for n in ("searched", "random")}
     return {
         "seeds": len(seeds),
         "seeds_with_a_baseline_within_slack": sum(s["beats_baselines"] is not None for s in seeds.values()),
         "searched_beats_baselines": sum(bool(s["beats_baselines"]) for s in seeds.values()),
         "searched_beats_random": sum(s["beats_random"] for s in seeds.values()),
         "mean_margin_over_best_baseline": round(statistics.mean(margins), 5) if margins else None,
+        "margin_over_best_baseline_ci95": margin_interval(seeds, "best_baseline"),
         "margins": margins,
         "mean_margin_over_random": round(statistics.mean(
             s["models"]["searched"]["map"] - s["models"]["random"]["map"] for s in seeds.values()), 5),
+        "margin_over_random_ci95": margin_interval(seeds, "random"),
         "inherited_ratio_mean": {n: round(statistics.mean(v), 3) for n, v in ratios.items() if v},
-        # seeds where the short trainings picked another subnet than the best inherited score would have
-        "screening_changed_pick": {n: sum(bool(rows) and rows[0]["hash"] != max(rows, key=lambda r: r["inherited_map"])["hash"]
-                                          for rows in (s["screened"][n] for s in seeds.values())) for n in ("searched", "random")},
+        # seeds where the short trainings picked another subnet than the best inherited score would have (none: no screening)
+        "screening_changed_pick": {n: sum(rows[0]["hash"] != max(rows, key=lambda r: r["inherited_map"])["hash"] for rows in screened[n])
+                                   for n in ("searched", "random")} if any(screened.values()) else None,
     }
 
 
@@ -142,7 +165,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
+    p.add_argument("--summarize", metavar="RESULT", help="recompute the summary of a finished result JSON from its per-seed verdicts (in place) and stop")
     args = p.parse_args()
+    if args.summarize:
+        try:
+            result = json.loads(Path(args.summarize).read_text())
+            result["summary"] = summarize({int(k): v for k, v in result["per_seed"].items()})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"--summarize {args.summarize}: not a search_vs_baselines result ({type(e).__name__}: {e})")
+        emit_result(result, args.summarize)
+        return
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds: {args.seeds} repeats a seed")
     if args.retrain_seeds < 1:

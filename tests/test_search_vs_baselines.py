@@ -67,3 +67,34 @@ def test_several_retraining_seeds_compare_by_their_mean():
     assert verdict["margin_over_best_baseline"] == 0.0 and verdict["beats_baselines"] is False  # a tie is no win
     assert "maps" not in verdict["models"]["smallest"] and verdict["inherited_ratio"]["searched"] == round(0.03 / 0.14, 3)
 
+
+
+def test_margin_intervals_resample_each_models_trainings():
+    """The interval is the retraining noise under the mean margin; one training a model gives none."""
+    clear = _report(searched=0.15, random=0.10)
+    maps = {"searched": [0.15, 0.16, 0.14], "random": [0.10, 0.11, 0.09], "mobilenetv2_fpn_fcos": [0.10, 0.12, 0.08]}
+    seeds = {0: svb.compare(clear, 0.05, _timed(clear), maps), 1: svb.compare(clear, 0.05, _timed(clear), maps)}
+    summary = svb.summarize(seeds)
+    low, high = summary["margin_over_random_ci95"]
+    assert 0 < low < summary["mean_margin_over_random"] == 0.05 < high < 0.07
+    low, high = summary["margin_over_best_baseline_ci95"]
+    assert low < 0.05 < high and high - low > svb.margin_interval(seeds, "random")[1] - svb.margin_interval(seeds, "random")[0]
+    assert svb.margin_interval(seeds, "random") == svb.margin_interval(seeds, "random")  # seeded
+    single = {0: compare(_report(), 0.05)}
+    assert svb.summarize(single)["margin_over_random_ci95"] is None and svb.margin_interval(single, "best_baseline") is None
+
+
+def test_summarize_rewrites_a_finished_result_in_place(tmp_path, monkeypatch, capsys):
+    import json
+
+    import pytest
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"benchmark": "search_vs_baselines", "summary": {}, "per_seed": {"0": compare(_report(), 0.05)}}))
+    monkeypatch.setattr("sys.argv", ["svb", "--summarize", str(path)])
+    svb.main()
+    assert json.loads(path.read_text())["summary"]["margins"] == [0.05]
+    (tmp_path / "other.json").write_text("{}")
+    monkeypatch.setattr("sys.argv", ["svb", "--summarize", str(tmp_path / "other.json")])
+    with pytest.raises(SystemExit) as e:
+        svb.main()
+    assert e.value.code == 2 and "--summarize" in capsys.readouterr().err and (tmp_path / "other.json").read_text() == "{}"
