@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from supernet.cli import CommandParser, log_to_stderr
-from supernet.io import atomic_json, check_writable, error_line
+from supernet.cli import CommandParser, error_message, log_to_stderr
+from supernet.io import atomic_json, check_writable
 from supernet.space import SearchSpace
 
 from .backends import BACKENDS
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m latency") -> int:
             return _build(args)
         return _validate(args)
     except (ValueError, OSError) as e:
-        print(f"error: {error_line(e)}", file=sys.stderr)
+        print(error_message(e), file=sys.stderr)
         return 2
 
 

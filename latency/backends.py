@@ -32,10 +32,10 @@ def check_backend(name: str, device: str = "cpu") -> None:
     `Settings` checks) can run on `device` here: before anything is measured, not at the first op."""
     if name == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-            raise ValueError("--backend onnxruntime: needs the onnxruntime and onnx packages (pip install 'smnas[export]', "
+            raise ValueError("`backend` onnxruntime: needs the onnxruntime and onnx packages (pip install 'smnas[export]', "
                              "or onnxruntime-gpu for CUDA)")
         if device.startswith("cuda"):  # an op's inputs would be copied from the host at every run (no IO binding yet)
-            raise ValueError(f"--backend onnxruntime --device {device}: only the CPU execution provider is supported so far")
+            raise ValueError(f"`backend` onnxruntime `device` {device}: only the CPU execution provider is supported so far")
 
 
 def runtime(name: str, device: str = "cpu") -> dict[str, Any]:

@@ -53,23 +53,23 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.statistic not in STATISTICS:
-            raise ValueError(f"--statistic: expected one of {sorted(STATISTICS)}, got {self.statistic!r}")
+            raise ValueError(f"`statistic`: expected one of {sorted(STATISTICS)}, got {self.statistic!r}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"--dtype: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
+            raise ValueError(f"`dtype`: expected one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {self.device!r}")
+            raise ValueError(f"`device`: expected cpu, cuda or cuda:N, got {self.device!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"--threads: expected a positive integer or none, got {self.threads!r}")
+            raise ValueError(f"`threads`: expected a positive integer or none, got {self.threads!r}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"--backend: expected one of {list(BACKENDS)}, got {self.backend!r}")
+            raise ValueError(f"`backend`: expected one of {list(BACKENDS)}, got {self.backend!r}")
         if self.backend == "onnxruntime" and self.dtype != "fp32":
-            raise ValueError(f"--backend onnxruntime: times fp32 graphs only so far, got --dtype {self.dtype}")
+            raise ValueError(f"`backend` onnxruntime: times fp32 graphs only so far, got `dtype` {self.dtype}")
         if self.device == "cpu" and self.dtype == "fp16":
-            raise ValueError("--dtype fp16: not supported for CPU timing (use fp32 or bf16)")
+            raise ValueError("`dtype` fp16: not supported for CPU timing (use fp32 or bf16)")
         for name in ("batch_size", "warmup", "repeats"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
-                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+                raise ValueError(f"`{name}`: expected a positive integer, got {value!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -125,7 +125,7 @@ def prepare(module: torch.nn.Module, settings: Settings) -> torch.nn.Module:
     """The module as deployed: eval mode, on the device, in the dtype and memory format. (Whether
     the device exists is checked here, not in `Settings`, so a table built on a GPU loads anywhere.)"""
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {settings.device}: CUDA is not available on this machine")
+        raise ValueError(f"`device` {settings.device}: CUDA is not available on this machine")
     if settings.threads is not None and settings.device == "cpu":
         torch.set_num_threads(settings.threads)
     if settings.device.startswith("cuda"):
@@ -165,9 +165,9 @@ def measure_many(factories: dict[Hashable, Callable[[], Callable[[], object]]], 
     can checkpoint it from `on_done(key, pass_index)`, which runs after each measurement;
     `on_extra_pass(n)` runs before each extra pass with the number of keys it will measure."""
     if passes < 1:
-        raise ValueError(f"--passes: expected a positive integer, got {passes!r}")
+        raise ValueError(f"`passes`: expected a positive integer, got {passes!r}")
     if extra_passes < 0:
-        raise ValueError(f"--extra-passes: expected 0 or more, got {extra_passes!r}")
+        raise ValueError(f"`extra_passes`: expected 0 or more, got {extra_passes!r}")
     rng = random.Random(seed)
     done = {} if done is None else done
     keys = list(factories)

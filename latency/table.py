@@ -249,12 +249,12 @@ class LatencyTable:
         built = self.meta["environment"]["device_name"]
         if torch.device(settings.device).type != torch.device(self.settings.device).type or here != built:
             raise TableError(f"{where}: built on {self.settings.device} ({built}), this run is on {settings.device} ({here}); "
-                             f"build a table here with smnas latency build, or pass --force")
+                             f"build a table here with smnas latency build, or pass `force`")
         for name in ("dtype", "batch_size", "channels_last", "backend"):
             ours, theirs = getattr(self.settings, name), getattr(settings, name)
             if ours != theirs:
-                raise TableError(f"{where}: built for {name.replace('_', '-')} {ours}, this run uses {theirs}; "
-                                 f"build a matching table, or pass --force")
+                raise TableError(f"{where}: built for `{name}` {ours}, this run uses {theirs}; "
+                                 f"build a matching table, or pass `force`")
 
     # ---- files --------------------------------------------------------------------------------
     def to_dict(self) -> dict:

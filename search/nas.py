@@ -104,12 +104,12 @@ class SearchConfig:
         for name in ("finetune_steps", "workers", "aging"):
             check_number(SearchError, name, getattr(self, name), 0, integer=True)
         if 0 < self.aging < self.topk:
-            raise SearchError(f"--aging: {self.aging} is smaller than --topk {self.topk} (the window parents are chosen from); 0 turns it off")
+            raise SearchError(f"`aging`: {self.aging} is smaller than `topk` {self.topk} (the window parents are chosen from); 0 turns it off")
         check_number(SearchError, "mutation_prob", self.mutation_prob, 0, 1, low_open=True)
         check_number(SearchError, "crossover_prob", self.crossover_prob, 0, 1)
         check_choices(SearchError, self)
         if self.finetune_steps and self.stage != "both":
-            raise SearchError(f"--finetune-steps: fine-tunes between the two stages, so needs --stage both (got --stage {self.stage})")
+            raise SearchError(f"`finetune_steps`: fine-tunes between the two stages, so needs `stage` both (got `stage` {self.stage})")
 
 
 def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, block: str = STRUCTURAL_BLOCK) -> list[tuple[str, tuple]]:
@@ -129,7 +129,7 @@ def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, blo
             raise SearchError("modular stage: needs the structure to keep (a base arch)")
         values = space.encode(base)
         return [(g.name, (values[g.name],)) if g.structure else (g.name, g.choices) for g in space.genes()]
-    raise SearchError(f"--stage: expected structural, modular, both or random, got {stage!r}")
+    raise SearchError(f"`stage`: expected structural, modular, both or random, got {stage!r}")
 
 
 def resolution_niches(genes: list[tuple[str, tuple]]) -> list[list[tuple[str, tuple]]]:
@@ -151,7 +151,7 @@ def _recorded_settings(out: Path) -> dict:
             return yaml.safe_load((out / "config.yaml").read_text())
         before = json.loads((out / "config.json").read_text())
     except (OSError, ValueError, yaml.YAMLError):
-        raise SearchError(f"--resume: no search to resume in {out} (config.yaml missing or unreadable)") from None
+        raise SearchError(f"`resume`: no search to resume in {out} (config.yaml missing or unreadable)") from None
     if "val_images_dir" in before:
         before["eval_images"], before["val_images"] = before.pop("val_images"), before.pop("val_images_dir")
     return before
@@ -221,9 +221,9 @@ def find_lut(device: str, space: SearchSpace, folder: Path = DEFAULT_LUT_DIR) ->
             continue
         if meta.get("environment", {}).get("device_name") == here and meta.get("space") == space.to_dict():
             return path
-    raise SearchError(f"--lut: no latency table for this device ({here}) and this space in {folder}/; build one with "
+    raise SearchError(f"`lut`: no latency table for this device ({here}) and this space in {folder}/; build one with "
                       f"python -m latency build --space SPACE --device {device} --num-classes N --out {folder}/NAME.json, "
-                      f"or pass --lut")
+                      f"or pass `lut`")
 
 
 class Search:
@@ -233,7 +233,7 @@ class Search:
         self.config = config
         c = config
         if c.latency_budget is None:
-            raise SearchError("--latency-budget: required (milliseconds, as the latency table predicts them)")
+            raise SearchError("`latency_budget`: required (milliseconds, as the latency table predicts them)")
         self.dist, self.device = init_distributed(c.device)
         self.out = Path(c.out)
         self.model, blob = load_supernet(c.supernet, self.device)
@@ -243,16 +243,16 @@ class Search:
         try:
             self.space.restrict(blocks=(c.structural_block,))
         except ValueError as e:
-            raise SearchError(f"--structural-block {c.structural_block}: {e}") from None
+            raise SearchError(f"`structural_block` {c.structural_block}: {e}") from None
         self.table = self._table()
         fastest, fastest_ms = self.table.extreme(fastest=True)
         if c.latency_budget < fastest_ms:
-            raise SearchError(f"--latency-budget {c.latency_budget:g} ms: below the fastest subnet of this space on "
+            raise SearchError(f"`latency_budget` {c.latency_budget:g} ms: below the fastest subnet of this space on "
                               f"{self.table.meta['environment']['device_name']}, {fastest_ms:.3f} ms (arch {fastest.hash()})")
         self.base_arch = self._base_arch()
         self.train_set, self.val_set = self._datasets(blob)
         if c.eval_images > len(self.val_set):  # else scored on fewer than config.yaml would record
-            raise SearchError(f"--eval-images {c.eval_images}: the validation set has {len(self.val_set)} images")
+            raise SearchError(f"`eval_images` {c.eval_images}: the validation set has {len(self.val_set)} images")
         self.cache = self._prepare_out(resume)
         self.resumed = resume
         self.evaluator = SubnetEvaluator(self.model, self.train_set, self.val_set, self.device, c.calib_batches,
@@ -270,7 +270,7 @@ class Search:
         table.check(Settings(str(self.device), table.settings.dtype, table.settings.batch_size, table.settings.channels_last), c.force)
         if not c.force and table.context.num_classes != self.num_classes:
             raise TableError(f"{path}: built for {table.context.num_classes} classes, the supernet predicts {self.num_classes}; "
-                             f"rebuild with --num-classes {self.num_classes}, or pass --force")
+                             f"rebuild with `num_classes` {self.num_classes}, or pass `force`")
         if self.space.to_dict() != table.meta["space"]:  # another space: usable if it covers this one's ops
             table.raw(self.space.largest())  # a missing op fails here, naming it
             table.raw(self.space.smallest())
@@ -281,15 +281,15 @@ class Search:
         if c.stage != "modular":
             return None
         if not c.base_arch:
-            raise SearchError("--stage modular: needs --base-arch, the Arch JSON whose structure it keeps (e.g. the structural "
-                              "stage's best in OUT/finetune/structure.json or finalists.json), or run --stage both")
+            raise SearchError("`stage` modular: needs `base_arch`, the Arch JSON whose structure it keeps (e.g. the structural "
+                              "stage's best in OUT/finetune/structure.json or finalists.json), or run `stage` both")
         path = Path(c.base_arch)
         try:
             return self.space.validate(Arch.from_json(path.read_text()))
         except OSError:
-            raise SearchError(f"--base-arch: {path} not found") from None
+            raise SearchError(f"`base_arch`: {path} not found") from None
         except ValueError as e:
-            raise SearchError(f"--base-arch: {path}: {e}") from None
+            raise SearchError(f"`base_arch`: {path}: {e}") from None
 
     def _prepare_out(self, resume: bool) -> dict[str, dict]:
         """Check the folder and return the results already there (hash -> record) when resuming."""
@@ -302,13 +302,13 @@ class Search:
             try:
                 self.lock.acquire()
             except (FolderBusy, OSError) as e:
-                raise SearchError(f"--out {e}") from None
+                raise SearchError(f"`out` {e}") from None
         if resume:
             before = _recorded_settings(self.out)
             changed = sorted(k for k in saved if before.get(k) != saved[k])
             if changed:
-                raise SearchError(f"--resume: {self.out} was searched with other settings ({', '.join('--' + k.replace('_', '-') for k in changed)}); "
-                                  f"use the same flags, or another --out")
+                raise SearchError(f"`resume`: {self.out} was searched with other settings ({', '.join(f'`{k}`' for k in changed)}); "
+                                  f"use the same settings, or another `out`")
             if history.is_file():
                 for line in history.read_text().splitlines():
                     try:
@@ -318,7 +318,7 @@ class Search:
                     cache.setdefault(record["hash"], record)
                     self.recorded.add((record["hash"], record["stage"], record["generation"]))
         elif history.is_file() and history.stat().st_size:
-            raise SearchError(f"--out: {self.out} already holds a search; pass --resume to continue it, or choose another --out")
+            raise SearchError(f"`out`: {self.out} already holds a search; pass `resume` to continue it, or choose another `out`")
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_config(asdict(self.config), self.out / "config.yaml")
@@ -340,7 +340,7 @@ class Search:
             data = TrainConfig(**{k: trained.get(k) for k in ("data", "train_ann", "train_images", "val_ann", "val_images")})
         train_set, val_set = build_datasets(data, max(self.space.resolutions))
         if train_set.num_classes != self.num_classes:
-            raise SearchError(f"--data: {train_set.num_classes} classes, the supernet was trained on {self.num_classes}")
+            raise SearchError(f"`data`: {train_set.num_classes} classes, the supernet was trained on {self.num_classes}")
         return train_set, val_set
 
     # ---- running ------------------------------------------------------------------------------

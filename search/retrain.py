@@ -66,16 +66,16 @@ def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every
     try:
         data = json.loads(path.read_text())
     except OSError:
-        raise ValueError(f"--arch {spec}: file not found (expected an Arch JSON, finalists.json, or baseline:NAME)") from None
+        raise ValueError(f"`arch` {spec}: file not found (expected an Arch JSON, finalists.json, or baseline:NAME)") from None
     except ValueError as e:  # not JSON, not text
-        raise ValueError(f"--arch {spec}: not valid JSON ({error_line(e)})") from None
+        raise ValueError(f"`arch` {spec}: not valid JSON ({error_line(e)})") from None
     if isinstance(data, list):
         if not data:
-            raise ValueError(f"--arch {spec}: the list holds no archs")
+            raise ValueError(f"`arch` {spec}: the list holds no archs")
         if not every:
             i = 0 if index is None else index
             if not -len(data) <= i < len(data):
-                raise ValueError(f"--index {i}: {spec} holds {len(data)} archs (0..{len(data) - 1})")
+                raise ValueError(f"`index` {i}: {spec} holds {len(data)} archs (0..{len(data) - 1})")
             data = [data[i]]
         records = [(r.get("arch") if isinstance(r, dict) else None, f"{spec}[{i}]") for i, r in enumerate(data)]
     else:
@@ -85,7 +85,7 @@ def load_archs(spec: str, space: SearchSpace, index: Optional[int] = None, every
         try:
             arch = space.validate(Arch.from_dict(raw, where))
         except ValueError as e:
-            raise ValueError(f"--arch {where}: {e}") from None
+            raise ValueError(f"`arch` {where}: {e}") from None
         out.append((arch.hash(), arch))
     return out
 
@@ -98,7 +98,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
     finished arch (metrics.json present) is returned as is and an interrupted one continues.
     `timed` False: no latency measurement (a screening's short training ranks by mAP alone)."""
     if init not in INITS:
-        raise TrainError(f"--init: expected one of {list(INITS)}, got {init!r}")
+        raise TrainError(f"`init`: expected one of {list(INITS)}, got {init!r}")
     out = Path(config.out)
     metrics_path = out / "metrics.json"
     if resume and metrics_path.is_file():
@@ -106,23 +106,23 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
         logger.info(f"{out}: already retrained (metrics.json); skipping")
         return done
     if not resume and (out / "last.pt").is_file():
-        raise TrainError(f"--out {out}: holds a retraining run already; pass --resume to continue it, or choose another --out")
+        raise TrainError(f"`out` {out}: holds a retraining run already; pass `resume` to continue it, or choose another `out`")
     info, device = init_distributed(config.device)
     space.validate(arch)
     train_set, val_set = build_datasets(config, arch.resolution)
     torch.manual_seed(config.seed)  # the same initial weights on every rank and every run
     if init == "inherited":
         if not supernet:
-            raise TrainError("--init inherited: needs --supernet (the checkpoint the arch inherits its weights from)")
+            raise TrainError("`init` inherited: needs `supernet` (the checkpoint the arch inherits its weights from)")
         model, _ = load_supernet(supernet)
         try:
             inherited = model.extract(arch)
         except ValueError as e:
-            raise TrainError(f"--supernet {supernet}: cannot extract the arch ({e})") from None
+            raise TrainError(f"`supernet` {supernet}: cannot extract the arch ({e})") from None
         if model.num_classes != train_set.num_classes:
-            raise TrainError(f"--supernet {supernet}: predicts {model.num_classes} classes; the data has {train_set.num_classes}")
+            raise TrainError(f"`supernet` {supernet}: predicts {model.num_classes} classes; the data has {train_set.num_classes}")
         if config.norm not in (None, model.space.norm):
-            raise TrainError(f"--norm {config.norm}: --supernet {supernet} was trained with {model.space.norm}; its weights are for that")
+            raise TrainError(f"`norm` {config.norm}: `supernet` {supernet} was trained with {model.space.norm}; its weights are for that")
         space = model.space
     space = with_norm(space, config.norm)
     detector = Detector(arch, train_set.num_classes, space.activation, space.head.anchor_scale, drop_path=config.drop_path, norm=space.norm)
@@ -170,12 +170,12 @@ def finished_metrics(path: Path, arch: Arch, timed: bool = True) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise TrainError(f"{path}: not a retraining's metrics.json ({error_line(e)}); move it away or choose another --out") from None
+        raise TrainError(f"{path}: not a retraining's metrics.json ({error_line(e)}); move it away or choose another `out`") from None
     needed = {"hash", "map", "latency_ms"} if timed else {"hash", "map"}
     if not isinstance(data, dict) or not needed <= data.keys():
-        raise TrainError(f"{path}: not a retraining's metrics.json (no {', '.join(sorted(needed))}); move it away or choose another --out")
+        raise TrainError(f"{path}: not a retraining's metrics.json (no {', '.join(sorted(needed))}); move it away or choose another `out`")
     if data["hash"] != arch.hash():
-        raise TrainError(f"{path}: holds the metrics of arch {data['hash']}, not of {arch.hash()}; choose another --out")
+        raise TrainError(f"{path}: holds the metrics of arch {data['hash']}, not of {arch.hash()}; choose another `out`")
     return data
 
 
@@ -207,7 +207,7 @@ def measure_latencies(models: dict[str, Detector], device: torch.device, lut: Op
     contexts = {name: table.context if table else OpContext.for_space(m.space, m.num_classes) for name, m in models.items()}
     for name, m in models.items():
         if contexts[name].num_classes != m.num_classes:
-            raise TrainError(f"--lut {path}: built for {contexts[name].num_classes} classes; the detector predicts {m.num_classes}")
+            raise TrainError(f"`lut` {path}: built for {contexts[name].num_classes} classes; the detector predicts {m.num_classes}")
     factories = {name: (lambda m=m, ctx=contexts[name], state=m.state_dict(): detector_runner(m.arch, ctx, settings, state))
                  for name, m in models.items()}
     times = measure_many(factories, settings, passes)

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from . import SearchSpace, Supernet
-from .cli import CommandParser
+from .cli import CommandParser, error_message
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m supernet info") -
     try:
         space = SearchSpace.resolve(args.space)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_message(e), file=sys.stderr)
         return 2
     print(json.dumps(info(space, args.num_classes, args.seed)))
     return 0

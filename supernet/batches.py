@@ -68,7 +68,7 @@ class AugmentedDataset(Dataset):
 
     def __init__(self, dataset: Dataset, augment: str = "flip"):
         if augment not in AUGMENTS:
-            raise ValueError(f"--augment: expected one of {list(AUGMENTS)}, got {augment!r}")
+            raise ValueError(f"`augment`: expected one of {list(AUGMENTS)}, got {augment!r}")
         self.dataset = dataset
         self.scale_crop = v2.Compose([
             v2.RandomZoomOut(fill={tv_tensors.Image: _MEAN_FILL, "others": 0}, side_range=(1.0, 2.0), p=0.5),

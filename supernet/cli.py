@@ -1,20 +1,37 @@
 """The commands' flags: generated from the config dataclasses (one source for a setting's name,
 type, default and help), a run config file they can be loaded from, and the check the config
-dataclasses run on each numeric field. A bad flag is one line naming it, like every other bad input."""
+dataclasses run on each numeric field. A bad flag is one line naming it, like every other bad input.
+The library names a parameter in its messages as `name`; a command shows it as its own flag."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
 import math
+import re
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import yaml
 
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, error_line
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+_command_flags: dict[str, str] = {}  # parameter -> flag, of the command this process parsed last
+
+
+def as_flags(message: str) -> str:
+    """A library message as a command shows it: each parameter named `name` that is one of the
+    command's flags becomes that flag (`batch_size` -> --batch-size); other names stay as they are."""
+    return _PARAMETER.sub(lambda m: _command_flags.get(m[1], m[0]), message)
+
+
+def error_message(e: BaseException) -> str:
+    """The one line a command prints for an error that stops it."""
+    return f"error: {as_flags(error_line(e))}"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -30,12 +47,28 @@ class CommandParser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {as_flags(message)} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        _command_flags.clear()  # a subcommand's parser, called from its parent's, narrows them to its own
+        _command_flags.update(self.flags())
+        return super().parse_known_args(args, namespace)
+
+    def flags(self) -> dict[str, str]:
+        """Each option's parameter (its dest) -> its long flag, subcommands' options included."""
+        out = {}
+        for a in self._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    out.update(sub.flags() if isinstance(sub, CommandParser) else {})
+            elif a.option_strings and a.dest != "help":
+                out[a.dest] = next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0])  # --x of --x/--no-x
+        return out
 
 
 def flag_error(error: type[Exception], name: str, value, expected: str) -> Exception:
-    """`error("--NAME: expected EXPECTED, got VALUE")` for the config field `name`."""
-    return error(f"--{name.replace('_', '-')}: expected {expected}, got {value!r}")
+    """`error("`NAME`: expected EXPECTED, got VALUE")` for the config field `name` (a command shows it as --NAME)."""
+    return error(f"`{name}`: expected {expected}, got {value!r}")
 
 
 def check_number(error: type[Exception], name: str, value, low: float, high: float = math.inf, low_open: bool = False,
@@ -65,19 +98,25 @@ def check_choices(error: type[Exception], config: Any) -> None:
 
 class _MessageFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = as_flags(record.getMessage())
         return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
 
 
 def log_to_stderr(level: int = logging.INFO) -> None:
     """What a command does with the library's `logging`: messages, one a line, on stderr (stdout
-    carries the command's JSON result alone). Leaves a handler the caller set up alone."""
+    carries the command's JSON result alone), warnings too. Leaves a handler the caller set up alone."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()  # stderr
         handler.setFormatter(_MessageFormatter())
         root.addHandler(handler)
     root.setLevel(level)
+    warnings.formatwarning = _format_warning  # formatting only: what records warnings (pytest, catch_warnings) still does
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, its parameters shown as the command's flags (not file:line and source)."""
+    return f"warning: {as_flags(str(message))}\n"
 
 
 def option(default: Any, help: str, choices: Optional[typing.Iterable[str]] = None, metavar: Optional[str] = None,

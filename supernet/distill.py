@@ -56,4 +56,4 @@ def feature_modules(model: nn.Module, where: str) -> list[nn.Module]:
         return [model.backbone]
     if where == "neck":
         return list(model.neck.values())
-    raise ValueError(f"--distill-features: expected one of {list(FEATURES)}, got {where!r}")
+    raise ValueError(f"`distill_features`: expected one of {list(FEATURES)}, got {where!r}")

@@ -38,13 +38,13 @@ def resolve_device(spec: str, dist_info: DistInfo) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise TrainError(f"--device {spec}: CUDA is not available on this machine")
+            raise TrainError(f"`device` {spec}: CUDA is not available on this machine")
         index = dist_info.local_rank if spec == "cuda" else spec.split(":")[1]
         if not str(index).isdigit():
-            raise TrainError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}")
+            raise TrainError(f"`device`: expected cpu, cuda or cuda:N, got {spec!r}")
         index = int(index)
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     if spec != "cpu":
-        raise TrainError(f"--device: expected cpu, cuda or cuda:N, got {spec!r}")
+        raise TrainError(f"`device`: expected cpu, cuda or cuda:N, got {spec!r}")
     return torch.device("cpu")

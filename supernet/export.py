@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from .cli import CommandParser
-from .io import FolderBusy, RunLock, atomic_write_bytes, error_line
+from .cli import CommandParser, error_message
+from .io import FolderBusy, RunLock, atomic_write_bytes
 from .supernet import Detector
 from .transform import IMAGENET_MEAN
 
@@ -91,12 +91,12 @@ def export(detector: Detector, out_dir: str | Path, formats: Sequence[str] = FOR
     or why the outputs differ ("check_failed")."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise ValueError(f"--formats: unknown {unknown}; expected some of {list(FORMATS)}")
+        raise ValueError(f"`formats`: unknown {unknown}; expected some of {list(FORMATS)}")
     out_dir = Path(out_dir)
     try:
         lock = RunLock(out_dir).acquire()  # also clears the temp files of an export that was killed
     except FolderBusy as e:
-        raise ValueError(f"--out {e}") from None
+        raise ValueError(f"`out` {e}") from None
     try:
         return _export(detector, out_dir, formats, check)
     finally:
@@ -258,10 +258,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m supernet.export")
         out = Path(args.out or Path(args.model).parent)
         there = [str(out / FILENAMES[f]) for f in args.formats if f in FILENAMES and (out / FILENAMES[f]).exists()]
         if there and not args.overwrite:
-            raise ValueError(f"--out {out}: holds {', '.join(there)} already; pass --overwrite to replace")
+            raise ValueError(f"`out` {out}: holds {', '.join(there)} already; pass `overwrite` to replace")
         result = export(detector, args.out or Path(args.model).parent, args.formats, check=not args.no_check)
     except (ValueError, ImportError, OSError) as e:
-        print(f"error: {error_line(e)}", file=sys.stderr)
+        print(error_message(e), file=sys.stderr)
         return 2
     failed = {fmt: r["check_failed"] for fmt, r in result.items() if "check_failed" in r}
     for fmt, why in failed.items():

@@ -88,7 +88,7 @@ def _prepare(out: Path, params: dict) -> None:
     """Empty a previous shapes dataset in `out` (never anything this module did not write)."""
     ours = (out / MARKER).is_file()
     if not ours and any((out / "annotations" / f"instances_{s}.json").exists() for s in SPLITS):
-        raise ValueError(f"{out}: already holds a COCO dataset not written by supernet.shapes; choose another --out")
+        raise ValueError(f"{out}: already holds a COCO dataset not written by supernet.shapes; choose another `out`")
     if ours:
         for split in SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)

@@ -273,7 +273,7 @@ class SearchSpace:
             return cls.preset(spec)
         if Path(spec).suffix in (".yaml", ".yml", ".json"):
             return cls.load(spec)
-        raise ValueError(f"--space: {spec!r} is neither a preset {sorted(PRESETS)} nor a .yaml/.json file")
+        raise ValueError(f"`space`: {spec!r} is neither a preset {sorted(PRESETS)} nor a .yaml/.json file")
 
     @classmethod
     def containing(cls, arch: "Arch", activation: str = "relu", anchor_scale: float = 4.0, norm: str = "bn") -> "SearchSpace":

@@ -103,7 +103,7 @@ class TrainConfig:
         number("distill", 0)
         number("drop_path", 0, 1, high_open=True)
         if self.distill and self.sampler != "sandwich":
-            raise bad("distill", f"0 with --sampler {self.sampler} (in-place distillation needs --sampler sandwich: its largest path is the teacher)")
+            raise bad("distill", f"0 with `sampler` {self.sampler} (in-place distillation needs `sampler` sandwich: its largest path is the teacher)")
         check_choices(TrainError, self)
 
 
@@ -114,7 +114,7 @@ def with_norm(space: SearchSpace, norm: Optional[str]) -> SearchSpace:
     try:
         return replace(space, norm=norm)
     except ValueError as e:
-        raise TrainError(f"--norm {norm}: {str(e).removeprefix('norm: ')}") from None
+        raise TrainError(f"`norm` {norm}: {str(e).removeprefix('norm: ')}") from None
 
 
 def _current(recorded: dict) -> dict:
@@ -125,7 +125,7 @@ def _current(recorded: dict) -> dict:
 
 
 def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
-    """"--flag old -> new" for each result-changing field where `config` differs from the
+    """"`field` old -> new" for each result-changing field where `config` differs from the
     `recorded` config of a checkpoint (a field the checkpoint predates counts as what it was
     trained with: `PREDATED`, else the default)."""
     def plain(v):
@@ -137,7 +137,7 @@ def changed_settings(recorded: dict, config: TrainConfig) -> list[str]:
             continue
         old, new = plain(recorded.get(f.name, PREDATED.get(f.name, f.default))), plain(getattr(config, f.name))
         if old != new:
-            out.append(f"--{f.name.replace('_', '-')} {old!r} -> {new!r}")
+            out.append(f"`{f.name}` {old!r} -> {new!r}")
     return out
 
 

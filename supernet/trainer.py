@@ -55,9 +55,9 @@ def check_amp(amp: Optional[str], device: torch.device) -> None:
     """One line naming --amp when the device cannot run it: fp16 autocast with a gradient scaler
     is CUDA's; bf16 needs a GPU that supports it (Ampere or later), or runs on the CPU's autocast."""
     if amp == "fp16" and device.type != "cuda":
-        raise TrainError(f"--amp fp16: needs a CUDA device (this run is on {device}); --amp bf16 runs on CPUs that support it")
+        raise TrainError(f"`amp` fp16: needs a CUDA device (this run is on {device}); `amp` bf16 runs on CPUs that support it")
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise TrainError(f"--amp bf16: {torch.cuda.get_device_name(device)} does not support bf16; use --amp fp16")
+        raise TrainError(f"`amp` bf16: {torch.cuda.get_device_name(device)} does not support bf16; use `amp` fp16")
 
 
 class Trainer:
@@ -72,7 +72,7 @@ class Trainer:
         self.dist, self.device = init_distributed(config.device)
         check_amp(config.amp, self.device)
         if config.sync_bn and self.dist.world < 2:
-            raise TrainError("--sync-bn: needs a process group of 2 or more ranks (run under torchrun); a single process has no "
+            raise TrainError("`sync_bn`: needs a process group of 2 or more ranks (run under torchrun); a single process has no "
                              "other batches to synchronise with")
         self.out = Path(config.out)
         self.lock = RunLock(self.out)
@@ -80,7 +80,7 @@ class Trainer:
             try:
                 self.lock.acquire()
             except (FolderBusy, OSError) as e:
-                raise TrainError(f"--out {e}") from None
+                raise TrainError(f"`out` {e}") from None
         self.train_set, self.val_set = datasets
         try:
             self.space = detector.space if detector is not None else SearchSpace.resolve(config.space)
@@ -92,7 +92,7 @@ class Trainer:
             raise TrainError(f"detector: predicts {detector.num_classes} classes; the training data has {self.train_set.num_classes}")
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.dist.world)
         if self.steps_per_epoch == 0:
-            raise TrainError(f"--batch-size {config.batch_size}: larger than the training set ({len(self.train_set)} images)")
+            raise TrainError(f"`batch_size` {config.batch_size}: larger than the training set ({len(self.train_set)} images)")
         self.total_steps = config.steps if config.steps else config.epochs * self.steps_per_epoch
         self.sample_space = self.space if detector is not None else self._sample_space()
         seed_everything(config.seed + self.dist.rank)
@@ -149,26 +149,26 @@ class Trainer:
             try:
                 structure = Arch.from_json(path.read_text(), str(path))
             except OSError:
-                raise TrainError(f"--structure: {path} not found (an Arch JSON file, e.g. a search's OUT/finetune/structure.json)") from None
+                raise TrainError(f"`structure`: {path} not found (an Arch JSON file, e.g. a search's OUT/finetune/structure.json)") from None
             except ValueError as e:
-                raise TrainError(f"--structure: {e}") from None
+                raise TrainError(f"`structure`: {e}") from None
         try:
             space = self.space.restrict(structure=structure)
         except ValueError as e:
-            raise TrainError(f"--structure: {e}") from None
+            raise TrainError(f"`structure`: {e}") from None
         try:
             return space.restrict(blocks=cfg.train_blocks)
         except ValueError as e:
-            raise TrainError(f"--train-blocks: {e}") from None
+            raise TrainError(f"`train_blocks`: {e}") from None
 
     def _load_start(self, path: str) -> None:
         """Start from the weights of a supernet checkpoint of the same space (fine-tuning)."""
         try:
             model, _ = load_supernet(path)
         except TrainError as e:
-            raise TrainError(f"--start-from: {e}") from None
+            raise TrainError(f"`start_from`: {e}") from None
         if model.space != self.space or model.num_classes != self.model.num_classes:
-            raise TrainError(f"--start-from: {path} holds a supernet of another space or class count than --space {self.config.space}")
+            raise TrainError(f"`start_from`: {path} holds a supernet of another space or class count than `space` {self.config.space}")
         self.model.load_state_dict(model.state_dict())
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -207,20 +207,20 @@ class Trainer:
         every rank restores rank 0's RNG state: weights, data and paths continue exactly, the
         random draws of other ranks (RPN sampling) restart from rank 0's stream."""
         if not self.last_path.is_file():
-            raise TrainError(f"--resume: no checkpoint at {self.last_path}")
+            raise TrainError(f"`resume`: no checkpoint at {self.last_path}")
         try:
             blob = torch.load(self.last_path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         except Exception as e:
-            raise TrainError(f"--resume: {self.last_path} is not a readable checkpoint ({type(e).__name__})") from None
+            raise TrainError(f"`resume`: {self.last_path} is not a readable checkpoint ({type(e).__name__})") from None
         if SearchSpace.from_dict(blob["space"]) != self.space:
-            raise TrainError(f"--resume: {self.last_path} was trained on another search space than --space {self.config.space}")
+            raise TrainError(f"`resume`: {self.last_path} was trained on another search space than `space` {self.config.space}")
         changed = changed_settings(blob.get("config", {}), self.config)
         if changed:
-            raise TrainError(f"--resume: {self.last_path} was trained with other settings ({', '.join(changed)}); "
-                             "resume with the same flags, or start afresh with --overwrite or another --out")
+            raise TrainError(f"`resume`: {self.last_path} was trained with other settings ({', '.join(changed)}); "
+                             "resume with the same settings, or start afresh with `overwrite` or another `out`")
         threads = blob.get("threads")
         if threads is not None and threads != torch.get_num_threads():
-            warnings.warn(f"--resume: {self.last_path} was trained with {threads} threads, this process uses {torch.get_num_threads()}: "
+            warnings.warn(f"`resume`: {self.last_path} was trained with {threads} threads, this process uses {torch.get_num_threads()}: "
                           "the run continues, but not bit-equal to an uninterrupted one (set OMP_NUM_THREADS)", stacklevel=2)
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
@@ -322,7 +322,7 @@ class Trainer:
         updated = [p.detach() for p in self.model.parameters() if p.grad is not None]
         if updated and not torch.isfinite(torch.nn.utils.get_total_norm(updated)):
             raise TrainError(f"step {self.step}: the update made weights NaN/inf; stopping without saving them. "
-                             f"Last good checkpoint: {self.last_path} (try a lower --lr, or --clip-grad)")
+                             f"Last good checkpoint: {self.last_path} (try a lower `lr`, or `clip_grad`)")
         if self.ema:
             self.ema.update(self.model, step=self.step)
         return {"loss": sum(parts.values()), **parts}
@@ -400,7 +400,7 @@ class Trainer:
             line, too_much = loader_memory(self.train_set, cfg.batch_size, cfg.workers)
             logger.info(line)
             if too_much:
-                warnings.warn(f"{line}: more than is available; lower --workers or --batch-size before this swaps", stacklevel=2)
+                warnings.warn(f"{line}: more than is available; lower `workers` or `batch_size` before this swaps", stacklevel=2)
         desc = "retrain" if isinstance(self.model, Detector) else "supernet"
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main, desc=desc, dynamic_ncols=True)
         t0, seen = time.perf_counter(), 0
@@ -416,7 +416,7 @@ class Trainer:
                     if self.bad_steps >= MAX_BAD_STEPS:
                         raise TrainError(
                             f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row (last at step {self.step}); "
-                            f"stopping. Last good checkpoint: {self.last_path} (try a lower --lr or --clip-grad)"
+                            f"stopping. Last good checkpoint: {self.last_path} (try a lower `lr` or `clip_grad`)"
                         )
                 else:
                     self.bad_steps = 0
@@ -435,7 +435,7 @@ class Trainer:
                 elif self.step % cfg.ckpt_every == 0 or stopping:
                     self.save()
                 if stopping:
-                    raise Interrupted(f"interrupted at step {self.step} of {self.total_steps}: saved {self.last_path}; --resume continues the run")
+                    raise Interrupted(f"interrupted at step {self.step} of {self.total_steps}: saved {self.last_path}; `resume` continues the run")
                 tick = time.perf_counter()
         finally:
             bar.close()  # before any error line, which would otherwise follow the bar on its line

@@ -57,7 +57,7 @@ def test_an_onnxruntime_table_records_its_runtime_and_is_refused_for_eager_runs(
     runtime = table.meta["environment"]["runtime"]
     assert runtime["backend"] == "onnxruntime" and runtime["provider"] == "CPUExecutionProvider" and runtime["version"]
     assert LatencyTable.load(tmp_path / "ort.json", ORT).settings == ORT
-    with pytest.raises(TableError, match="built for backend onnxruntime, this run uses eager"):
+    with pytest.raises(TableError, match="built for `backend` onnxruntime, this run uses eager"):
         LatencyTable.load(tmp_path / "ort.json", Settings(warmup=0, repeats=1))
     LatencyTable.load(tmp_path / "ort.json", Settings(), force=True)
 
@@ -83,15 +83,15 @@ def test_an_op_the_backend_cannot_run_is_named_and_what_was_measured_is_kept(tmp
 
 
 def test_bad_backend_settings_are_one_line_before_anything_runs(monkeypatch):
-    with pytest.raises(ValueError, match=r"--backend: expected one of \['eager', 'onnxruntime', 'compile'\], got 'trt'"):
+    with pytest.raises(ValueError, match=r"`backend`: expected one of \['eager', 'onnxruntime', 'compile'\], got 'trt'"):
         Settings(backend="trt")
-    with pytest.raises(ValueError, match="--backend onnxruntime: times fp32 graphs only so far"):
+    with pytest.raises(ValueError, match="`backend` onnxruntime: times fp32 graphs only so far"):
         Settings(backend="onnxruntime", dtype="bf16")
     with pytest.raises(ValueError, match="only the CPU execution provider"):
         check_backend("onnxruntime", "cuda:0")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    with pytest.raises(ValueError, match=r"--backend onnxruntime: needs the onnxruntime and onnx packages \(pip install 'smnas\[export\]'"):
+    with pytest.raises(ValueError, match=r"`backend` onnxruntime: needs the onnxruntime and onnx packages \(pip install 'smnas\[export\]'"):
         build_table(SPACE, ORT, "never.json", num_classes=3, passes=1, calib_archs=0, timer=StepTimer(), progress=False)
 
 

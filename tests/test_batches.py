@@ -60,5 +60,5 @@ def test_scale_crop_is_a_function_of_the_key_and_keeps_boxes_inside():
     torch.manual_seed(3)
     ds[(0, False, 4)]
     assert torch.equal(torch.rand(1), before)  # the global RNG is left alone
-    with pytest.raises(ValueError, match="--augment: expected one of"):
+    with pytest.raises(ValueError, match="`augment`: expected one of"):
         AugmentedDataset([], "mosaic")

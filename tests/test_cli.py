@@ -114,3 +114,29 @@ def test_importing_the_commands_prints_no_warning():
     proc = subprocess.run([sys.executable, "-W", "error", "-c", "; ".join(f"import {m}" for m in modules)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+
+
+def test_library_errors_name_parameters_and_commands_show_their_flags(tmp_path, capsys):
+    """The library speaks of `batch_size`; `smnas train` of --batch-size, `latency build` of --out."""
+    with pytest.raises(Exception, match=r"^`batch_size`: expected an integer in \[1, inf\], got 0$"):
+        TrainConfig(batch_size=0)
+    assert smnas(["train", "--batch-size", "0", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == "error: --batch-size: expected an integer in [1, inf], got 0\n"
+    with pytest.raises(ValueError, match=r"^`dtype` fp16: not supported for CPU timing"):
+        from latency.measure import Settings
+        Settings(dtype="fp16")
+    assert smnas(["latency", "build", "--dtype", "fp16", "--out", str(tmp_path / "t.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: --dtype fp16: not supported for CPU timing")
+    from supernet.cli import as_flags
+    assert as_flags("`dtype` and `ir_k3_e6`") == "--dtype and `ir_k3_e6`"  # a name that is no flag of the command stays
+
+
+def test_a_library_warning_is_one_line_naming_the_flag(monkeypatch):
+    import warnings
+
+    from supernet.cli import log_to_stderr
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    search_command.parse(["--latency-budget", "5"])
+    log_to_stderr()
+    shown = warnings.formatwarning(UserWarning("lower `layers` or `population`"), UserWarning, "trainer.py", 1)
+    assert shown == "warning: lower `layers` or --population\n"

@@ -42,9 +42,9 @@ def test_distillation_trains_and_is_refused_without_a_teacher(shapes, tmp_path):
     result = train(config(shapes, tmp_path / "kd", steps=2, sampler="sandwich", distill=1.0, distill_features="neck"))
     lines = [json.loads(line) for line in (tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()]
     assert result["step"] == 2 and all(r["distill"] > 0 for r in lines if "loss" in r)
-    with pytest.raises(TrainError, match="--distill: expected 0 with --sampler uniform"):
+    with pytest.raises(TrainError, match="`distill`: expected 0 with `sampler` uniform"):
         TrainConfig(sampler="uniform", distill=0.5)
-    with pytest.raises(TrainError, match="--distill-features: expected one of"):
+    with pytest.raises(TrainError, match="`distill_features`: expected one of"):
         TrainConfig(sampler="sandwich", distill=1.0, distill_features="head")
-    with pytest.raises(TrainError, match="--distill: expected a number"):
+    with pytest.raises(TrainError, match="`distill`: expected a number"):
         TrainConfig(distill=-1.0)

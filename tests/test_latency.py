@@ -147,7 +147,7 @@ def test_table_round_trips_and_refuses_other_settings(micro_table, tmp_path):
     arch = micro_space().sample(0)
     assert table.predict(arch) == pytest.approx(micro_table.predict(arch))
     assert table.meta["settings"]["batch_size"] == 1 and table.meta["context"]["num_classes"] == 3
-    for other, word in ((Settings(batch_size=8), "batch-size 1"), (Settings(dtype="bf16"), "dtype fp32"), (Settings(channels_last=True), "channels-last")):
+    for other, word in ((Settings(batch_size=8), "`batch_size` 1"), (Settings(dtype="bf16"), "`dtype` fp32"), (Settings(channels_last=True), "`channels_last`")):
         with pytest.raises(TableError, match=word):
             LatencyTable.load(path, other)
         LatencyTable.load(path, other, force=True)

@@ -118,11 +118,11 @@ def test_noise_check_flags_spread():
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"dtype": "int8"}, "--dtype: expected one of"),
-    ({"device": "tpu"}, "--device: expected cpu, cuda"),
+    ({"dtype": "int8"}, "`dtype`: expected one of"),
+    ({"device": "tpu"}, "`device`: expected cpu, cuda"),
     ({"dtype": "fp16"}, "fp16: not supported for CPU"),
-    ({"batch_size": 0}, "--batch-size: expected a positive integer"),
-    ({"statistic": "mean"}, "--statistic: expected one of"),
+    ({"batch_size": 0}, "`batch_size`: expected a positive integer"),
+    ({"statistic": "mean"}, "`statistic`: expected one of"),
 ])
 def test_settings_errors(kw, message):
     with pytest.raises(ValueError, match=message):

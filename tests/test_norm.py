@@ -90,7 +90,7 @@ def test_norm_gn_on_a_space_with_odd_widths_is_one_line_naming_the_flag(shapes, 
     data["head"]["widths"] = [12, 24]
     space_file = tmp_path / "space.json"
     space_file.write_text(SearchSpace.from_dict(data).to_json())
-    with pytest.raises(TrainError, match=r"--norm gn: gn normalises groups of 8 channels; widths \[12\]"):
+    with pytest.raises(TrainError, match=r"`norm` gn: gn normalises groups of 8 channels; widths \[12\]"):
         train(config(shapes, tmp_path / "odd", space=str(space_file), norm="gn"))
 
 

@@ -90,7 +90,7 @@ def test_load_archs_from_each_kind_of_file(setup, tmp_path):
     assert load_archs(str(finalists), space, index=1) == [(b.hash(), b)]
     assert [x for _, x in load_archs(str(finalists), space, every=True)] == [a, b]
     assert load_archs(str(setup["root"] / "arch.json"), space) == [(a.hash(), a)]
-    with pytest.raises(ValueError, match=r"--index 2: .*finalists.json holds 2 archs"):
+    with pytest.raises(ValueError, match=r"`index` 2: .*finalists.json holds 2 archs"):
         load_archs(str(finalists), space, index=2)
     with pytest.raises(ValueError, match="file not found"):
         load_archs(str(tmp_path / "nope.json"), space)

@@ -141,14 +141,14 @@ def test_resume_after_a_kill_reevaluates_nothing(trained, tmp_path, monkeypatch)
 
 
 def test_budget_and_setting_errors(trained, tmp_path):
-    with pytest.raises(SearchError, match=r"--latency-budget 0.001 ms: below the fastest subnet of this space on .*, \d+\.\d+ ms"):
+    with pytest.raises(SearchError, match=r"`latency_budget` 0.001 ms: below the fastest subnet of this space on .*, \d+\.\d+ ms"):
         Search(config(trained, tmp_path / "a", latency_budget=0.001))
     Search(config(trained, tmp_path / "b", generations=1, stage="structural")).run()
-    with pytest.raises(SearchError, match="already holds a search; pass --resume"):
+    with pytest.raises(SearchError, match="already holds a search; pass `resume`"):
         Search(config(trained, tmp_path / "b", generations=1, stage="structural"))
-    with pytest.raises(SearchError, match="other settings .--population"):
+    with pytest.raises(SearchError, match="other settings .`population`"):
         Search(config(trained, tmp_path / "b", generations=1, stage="structural", population=5), resume=True)
-    with pytest.raises(SearchError, match="--resume: no search to resume"):
+    with pytest.raises(SearchError, match="`resume`: no search to resume"):
         Search(config(trained, tmp_path / "c"), resume=True)
 
 
@@ -238,11 +238,11 @@ def test_stage_both_fine_tunes_on_the_found_structure_and_resumes(trained, tmp_p
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(stage="structural", finetune_steps=2), "--finetune-steps: fine-tunes between the two stages"),
-    (dict(finetune_steps=-1), r"--finetune-steps: expected an integer in \[0, inf\], got -1"),
-    (dict(objective="best"), r"--objective: expected one of \['map', 'pareto'\], got 'best'"),
-    (dict(stage="modular"), "--stage modular: needs --base-arch"),
-    (dict(structural_block="bogus"), "--structural-block bogus: blocks: none of"),
+    (dict(stage="structural", finetune_steps=2), "`finetune_steps`: fine-tunes between the two stages"),
+    (dict(finetune_steps=-1), r"`finetune_steps`: expected an integer in \[0, inf\], got -1"),
+    (dict(objective="best"), r"`objective`: expected one of \['map', 'pareto'\], got 'best'"),
+    (dict(stage="modular"), "`stage` modular: needs `base_arch`"),
+    (dict(structural_block="bogus"), "`structural_block` bogus: blocks: none of"),
 ])
 def test_stage_settings_errors(trained, tmp_path, kw, message):
     with pytest.raises(SearchError, match=message):

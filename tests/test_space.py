@@ -225,7 +225,7 @@ def test_space_file_errors(tmp_path):
         SearchSpace.load(bad)
     with pytest.raises(ValueError, match="unknown search space preset"):
         SearchSpace.preset("huge")
-    with pytest.raises(ValueError, match="--space"):
+    with pytest.raises(ValueError, match="`space`"):
         SearchSpace.resolve("huge")
 
 

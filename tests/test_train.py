@@ -215,7 +215,7 @@ def test_ddp_evaluation_splits_the_images_and_equals_a_single_process(shapes, tm
     split = json.loads((out / "eval.json").read_text())
     cfg = TrainConfig(**settings, data=str(shapes), out=str(out))
     single_cfg = replace(cfg, out=str(tmp_path / "single"))
-    with pytest.raises(TrainError, match=r"^--sync-bn: needs a process group of 2 or more ranks"):
+    with pytest.raises(TrainError, match=r"^`sync_bn`: needs a process group of 2 or more ranks"):
         Trainer(replace(single_cfg, sync_bn=True), build_datasets(cfg, 128))
     trainer = Trainer(single_cfg, build_datasets(cfg, 128))  # one process, the DDP run's final weights
     trainer.model.load_state_dict(torch.load(out / "last.pt", weights_only=True)["model"])
@@ -267,9 +267,9 @@ def test_trains_and_evaluates_on_real_coco128(tmp_path, capsys):
 def test_resume_refuses_changed_settings_and_allows_runtime_ones(shapes, tmp_path):
     cfg = config(shapes, tmp_path / "run", steps=2)
     train(cfg)
-    with pytest.raises(TrainError, match=r"--steps 2 -> 3, --ema None -> 0.99"):
+    with pytest.raises(TrainError, match=r"`steps` 2 -> 3, `ema` None -> 0.99"):
         Trainer(config(shapes, tmp_path / "run", steps=3, ema=0.99), build_datasets(cfg, 128), resume=True)
-    with pytest.raises(TrainError, match=r"--lr 0.01 -> 0.02"):
+    with pytest.raises(TrainError, match=r"`lr` 0.01 -> 0.02"):
         Trainer(config(shapes, tmp_path / "run", steps=2, lr=0.02), build_datasets(cfg, 128), resume=True)
     # where and how it runs may change: the finished run is evaluated again, its final record once
     again = train(config(shapes, tmp_path / "run", steps=2, log_every=2, eval_images=2, ckpt_every=1), resume=True)
@@ -281,7 +281,7 @@ def test_resume_refuses_changed_settings_and_allows_runtime_ones(shapes, tmp_pat
 def test_a_checkpoint_that_predates_width_sampling_was_trained_with_uniform_widths():
     """Resuming a run saved before the option existed must not switch it to today's default."""
     assert changed_settings({}, TrainConfig(width_sampling="uniform")) == []
-    assert changed_settings({}, TrainConfig(width_sampling="wide")) == ["--width-sampling 'uniform' -> 'wide'"]
+    assert changed_settings({}, TrainConfig(width_sampling="wide")) == ["`width_sampling` 'uniform' -> 'wide'"]
     assert changed_settings({"width_sampling": "wide"}, TrainConfig(width_sampling="wide")) == []
 
 
@@ -305,7 +305,7 @@ def test_a_fresh_run_drops_debris_and_a_second_writer_is_refused(shapes, tmp_pat
     cfg = config(shapes, out, steps=2)
     first = Trainer(cfg, build_datasets(cfg, 128))
     assert not (out / ".last.pt.abc123.tmp").exists() and not (out / "metrics.jsonl").exists()
-    with pytest.raises(TrainError, match=rf"--out {out}: another run \(pid {os.getpid()}\) is writing here"):
+    with pytest.raises(TrainError, match=rf"`out` {out}: another run \(pid {os.getpid()}\) is writing here"):
         Trainer(cfg, build_datasets(cfg, 128))
     first.run()  # releases the folder
     assert [s for s, _ in losses(out)] == [1, 2]
@@ -425,9 +425,9 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_is_refused_there(shapes, tmp_path)
     assert result["step"] == 2 and all(0 <= m["map"] <= 1 for m in result["eval"].values())
     blob = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
     assert blob["config"]["amp"] == "bf16" and all(t.dtype == torch.float32 for t in blob["model"].values() if t.is_floating_point())
-    with pytest.raises(TrainError, match=r"--amp fp16: needs a CUDA device \(this run is on cpu\)"):
+    with pytest.raises(TrainError, match=r"`amp` fp16: needs a CUDA device \(this run is on cpu\)"):
         train(config(shapes, tmp_path / "fp16", amp="fp16"))
-    with pytest.raises(TrainError, match=r"--amp: expected one of \['fp16', 'bf16'\] or none, got 'fp8'"):
+    with pytest.raises(TrainError, match=r"`amp`: expected one of \['fp16', 'bf16'\] or none, got 'fp8'"):
         config(shapes, tmp_path / "fp8", amp="fp8")
 
 
@@ -435,7 +435,7 @@ def test_a_checkpoint_from_when_amp_was_a_switch_resumes_unchanged():
     recorded = {"width_sampling": "wide"}  # (a field the test does not care about, predated otherwise)
     assert changed_settings({**recorded, "amp": False}, TrainConfig(amp=None)) == []
     assert changed_settings({**recorded, "amp": True}, TrainConfig(amp="fp16")) == []
-    assert changed_settings({**recorded, "amp": True}, TrainConfig(amp="bf16")) == ["--amp 'fp16' -> 'bf16'"]
+    assert changed_settings({**recorded, "amp": True}, TrainConfig(amp="bf16")) == ["`amp` 'fp16' -> 'bf16'"]
 
 
 def test_the_loader_memory_is_printed_at_start_and_warned_when_over_what_is_available(shapes, tmp_path, caplog, monkeypatch):
@@ -446,5 +446,5 @@ def test_the_loader_memory_is_printed_at_start_and_warned_when_over_what_is_avai
     line = next(r.message for r in caplog.records if r.message.startswith("data: 24 images"))
     assert "2 loader workers x up to 0.3 MB of decoded batches (2 x 3 images at 128 px)" in line
     monkeypatch.setattr(coco, "_available_memory", lambda: 1024)
-    with pytest.warns(UserWarning, match="more than is available; lower --workers or --batch-size"):
+    with pytest.warns(UserWarning, match="more than is available; lower `workers` or `batch_size`"):
         train(config(shapes, tmp_path / "b", steps=1))

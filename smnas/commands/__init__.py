@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional, TypeVar
 
+from supernet.cli import as_flags, error_message
 from supernet.errors import Interrupted, TrainError
-from supernet.io import error_line
 
 T = TypeVar("T")
 
@@ -16,8 +16,8 @@ def run_reporting(work: Callable[[], T], errors: tuple[type[Exception], ...] = (
     try:
         return 0, work()
     except Interrupted as e:
-        print(f"stopped: {e}", file=sys.stderr)
+        print(f"stopped: {as_flags(str(e))}", file=sys.stderr)
         return 130, None
     except errors as e:
-        print(f"error: {error_line(e)}", file=sys.stderr)
+        print(error_message(e), file=sys.stderr)
         return 2, None

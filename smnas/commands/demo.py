@@ -20,7 +20,7 @@ from typing import Optional
 
 from search.evolution import SearchError
 from search.pipeline import DATA_FIELDS, SPACE, render_table, run_pipeline
-from supernet.cli import CommandParser, add_config_arguments, log_to_stderr
+from supernet.cli import CommandParser, add_config_arguments, error_message, log_to_stderr
 from supernet.errors import TrainError
 from supernet.train_config import TrainConfig
 
@@ -45,7 +45,7 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
         data = {k: getattr(args, k) for k in DATA_FIELDS if getattr(args, k)}
         report = run_pipeline(out, args.quick, args.device, args.seed, args.workers, space=args.space, data=data)
     except (SearchError, TrainError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_message(e), file=sys.stderr)
         return 2
     print(render_table(report), file=sys.stderr)
     print(f"report: {out}/report.md", file=sys.stderr)

@@ -16,9 +16,8 @@ from typing import Optional
 
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig
-from supernet.cli import CommandParser, log_to_stderr, add_config_arguments, add_config_file_argument, parse_with_config
+from supernet.cli import CommandParser, log_to_stderr, add_config_arguments, add_config_file_argument, error_message, parse_with_config
 from supernet.errors import TrainError
-from supernet.io import error_line
 
 
 def parse(argv: Optional[list[str]], prog: Optional[str] = None) -> tuple[SearchConfig, bool]:
@@ -44,7 +43,7 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
         search = Search(config, resume=resume)
         summary = search.run()
     except (SearchError, TrainError, ValueError, OSError) as e:
-        print(f"error: {error_line(e)}", file=sys.stderr)
+        print(error_message(e), file=sys.stderr)
         return 2
     if search.dist.main:
         best = summary["best"]

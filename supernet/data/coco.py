@@ -161,7 +161,7 @@ class CocoDetection(Dataset):
             image = decode(path, self.decoder)
         except (OSError, SyntaxError, ValueError) as e:  # not an image, truncated, corrupt
             raise UnreadableImage(f"{path} (image id {image_id} in {self.ann_file}): not a readable image ({e}); "
-                                  "fix or remove it, or pass --skip-unreadable") from None
+                                  "fix or remove it, or pass `skip_unreadable`") from None
         h, w = image.shape[-2:]
         if (h, w) != size:
             raise ValueError(f"{path}: image is {w}x{h} but {self.ann_file} lists it as {size[1]}x{size[0]}")

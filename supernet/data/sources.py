@@ -42,9 +42,9 @@ def build_datasets(config: TrainConfig, max_size: int) -> tuple:
         else:
             paths = coco_paths(_generate_once(DEFAULT_DATA))
         paths.update({k: Path(v) for k, v in overrides.items() if v})
-        missing = [f"--{k.replace('_', '-')}" for k in overrides if k not in paths]
+        missing = [f"`{k}`" for k in overrides if k not in paths]
         if missing:
-            raise ValueError(f"{', '.join(missing)}: needed when --data is not given")
+            raise ValueError(f"{', '.join(missing)}: needed when `data` is not given")
         train = CocoDetection(paths["train_images"], paths["train_ann"], max_size, config.skip_unreadable)
         val = CocoDetection(paths["val_images"], paths["val_ann"], max_size, config.skip_unreadable)
     except ValueError as e:
