@@ -37,7 +37,7 @@ from supernet.space import Arch, SearchSpace
 def correction_models(table: LatencyTable, points: list[dict]) -> dict:
     """Validation MAPE of each correction model fitted on the table's calibration archs: what
     the kept one is chosen among, judged on archs none was fitted on."""
-    calib = table.meta["calibration"]
+    calib = table.meta.calibration
     cal_archs = [Arch.from_dict(c["arch"]) for c in calib]
     cal_raw, cal_ms = [table.raw(a) for a in cal_archs], [c["measured_ms"] for c in calib]
     archs, measured = [Arch.from_dict(p["arch"]) for p in points], [p["measured_ms"] for p in points]
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     corr = table.correction
     result = {
         "benchmark": "latency_table", "space": name, "lut": str(lut),
-        "build": {"entries": len(table.entries), "seconds": round(seconds, 1), "device": table.meta["environment"]["device_name"],
-                  "environment": table.meta["environment"], "noise_spread": table.meta["noise"]["spread"],
-                  "pass_summary": table.meta["pass_summary"], "passes": args.passes, "extra_passes": args.extra_passes,
+        "build": {"entries": len(table.entries), "seconds": round(seconds, 1), "device": table.meta.device_name,
+                  "environment": table.meta.environment, "noise_spread": table.meta.noise["spread"],
+                  "pass_summary": table.meta.pass_summary, "passes": args.passes, "extra_passes": args.extra_passes,
                   "calib": args.calib, "num_classes": args.num_classes, "correction": corr and corr.summary()},
         "validation": validation,
         "correction_models": correction_models(table, points) if corr else None,

@@ -243,7 +243,7 @@ def main() -> None:
         ceiling = {"archs": len(again), "seeds": [args.seed, second],
                    **rank_agreement([truth[h] for h in again], list(again.values()), seed=args.seed)}
     write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, ceiling,
-                 table.meta["environment"]["device_name"], {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
+                 table.meta.device_name, {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
                  len(val_set), args)
 
 

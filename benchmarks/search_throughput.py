@@ -17,11 +17,9 @@ evaluation, in the `search` run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 from latency.cost import clear_cache
 from latency.table import LatencyTable
@@ -38,10 +36,9 @@ def timed_search(**overrides) -> tuple[dict, Search]:
         start = time.perf_counter()
         search.run()
         wall = time.perf_counter() - start
-        records = [json.loads(line) for line in (Path(tmp) / "history.jsonl").read_text().splitlines()]
-    evaluated = [r for r in records if not r.get("cached")]
+    evaluated = [r for r in search.history if not r.cached]
     per_eval = wall / len(evaluated)
-    split = {k: statistics.mean(r[k] for r in evaluated) for k in ("recalibration_s", "inference_s", "cocoeval_s")}
+    split = {k: statistics.mean(r.timings[k] for r in evaluated) for k in ("recalibration_s", "inference_s", "cocoeval_s")}
     overhead = per_eval - split["recalibration_s"] - split["inference_s"]
     return {
         "evaluations": len(evaluated), "evaluations_per_min": round(60 / per_eval, 2), "seconds_per_evaluation": round(per_eval, 4),
@@ -67,7 +64,7 @@ def main() -> None:
     table = LatencyTable.load(args.lut)
     budget = halfway_budget(table)[0]
     defaults = SearchConfig()
-    result: dict = {"benchmark": "search_throughput", "device": table.meta["environment"]["device_name"]}
+    result: dict = {"benchmark": "search_throughput", "device": table.meta.device_name}
     if args.cold:
         cold, _ = timed_search(latency_budget=1e9, population=args.cold, generations=1, stage="structural", **common)
         result["cold"] = {"population": args.cold, **cold}

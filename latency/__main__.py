@@ -96,8 +96,7 @@ def _build(args: argparse.Namespace) -> int:
     corr = table.correction
     summary = {
         "out": str(args.out), "entries": len(table.entries), "seconds": round(time.perf_counter() - start, 1),
-        "device": table.meta["environment"]["device_name"], "noise_spread": table.meta["noise"]["spread"],
-        "pass_summary": table.meta["pass_summary"],
+        "device": table.meta.device_name, "noise_spread": table.meta.noise["spread"], "pass_summary": table.meta.pass_summary,
         "correction": corr and corr.summary(),
     }
     print(f"{summary['entries']} entries measured in {summary['seconds']} s on {summary['device']}", file=sys.stderr)

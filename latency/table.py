@@ -12,9 +12,9 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -154,17 +154,50 @@ def _mape(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - y) / y) * 100)
 
 
+@dataclass
+class TableMeta:
+    """What a table describes (the space, the detectors' op context, the timing settings), where
+    it was measured, and how the measuring went. Stored as the table file's "meta"; fields added
+    since a table was written read as None."""
+    space: SearchSpace
+    context: OpContext
+    settings: Settings
+    environment: dict[str, Any]  # device_name, torch, threads, platform, runtime (and CUDA's versions): see `environment`
+    date: Optional[str] = None  # UTC, ISO 8601
+    passes: Optional[int] = None
+    extra_passes: Optional[int] = None
+    seed: Optional[int] = None  # of the calibration subnets and the noise check's reference arch
+    noise: dict[str, Any] = field(default_factory=dict)  # the noise check at build: spread, reference arch and its time
+    build_seconds: Optional[float] = None
+    pass_summary: Optional[dict[str, Any]] = None  # how far the passes agreed, for the ops and for the calibration subnets
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # {"arch", "measured_ms"} of each calibration subnet
+
+    @property
+    def device_name(self) -> str:
+        return self.environment["device_name"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space.to_dict(), "context": self.context.to_dict(), "settings": self.settings.to_dict(),
+                **{k: getattr(self, k) for k in ("environment", "date", "passes", "extra_passes", "seed", "noise", "build_seconds",
+                                                 "pass_summary", "calibration")}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TableMeta":
+        return cls(SearchSpace.from_dict(data["space"]), OpContext.from_dict(data["context"]),
+                   Settings(**{"statistic": "median", **data["settings"]}),  # (tables from before the field)
+                   data["environment"], data.get("date"), data.get("passes"), data.get("extra_passes"), data.get("seed"),
+                   data.get("noise") or {}, data.get("build_seconds"), data.get("pass_summary"), data.get("calibration") or [])
+
+
 class LatencyTable:
     """Op key -> milliseconds for one space, device, dtype, batch size and memory format."""
 
-    def __init__(self, entries: dict[str, float], meta: dict, correction: Optional[Correction] = None, path: Optional[Path] = None):
+    def __init__(self, entries: dict[str, float], meta: TableMeta, correction: Optional[Correction] = None, path: Optional[Path] = None):
         self.entries = entries
         self.meta = meta
         self.correction = correction
         self.path = path
-        self.settings = Settings(**{"statistic": "median", **meta["settings"]})  # (tables from before the field)
-        self.context = OpContext.from_dict(meta["context"])
-        self.space = SearchSpace.from_dict(meta["space"])
+        self.settings, self.context, self.space = meta.settings, meta.context, meta.space
 
     def raw(self, arch: Arch) -> float:
         """Sum of the arch's op times, before the correction."""
@@ -246,7 +279,7 @@ class LatencyTable:
             return
         where = self.path or "latency table"
         here = device_name(settings.device)
-        built = self.meta["environment"]["device_name"]
+        built = self.meta.device_name
         if torch.device(settings.device).type != torch.device(self.settings.device).type or here != built:
             raise TableError(f"{where}: built on {self.settings.device} ({built}), this run is on {settings.device} ({here}); "
                              f"build a table here with smnas latency build, or pass `force`")
@@ -259,7 +292,7 @@ class LatencyTable:
     # ---- files --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         corr = self.correction
-        return {"format": FORMAT, "meta": self.meta, "correction": asdict(corr) if corr else None, "entries": self.entries}
+        return {"format": FORMAT, "meta": self.meta.to_dict(), "correction": asdict(corr) if corr else None, "entries": self.entries}
 
     def save(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -278,7 +311,7 @@ class LatencyTable:
             if data.get("format") != FORMAT:
                 raise TableError(f"{path}: table format {data.get('format')!r}, this version reads {FORMAT}; rebuild it")
             corr = Correction(**data["correction"]) if data["correction"] else None
-            table = cls({k: float(v) for k, v in data["entries"].items()}, data["meta"], corr, path)
+            table = cls({k: float(v) for k, v in data["entries"].items()}, TableMeta.from_dict(data["meta"]), corr, path)
         except TableError:
             raise
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
@@ -344,14 +377,13 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
     entries = {key: kept[key] for key in ops}
     measured = {a.hash(): kept[SUBNET + a.hash()] for a in archs}
     state["seconds"] = time.perf_counter() - start
-    meta = {
-        "space": space.to_dict(), "context": ctx.to_dict(), "settings": settings.to_dict(), "environment": environment(settings),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "passes": passes,
-        "extra_passes": extra_passes, "seed": seed, "noise": state["noise"], "build_seconds": round(state["seconds"], 1),
-        "pass_summary": {"ops": pass_summary({k: times[k] for k in ops}, passes),
-                         "calibration": pass_summary({k: times[SUBNET + k] for k in measured}, passes)},
-        "calibration": [{"arch": a.to_dict(), "measured_ms": measured[a.hash()]} for a in archs],
-    }
+    meta = TableMeta(
+        space, ctx, settings, environment(settings), date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        passes=passes, extra_passes=extra_passes, seed=seed, noise=state["noise"], build_seconds=round(state["seconds"], 1),
+        pass_summary={"ops": pass_summary({k: times[k] for k in ops}, passes),
+                      "calibration": pass_summary({k: times[SUBNET + k] for k in measured}, passes)},
+        calibration=[{"arch": a.to_dict(), "measured_ms": measured[a.hash()]} for a in archs],
+    )
     table = LatencyTable(entries, meta, path=out)
     if archs:
         table.correction = Correction.fit([table.raw(a) for a in archs], [measured[a.hash()] for a in archs],

@@ -41,16 +41,16 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
     build's reference detector timed again; 1.2 means 20 % slower, which makes every subnet look
     20 % under-predicted whatever the table), and the points; writes a scatter plot to `plot`."""
     settings = settings or table.settings
-    seed = table.meta.get("seed", 0) + VALIDATION_SEED_OFFSET if seed is None else seed
+    seed = (table.meta.seed or 0) + VALIDATION_SEED_OFFSET if seed is None else seed
     archs = list(iter_archs(table.space, samples, seed))
     predicted = [table.predict(a) for a in archs]  # before measuring: a missing op fails fast
     raw = [table.raw(a) for a in archs]
     # the build's reference detector; a table without its arch (built before it was stored, when
     # the seed's draw may have been another arch) is timed on the seed's arch and not compared
-    build_noise = table.meta.get("noise", {})
+    build_noise = table.meta.noise
     stored = build_noise.get("arch")
-    arch = table.space.validate(Arch.from_dict(stored, f"{table.path}: meta.noise.arch")) if stored else table.space.sample(table.meta.get("seed", 0))
-    reference = reference_runner(arch, table.context, settings, table.meta.get("seed", 0))
+    arch = table.space.validate(Arch.from_dict(stored, f"{table.path}: meta.noise.arch")) if stored else table.space.sample(table.meta.seed or 0)
+    reference = reference_runner(arch, table.context, settings, table.meta.seed or 0)
     noise = noise_check(reference, settings, timer=timer)
     factories = {a.hash(): (lambda a=a: detector_runner(a, table.context, settings)) for a in archs}
     done: dict = {}
@@ -62,7 +62,7 @@ def validate_table(table: LatencyTable, samples: int = 50, passes: int = 2, seed
     built = build_noise.get("times_ms", build_noise.get("medians_ms")) if stored else None  # its name before the rename
     result = {
         **error_stats(predicted, measured),
-        "device": table.meta["environment"]["device_name"],
+        "device": table.meta.device_name,
         "settings": settings.to_dict(),
         "mape_uncorrected": error_stats(raw, measured)["mape"],
         "correction_kept": bool(table.correction and table.correction.kept),

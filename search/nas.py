@@ -40,6 +40,7 @@ from supernet.trainer import Trainer
 
 from .evolution import Evolution, Individual, Objective, SearchError
 from .pareto import pareto_front
+from .records import TIMINGS, SubnetRecord
 from .surrogate import smooth_scores
 
 STAGES = ("structural", "modular")
@@ -248,7 +249,7 @@ class Search:
         fastest, fastest_ms = self.table.extreme(fastest=True)
         if c.latency_budget < fastest_ms:
             raise SearchError(f"`latency_budget` {c.latency_budget:g} ms: below the fastest subnet of this space on "
-                              f"{self.table.meta['environment']['device_name']}, {fastest_ms:.3f} ms (arch {fastest.hash()})")
+                              f"{self.table.meta.device_name}, {fastest_ms:.3f} ms (arch {fastest.hash()})")
         self.base_arch = self._base_arch()
         self.train_set, self.val_set = self._datasets(blob)
         if c.eval_images > len(self.val_set):  # else scored on fewer than config.yaml would record
@@ -257,7 +258,7 @@ class Search:
         self.resumed = resume
         self.evaluator = SubnetEvaluator(self.model, self.train_set, self.val_set, self.device, c.calib_batches,
                                          c.eval_images, c.batch_size, c.workers, c.seed)
-        self.history: list[dict] = []  # this run's records, in order
+        self.history: list[SubnetRecord] = []  # this run's records, in order
         self.finetuned = False  # the weights changed between the stages (--finetune-steps)
         self.smoothed: dict[str, float] = {}  # hash -> smoothed mAP (--smooth), over the subnets of its stage
 
@@ -271,7 +272,7 @@ class Search:
         if not c.force and table.context.num_classes != self.num_classes:
             raise TableError(f"{path}: built for {table.context.num_classes} classes, the supernet predicts {self.num_classes}; "
                              f"rebuild with `num_classes` {self.num_classes}, or pass `force`")
-        if self.space.to_dict() != table.meta["space"]:  # another space: usable if it covers this one's ops
+        if self.space.to_dict() != table.space.to_dict():  # another space: usable if it covers this one's ops
             table.raw(self.space.largest())  # a missing op fails here, naming it
             table.raw(self.space.smallest())
         return table
@@ -291,11 +292,11 @@ class Search:
         except ValueError as e:
             raise SearchError(f"`base_arch`: {path}: {e}") from None
 
-    def _prepare_out(self, resume: bool) -> dict[str, dict]:
+    def _prepare_out(self, resume: bool) -> dict[str, SubnetRecord]:
         """Check the folder and return the results already there (hash -> record) when resuming."""
         history = self.out / "history.jsonl"
         saved = {k: v for k, v in asdict(self.config).items() if k not in SearchConfig.RUNTIME}
-        cache: dict[str, dict] = {}
+        cache: dict[str, SubnetRecord] = {}
         self.recorded: set[tuple[str, str, int]] = set()  # (hash, stage, generation) already in history.jsonl
         self.lock = RunLock(self.out)
         if self.dist.main:
@@ -312,11 +313,11 @@ class Search:
             if history.is_file():
                 for line in history.read_text().splitlines():
                     try:
-                        record = json.loads(line)
+                        record = SubnetRecord.from_dict(json.loads(line))
                     except json.JSONDecodeError:
                         continue  # a line cut by the kill: evaluated again
-                    cache.setdefault(record["hash"], record)
-                    self.recorded.add((record["hash"], record["stage"], record["generation"]))
+                    cache.setdefault(record.hash, record)
+                    self.recorded.add((record.hash, record.stage, record.generation))
         elif history.is_file() and history.stat().st_size:
             raise SearchError(f"`out`: {self.out} already holds a search; pass `resume` to continue it, or choose another `out`")
         if self.dist.main:
@@ -417,7 +418,7 @@ class Search:
                 self.smoothed[individual.key] = round(value, 6)
         summary = self._write_outputs()
         if self.board is not None:
-            stage, minutes = self.history[-1]["stage"], (time.perf_counter() - self.started) / 60
+            stage, minutes = self.history[-1].stage, (time.perf_counter() - self.started) / 60
             self.board.scalars({f"search/{stage}/best_{self.score_key}": max(i.scores[self.score_key] for i in evolution.history),
                                 "search/pareto_size": summary["pareto_size"],
                                 "search/evaluations_per_min": self.evaluated_now / minutes}, len(self.history))
@@ -446,8 +447,8 @@ class Search:
         self.evaluator.model = self.model
         # scores of the supernet before fine-tuning do not compare: only the modular stage's own are kept
         lines = (self.out / "history.jsonl").read_text().splitlines()
-        records = [json.loads(line) for line in lines if _is_json(line)]
-        self.cache = {r["hash"]: r for r in records if r["stage"] == "modular" and not r.get("cached")}
+        records = [SubnetRecord.from_dict(json.loads(line)) for line in lines if _is_json(line)]
+        self.cache = {r.hash: r for r in records if r.stage == "modular" and not r.cached}
         self.finetuned = True
 
     def _evaluate(self, individuals: list[Individual[Arch]], stage: str) -> list[dict]:
@@ -456,11 +457,11 @@ class Search:
         archs, generation = [i.item for i in individuals], individuals[0].generation
         todo = [a for a in archs if a.hash() not in self.cache]
         mine = todo[self.dist.rank::self.dist.world]
-        best = max((r["map"] for r in self.history), default=0.0)
+        best = max((r.map for r in self.history), default=0.0)
         desc = f"{stage} gen {generation + 1}/{self.config.generations}" if stage != RANDOM else RANDOM
         with tqdm(total=len(archs), desc=desc, disable=not self.dist.main, dynamic_ncols=True, leave=False) as bar:
             bar.update(len(archs) - len(todo))
-            results: dict[str, dict] = {}
+            results: dict[str, SubnetRecord] = {}
             pending: Optional[tuple[Arch, Future]] = None  # the subnet being scored: at most one, records in order
 
             def finish() -> None:
@@ -471,7 +472,7 @@ class Search:
                 self.evaluated_now += self.dist.world
                 if self.dist.world == 1:
                     self._append(record)
-                best = max(best, record["map"])
+                best = max(best, record.map)
                 bar.set_postfix(best_map=f"{best:.4f}")
                 bar.update(self.dist.world)
 
@@ -486,7 +487,7 @@ class Search:
             if pending:
                 finish()
         if self.dist.world > 1:
-            gathered: list[dict] = [{}] * self.dist.world
+            gathered: list[dict[str, SubnetRecord]] = [{}] * self.dist.world
             dist.all_gather_object(gathered, results)
             for arch in todo:  # in generation order, whoever evaluated it
                 record = next(g[arch.hash()] for g in gathered if arch.hash() in g)
@@ -496,76 +497,72 @@ class Search:
         for arch in archs:
             record = results.get(arch.hash())
             if record is None:  # from the cache; recorded under this stage and generation unless it already is
-                record = {**self.cache[arch.hash()], "stage": stage, "generation": generation}
+                record = replace(self.cache[arch.hash()], stage=stage, generation=generation)
                 if (arch.hash(), stage, generation) in self.recorded:
                     self.history.append(record)
                 else:
-                    self._append({**record, "seconds": 0.0, "cached": True})
+                    self._append(replace(record, timings={**record.timings, "seconds": 0.0}, cached=True))
             out.append(record)
-        return [{k: r[k] for k in ("map", "latency_ms")} | ({"map_smoothed": r["map"]} if self.config.smooth else {}) for r in out]  # smoothed after
+        return [{"map": r.map, "latency_ms": r.latency_ms} | ({"map_smoothed": r.map} if self.config.smooth else {}) for r in out]  # smoothed after
 
     def _costs(self, arch: Arch) -> dict:
         return {"latency_ms": round(self.table.predict(arch), 5), "flops": flops(arch, self.num_classes), "params": params(arch, self.num_classes)}
 
-    def _record(self, arch: Arch, result: dict, stage: str, generation: int) -> dict:
-        return {
-            "hash": arch.hash(), "arch": arch.to_dict(), **{k: result[k] for k in METRICS}, **self._costs(arch),
-            "stage": stage, "generation": generation,
-            **{k: round(result[k], 4) for k in ("seconds", "recalibration_s", "inference_s", "cocoeval_s")},
-        }
+    def _record(self, arch: Arch, result: dict, stage: str, generation: int) -> SubnetRecord:
+        return SubnetRecord(arch.hash(), arch, {k: result[k] for k in METRICS}, **self._costs(arch), stage=stage, generation=generation,
+                            timings={k: round(result[k], 4) for k in TIMINGS})
 
-    def _append(self, record: dict) -> None:
+    def _append(self, record: SubnetRecord) -> None:
         self.history.append(record)
-        self.cache.setdefault(record["hash"], record)
-        self.recorded.add((record["hash"], record["stage"], record["generation"]))
+        self.cache.setdefault(record.hash, record)
+        self.recorded.add((record.hash, record.stage, record.generation))
         if self.dist.main:
             with open(self.out / "history.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(record.to_dict()) + "\n")
 
     # ---- outputs --------------------------------------------------------------------------------
-    def records(self) -> list[dict]:
-        """Every distinct subnet evaluated so far, one record each (with "map_smoothed" under --smooth)."""
-        records = list({r["hash"]: r for r in self.history}.values())
+    def records(self) -> list[SubnetRecord]:
+        """Every distinct subnet evaluated so far, one record each (with `map_smoothed` under `smooth`)."""
+        records = list({r.hash: r for r in self.history}.values())
         if self.config.smooth:
-            records = [{**r, "map_smoothed": self.smoothed.get(r["hash"], r["map"])} for r in records]
+            records = [replace(r, map_smoothed=self.smoothed.get(r.hash, r.map)) for r in records]
         return records
 
-    def ranked(self) -> list[dict]:
+    def ranked(self) -> list[SubnetRecord]:
         """The records whose scores rank finalists (by `score_key`): after a fine-tune, only the
         modular stage's, the only ones measured on the final weights."""
         records = self.records()
-        return [r for r in records if r["stage"] == "modular"] if self.finetuned else records
+        return [r for r in records if r.stage == "modular"] if self.finetuned else records
 
     def _write_outputs(self) -> dict:
         """pareto.json, finalists.json and pareto.png from every record so far; returns a summary."""
         records = self.records()
         c = self.config
-        front = [records[i] for i in pareto_front([[r["map"], r["latency_ms"]] for r in records], [True, False])]
-        front.sort(key=lambda r: r["latency_ms"])
+        front = [records[i] for i in pareto_front([[r.map, r.latency_ms] for r in records], [True, False])]
+        front.sort(key=lambda r: r.latency_ms)
         ranked = self.ranked()
-        finalists = sorted(ranked, key=lambda r: (-r[self.score_key], r["latency_ms"]))[: c.finalists]
-        keep = ("hash", "arch", *METRICS, *(("map_smoothed",) if c.smooth else ()), "latency_ms", "flops", "params", "stage", "generation")
+        finalists = sorted(ranked, key=lambda r: (-r.score(self.score_key), r.latency_ms))[: c.finalists]
         summary = {
-            "best": {k: finalists[0][k] for k in keep} if finalists else None,
-            "evaluated": len(records), "pareto_size": len(front), "latency_budget_ms": c.latency_budget, "device": self.table.meta["environment"]["device_name"],
+            "best": finalists[0].to_dict(timings=False) if finalists else None,
+            "evaluated": len(records), "pareto_size": len(front), "latency_budget_ms": c.latency_budget, "device": self.table.meta.device_name,
             "out": str(self.out),
         }
         if self.dist.main and records:
-            atomic_json([{k: r[k] for k in keep} for r in front], self.out / "pareto.json")
-            atomic_json([{k: r[k] for k in keep} for r in finalists], self.out / "finalists.json")
+            atomic_json([r.to_dict(timings=False) for r in front], self.out / "pareto.json")
+            atomic_json([r.to_dict(timings=False) for r in finalists], self.out / "finalists.json")
             self._plot(records, front)
         return summary
 
-    def _plot(self, records: list[dict], front: list[dict]) -> None:
+    def _plot(self, records: list[SubnetRecord], front: list[SubnetRecord]) -> None:
         fig = figure(figsize=(6.5, 4.5), dpi=120)
         ax = fig.subplots()
         for stage, marker in zip((*STAGES, RANDOM), "osx"):
-            pts = [r for r in records if r["stage"] == stage]
+            pts = [r for r in records if r.stage == stage]
             if pts:
-                ax.scatter([r["latency_ms"] for r in pts], [r["map"] for r in pts], s=14, alpha=0.6, marker=marker, label=f"{stage} ({len(pts)})")
-        ax.plot([r["latency_ms"] for r in front], [r["map"] for r in front], "r-o", ms=4, lw=1.2, label="Pareto front")
+                ax.scatter([r.latency_ms for r in pts], [r.map for r in pts], s=14, alpha=0.6, marker=marker, label=f"{stage} ({len(pts)})")
+        ax.plot([r.latency_ms for r in front], [r.map for r in front], "r-o", ms=4, lw=1.2, label="Pareto front")
         ax.axvline(self.config.latency_budget, color="k", ls="--", lw=1, label=f"budget {self.config.latency_budget:g} ms")
-        ax.set(xlabel=f"predicted latency (ms), {self.table.meta['environment']['device_name']}", ylabel="COCO mAP (inherited weights)",
+        ax.set(xlabel=f"predicted latency (ms), {self.table.meta.device_name}", ylabel="COCO mAP (inherited weights)",
                title="evaluated subnets")
         ax.xaxis.label.set_fontsize(8)
         ax.legend(fontsize=8)

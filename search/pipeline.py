@@ -25,7 +25,7 @@ from supernet.data import build_datasets
 from supernet.distributed import init_distributed
 from supernet.errors import TrainError
 from supernet.io import atomic_json, atomic_write_bytes
-from supernet.space import Arch, SearchSpace
+from supernet.space import SearchSpace
 from supernet.train_config import TrainConfig
 from supernet.trainer import Trainer
 
@@ -130,8 +130,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     screened = {name: step(f"screening {name}", lambda name=name, run=run: _screen(run, s.screen_finalists, space, screen_cfg, out / "screen" / name))
                 for name, run in (("searched", searcher), ("random", drawer))}
     finalist, pick = screened["searched"]["pick"], screened["random"]["pick"]
-    candidates = {"searched": Arch.from_dict(finalist["arch"]), "random": Arch.from_dict(pick["arch"])}
-    inherited = {"searched": finalist["map"], "random": pick["map"]}
+    candidates = {"searched": finalist.arch, "random": pick.arch}
+    inherited = {"searched": finalist.map, "random": pick.map}
     if extremes:
         trained = space.restrict(blocks=train.train_blocks)
         candidates.update(smallest=trained.smallest(), largest=trained.largest())
@@ -144,11 +144,11 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         results[name] = step(f"retraining {name}", lambda cfg=cfg, arch=arch: retrain(
             arch, space, cfg, lut=str(lut), resume=True))
     report = {
-        "device": table.meta["environment"]["device_name"], "space": space_name, "quick": quick, "data": data or {}, "latency_budget_ms": budget,
+        "device": table.meta.device_name, "space": space_name, "quick": quick, "data": data or {}, "latency_budget_ms": budget,
         "latency_range_ms": [round(fastest, 3), round(slowest, 3)], "schedule": asdict(s),
-        "searched": {"hash": finalist["hash"], "inherited_map": finalist["map"], "predicted_ms": finalist["latency_ms"],
+        "searched": {"hash": finalist.hash, "inherited_map": finalist.map, "predicted_ms": finalist.latency_ms,
                      "evaluated": summary["evaluated"], "screened": screened["searched"]["screened"]},
-        "random": {"hash": pick["hash"], "inherited_map": pick["map"], "predicted_ms": pick["latency_ms"],
+        "random": {"hash": pick.hash, "inherited_map": pick.map, "predicted_ms": pick.latency_ms,
                    "evaluated": control["evaluated"], "screened": screened["random"]["screened"]},
         "models": {name: {"arch": candidates[name].to_dict(), "inherited_map": inherited.get(name), **r} for name, r in results.items()},
         "seconds": timings,
@@ -165,10 +165,10 @@ def _screen(search: Search, count: int, space: SearchSpace, config: TrainConfig,
     finalists = resolution_finalists(search.ranked(), count, search.score_key)
     if count <= 1 or not (config.steps or config.epochs):
         return {"pick": finalists[0], "screened": []}
-    results = screen([Arch.from_dict(r["arch"]) for r in finalists], space, config, out)
-    by_hash = {r["hash"]: r for r in finalists}
-    rows = [{"hash": r["hash"], "resolution": r["arch"]["resolution"], "inherited_map": by_hash[r["hash"]]["map"],
-             "screen_map": r["map"], "latency_pred_ms": by_hash[r["hash"]]["latency_ms"]} for r in results]
+    results = screen([r.arch for r in finalists], space, config, out)
+    by_hash = {r.hash: r for r in finalists}
+    rows = [{"hash": r["hash"], "resolution": r["arch"]["resolution"], "inherited_map": by_hash[r["hash"]].map,
+             "screen_map": r["map"], "latency_pred_ms": by_hash[r["hash"]].latency_ms} for r in results]
     return {"pick": by_hash[results[0]["hash"]], "screened": rows}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from supernet.space import Arch, SearchSpace
 from supernet.train_config import TrainConfig
 
+from .records import SubnetRecord
 from .retrain import retrain
 
 SEED_OFFSET = 7919  # the short trainings' seeds differ from the full retraining's: its mAP is not the one that picked it
@@ -23,21 +24,19 @@ SEED_OFFSET = 7919  # the short trainings' seeds differ from the full retraining
 logger = logging.getLogger(__name__)
 
 
-def resolution_finalists(records: list[dict], count: int, key: str = "map") -> list[dict]:
-    """Up to `count` distinct records: the best (by `key`) of each input resolution, best first,
-    then the next best overall. `records`: a search's history (dicts with "hash", "arch",
-    "latency_ms" and `key`)."""
-    order = lambda r: (-r[key], r["latency_ms"], r["hash"])  # noqa: E731  ties: the faster
-    distinct = sorted({r["hash"]: r for r in records}.values(), key=order)
-    picked: dict[str, dict] = {}
+def resolution_finalists(records: list[SubnetRecord], count: int, key: str = "map") -> list[SubnetRecord]:
+    """Up to `count` distinct records of a search: the best (by `key`) of each input resolution,
+    best first, then the next best overall."""
+    order = lambda r: (-r.score(key), r.latency_ms, r.hash)  # noqa: E731  ties: the faster
+    distinct = sorted({r.hash: r for r in records}.values(), key=order)
+    picked: dict[str, SubnetRecord] = {}
     for r in distinct:
-        resolution = r["arch"]["resolution"]
-        if all(p["arch"]["resolution"] != resolution for p in picked.values()):
-            picked[r["hash"]] = r
+        if all(p.arch.resolution != r.arch.resolution for p in picked.values()):
+            picked[r.hash] = r
     for r in distinct:
         if len(picked) >= count:
             break
-        picked.setdefault(r["hash"], r)
+        picked.setdefault(r.hash, r)
     return sorted(picked.values(), key=order)[:count]
 
 

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 
 from supernet.shapes import generate_shapes
@@ -7,3 +9,9 @@ from supernet.shapes import generate_shapes
 def shapes(tmp_path_factory):
     """A small shapes dataset (24 train, 6 val images of 64 px) for training tests."""
     return generate_shapes(tmp_path_factory.mktemp("data") / "shapes", train=24, val=6, size=64, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _warning_format(monkeypatch):
+    """A command run in-process sets its one-line warning format; pytest's summary keeps file:line."""
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)

@@ -54,7 +54,7 @@ def test_an_onnxruntime_table_records_its_runtime_and_is_refused_for_eager_runs(
     space = SearchSpace.from_dict(ONE_ARCH_WIDE)
     table = build_table(space, ORT, tmp_path / "ort.json", num_classes=3, passes=1, calib_archs=2, timer=StepTimer(), progress=False)
     assert table.settings.backend == "onnxruntime" and len(table.entries) == len(space_ops(space))
-    runtime = table.meta["environment"]["runtime"]
+    runtime = table.meta.environment["runtime"]
     assert runtime["backend"] == "onnxruntime" and runtime["provider"] == "CPUExecutionProvider" and runtime["version"]
     assert LatencyTable.load(tmp_path / "ort.json", ORT).settings == ORT
     with pytest.raises(TableError, match="built for `backend` onnxruntime, this run uses eager"):

@@ -146,7 +146,7 @@ def test_table_round_trips_and_refuses_other_settings(micro_table, tmp_path):
     table = LatencyTable.load(path, FAST)
     arch = micro_space().sample(0)
     assert table.predict(arch) == pytest.approx(micro_table.predict(arch))
-    assert table.meta["settings"]["batch_size"] == 1 and table.meta["context"]["num_classes"] == 3
+    assert table.meta.settings.batch_size == 1 and table.meta.context.num_classes == 3
     for other, word in ((Settings(batch_size=8), "`batch_size` 1"), (Settings(dtype="bf16"), "`dtype` fp32"), (Settings(channels_last=True), "`channels_last`")):
         with pytest.raises(TableError, match=word):
             LatencyTable.load(path, other)
@@ -301,10 +301,10 @@ def test_validation_times_the_builds_reference_again_and_reports_the_machines_dr
         out_a, out_b = a(), b()
     assert all(torch.equal(x["boxes"], y["boxes"]) and torch.equal(x["scores"], y["scores"]) for x, y in zip(out_a, out_b))
     table = build_table(space, FAST, tmp_path / "t.json", 3, passes=1, calib_archs=0, timer=ConstTimer(1.0), progress=False, extra_passes=0)
-    assert Arch.from_dict(table.meta["noise"]["arch"]) == space.sample(table.meta["seed"])
+    assert Arch.from_dict(table.meta.noise["arch"]) == space.sample(table.meta.seed)
     result = validate_table(table, samples=3, passes=1, timer=ConstTimer(1.3), progress=False, extra_passes=0)
     assert result["reference_time_vs_build"] == {"before": 1.3, "after": 1.3}
-    del table.meta["noise"]["arch"]
+    del table.meta.noise["arch"]
     assert validate_table(table, samples=3, passes=1, timer=ConstTimer(1.3), progress=False, extra_passes=0)["reference_time_vs_build"] is None
 
 
@@ -319,7 +319,7 @@ def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
     ops = summary["pass_summary"]["ops"]
     assert ops["entries"] == summary["entries"] and 0 <= ops["unconfirmed"] <= ops["extra_passes"] <= ops["entries"]
     table = LatencyTable.load(lut)
-    assert all(v > 0 for v in table.entries.values()) and table.meta["environment"]["threads"] == 1
+    assert all(v > 0 for v in table.entries.values()) and table.meta.environment["threads"] == 1
     assert main(["validate", "--lut", str(lut), "--samples", "4", *args]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line) == {"n", "mape", "max_ape", "kendall_tau", "spearman", "device"} and line["n"] == 4
