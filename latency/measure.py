@@ -19,6 +19,8 @@ from typing import Callable, Hashable, Optional, Protocol
 import numpy as np
 import torch
 
+from supernet.cli import option
+
 from .backends import BACKENDS, BackendError, runnable
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -41,15 +43,18 @@ STATISTICS: dict[str, Callable[[list[float]], float]] = {"median": statistics.me
 class Settings:
     """What a latency depends on besides the model; stored with every table built."""
 
-    device: str = "cpu"
-    dtype: str = "fp32"
-    batch_size: int = 1
-    channels_last: bool = False
-    threads: Optional[int] = None  # CPU threads; None: leave torch's setting
-    warmup: int = 5
-    repeats: int = 20
-    statistic: str = "p10"  # of the repeats (`STATISTICS`); tables from before it was recorded used the median
-    backend: str = "eager"  # the runtime ops and detectors are timed in (`latency.backends`)
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+    dtype: str = option("fp32", "fp32, fp16 (CUDA) or bf16", choices=DTYPES)
+    batch_size: int = option(1, "images per forward")
+    channels_last: bool = option(False, "channels-last memory format")
+    threads: Optional[int] = option(None, "CPU threads (none: leave torch's current setting; recorded)")
+    warmup: int = option(5, "untimed runs before timing each entry")
+    repeats: int = option(20, "timed runs per entry and pass (their statistic is kept)")
+    # tables from before `statistic` was recorded used the median
+    statistic: str = option("p10", "what a measurement keeps of its repeats: a low percentile estimates the undisturbed time "
+                                   "on a shared machine", choices=STATISTICS)
+    backend: str = option("eager", "the runtime to time in: eager PyTorch, onnxruntime (CPU provider; pip install 'smnas[export]') "
+                                   "or compile (torch.compile); a table is only used with its own backend", choices=BACKENDS)
 
     def __post_init__(self) -> None:
         if self.statistic not in STATISTICS:

@@ -151,18 +151,18 @@ def error_line(e: BaseException) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
-def check_writable(path: str | Path, flag: str) -> None:
-    """ValueError naming `flag` unless a file can be written at `path` (its folder is created):
+def check_writable(path: str | Path, what: str) -> None:
+    """ValueError naming `what` (the parameter, as `name`) unless a file can be written at `path` (its folder is created):
     checked before long work, so it does not fail only at the end."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{flag} {path}: is a folder; expected a file path")
+        raise ValueError(f"{what} {path}: is a folder; expected a file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
             pass
     except OSError as e:
-        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror})") from None
+        raise ValueError(f"{what} {path}: cannot write there ({e.strerror})") from None
 
 
 def load_failure(e: BaseException) -> str:

@@ -140,3 +140,15 @@ def test_a_library_warning_is_one_line_naming_the_flag(monkeypatch):
     log_to_stderr()
     shown = warnings.formatwarning(UserWarning("lower `layers` or `population`"), UserWarning, "trainer.py", 1)
     assert shown == "warning: lower `layers` or --population\n"
+
+
+def test_latency_flags_come_from_the_settings_and_job_dataclasses(capsys):
+    from latency.__main__ import BuildJob, ValidateJob
+    from latency.measure import Settings
+    for sub, classes in (("build", [BuildJob, Settings]), ("validate", [ValidateJob])):
+        assert smnas(["latency", sub, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                assert "--" + f.name.replace("_", "-") in text and f.metadata.get("help"), (sub, f.name)
+        assert "(default: 2)" in text and ("--repeats N" in text)

@@ -334,8 +334,8 @@ def test_build_and_validate_cli_on_cpu(tmp_path, capsys):
     (["build", "--space", "huge", "--out", "x.json"], "huge"),
     (["build", "--dtype", "fp16", "--out", "x.json"], "--dtype fp16"),
     (["build", "--num-classes", "0", "--out", "x.json"], "--num-classes"),
-    (["build", "--extra-passes", "-1", "--out", "x.json"], "--extra-passes: expected 0 or more, got -1"),
-    (["validate", "--lut", "x.json", "--passes", "0"], "--passes: expected a positive integer, got 0"),
+    (["build", "--extra-passes", "-1", "--out", "x.json"], "--extra-passes: expected an integer in [0, inf], got -1"),
+    (["validate", "--lut", "x.json", "--passes", "0"], "--passes: expected an integer in [1, inf], got 0"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
