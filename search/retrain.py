@@ -147,7 +147,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
         }
         atomic_json(metrics, metrics_path)  # before the export: a failed export loses no training
         if export:
-            from supernet.export import export as export_model
+            from supernet.export import export as export_model, usage
 
             try:
                 metrics["export"] = export_model(model.cpu(), out)
@@ -157,6 +157,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
             for fmt, r in metrics["export"].items():
                 if "check_failed" in r:
                     logger.warning(f"the {fmt} export differs from eager: {r['check_failed']}")
+            logger.info(f"exported; to run it:\n{usage(metrics['export'], arch.resolution)}")
             atomic_json(metrics, metrics_path)
     if info.world > 1:
         dist.barrier()

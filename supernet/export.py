@@ -30,7 +30,7 @@ from torchvision.ops import box_iou
 from .cli import CommandParser, error_message
 from .io import FolderBusy, RunLock, atomic_write_bytes
 from .supernet import Detector
-from .transform import IMAGENET_MEAN
+from .transform import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("torchscript", "onnx")
 REQUIRES = {"onnx": ("onnx", "onnxruntime")}  # the exporter writes with onnx; the check runs the file in onnxruntime
@@ -157,7 +157,31 @@ def metadata(detector: Detector) -> dict:
     """What a deployed file says about itself: which label is which class (`classes`, null for a
     detector saved without them), the arch and the input it expects."""
     return {"classes": detector.classes, "arch": detector.arch.to_dict(),
-            "input": {"shape": [1, 3, detector.arch.resolution, detector.arch.resolution], "range": [0, 1], "letterbox_fill": list(IMAGENET_MEAN)}}
+            "input": {"shape": [1, 3, detector.arch.resolution, detector.arch.resolution], "range": [0, 1], "letterbox_fill": list(IMAGENET_MEAN),
+                      # normalised inside the graph: feed [0, 1] pixels, not (x - mean) / std
+                      "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "in_graph": True}}}
+
+
+def usage(exported: dict[str, dict], resolution: int) -> str:
+    """How to run what `export` wrote: a few lines of Python per format, and the `trtexec` command
+    that builds a TensorRT engine from the ONNX file (fp16; time it with the same command)."""
+    lines = []
+    if "onnx" in exported:
+        path = exported["onnx"]["path"]
+        engine = str(Path(path).with_suffix(".plan"))
+        lines += ["# ONNX Runtime (pip install onnxruntime, or onnxruntime-gpu)",
+                  "import onnxruntime, torch",
+                  "from supernet.export import letterbox_image  # or: scale the longer side to R, pad bottom/right with letterbox_fill",
+                  f"session = onnxruntime.InferenceSession({path!r})",
+                  f"image, scale = letterbox_image(img, {resolution})  # img: float [3, H, W] in [0, 1] -> [1, 3, {resolution}, {resolution}]",
+                  "boxes, scores, labels = session.run(None, {'image': image.numpy()})  # boxes / scale: the image's pixels",
+                  "# TensorRT",
+                  f"trtexec --onnx={path} --saveEngine={engine} --fp16"]
+    if "torchscript" in exported:
+        lines += ["# TorchScript (Python, or torch::jit::load in C++)",
+                  f"model = torch.jit.load({exported['torchscript']['path']!r})",
+                  "boxes, scores, labels = model(image)"]
+    return "\n".join(lines)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -266,6 +290,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m supernet.export")
     failed = {fmt: r["check_failed"] for fmt, r in result.items() if "check_failed" in r}
     for fmt, why in failed.items():
         print(f"warning: {fmt} export differs from eager: {why}", file=sys.stderr)
+    print(usage(result, detector.arch.resolution), file=sys.stderr)
     print(json.dumps(result))
     return 1 if failed else 0
 

@@ -80,6 +80,7 @@ def test_class_map_travels_with_the_detector_and_its_exports(tmp_path):
     for name in ("model.onnx", "model.torchscript.pt"):
         about = read_metadata(tmp_path / name)
         assert about["classes"] == classes and Arch.from_dict(about["arch"]) == det.arch and about["input"]["shape"] == [1, 3, 64, 64]
+        assert about["input"]["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "in_graph": True}
     with pytest.raises(ValueError, match=r"classes: expected 3 entries"):
         Detector(det.arch, 3, classes=classes[:2])
     with pytest.raises(ValueError, match=r"classes\[1\]: expected \{'label': 1"):
@@ -102,8 +103,15 @@ def test_cli_exports_beside_the_model_and_errors_in_one_line(tmp_path, capsys):
     det = detector("fcos")
     det.save(tmp_path / "model.pt")
     assert main([str(tmp_path / "model.pt")]) == 0
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
     assert set(result) == {"torchscript", "onnx"} and (tmp_path / "model.onnx").is_file() and (tmp_path / "model.torchscript.pt").is_file()
+    # the usage it prints runs as written, and the TensorRT line names the file
+    assert f"trtexec --onnx={tmp_path / 'model.onnx'} --saveEngine={tmp_path / 'model.plan'} --fp16" in printed.err
+    code = [line for line in printed.err.splitlines() if not line.startswith(("#", "trtexec"))]
+    scope = {"img": torch.rand(3, 50, 70)}
+    exec("\n".join(code), scope)
+    assert compare(run_exported(tmp_path / "model.onnx", scope["image"]), (scope["boxes"], scope["scores"], scope["labels"])) < 1e-3
     assert main([str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.pt: detector file not found" in err and "\n" not in err
