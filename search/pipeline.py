@@ -71,7 +71,7 @@ QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
                  extremes: bool = False, smooth: bool = False, space: str = SPACE, data: Optional[dict[str, str]] = None,
-                 per_resolution: bool = False) -> dict:
+                 per_resolution: bool = False, schedule: Optional[Schedule] = None) -> dict:
     """Run (or continue) every step in `out`; returns the report's data (also in report.json).
 
     `space`: a preset name or a space JSON file. `data`: where the images come from, as
@@ -81,8 +81,9 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     `extremes`: also retrain the smallest and largest subnets the supernet trained, so that their
     inherited mAP can be set against their retrained mAP (the benchmarks do). `smooth`: the
     search and its random control rank subnets by smoothed scores (`SearchConfig.smooth`);
-    `per_resolution`: one evolution per input resolution (`SearchConfig.per_resolution`)."""
-    s = QUICK if quick else FULL
+    `per_resolution`: one evolution per input resolution (`SearchConfig.per_resolution`).
+    `schedule`: instead of `FULL` (or `QUICK`), e.g. longer trainings for a small real dataset."""
+    s = schedule or (QUICK if quick else FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info, dev = init_distributed(device)

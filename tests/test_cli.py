@@ -152,3 +152,21 @@ def test_latency_flags_come_from_the_settings_and_job_dataclasses(capsys):
             for f in dataclasses.fields(cls):
                 assert "--" + f.name.replace("_", "-") in text and f.metadata.get("help"), (sub, f.name)
         assert "(default: 2)" in text and ("--repeats N" in text)
+
+
+def test_demo_schedule_overrides_are_checked_before_any_work(tmp_path, capsys):
+    assert smnas(["demo", "--retrain-epochs", "0", "--out", str(tmp_path / "demo")]) == 2
+    assert capsys.readouterr().err == "error: --retrain-epochs: expected an integer >= 1, got 0\n" and not (tmp_path / "demo").exists()
+
+
+def test_demo_schedule_overrides_reach_the_pipeline(monkeypatch, tmp_path):
+    from search.pipeline import FULL
+    from smnas.commands import demo
+    seen = {}
+
+    def fake(out, quick, device, seed, workers, space, data, schedule):
+        seen["schedule"] = schedule
+        raise ValueError("stop")
+    monkeypatch.setattr(demo, "run_pipeline", fake)
+    assert smnas(["demo", "--retrain-epochs", "100", "--screen-epochs", "30", "--out", str(tmp_path)]) == 2
+    assert seen["schedule"] == dataclasses.replace(FULL, retrain_epochs=100, screen_epochs=30)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Optional
 
 from search.evolution import SearchError
-from search.pipeline import DATA_FIELDS, SPACE, render_table, run_pipeline
+from search.pipeline import DATA_FIELDS, FULL, QUICK, SPACE, render_table, run_pipeline
 from supernet.cli import CommandParser, add_config_arguments, error_message, log_to_stderr
 from supernet.errors import TrainError
 from supernet.train_config import TrainConfig
@@ -32,6 +32,9 @@ def parse(argv: Optional[list[str]], prog: Optional[str] = None) -> argparse.Nam
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--retrain-epochs", type=int, help=f"epochs of each full retraining (default: {FULL.retrain_epochs}; "
+                                                      "a small real dataset such as coco128 needs far more than the shapes data)")
+    p.add_argument("--screen-epochs", type=int, help=f"epochs of each screening training (default: {FULL.screen_epochs})")
     add_config_arguments(p, TrainConfig, skip=[f.name for f in fields(TrainConfig) if f.name not in (*DATA_FIELDS, "space")],
                          defaults={"space": SPACE})
     return p.parse_args(argv)
@@ -43,7 +46,13 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     out = args.out or ("runs/demo_quick" if args.quick else "runs/demo")
     try:
         data = {k: getattr(args, k) for k in DATA_FIELDS if getattr(args, k)}
-        report = run_pipeline(out, args.quick, args.device, args.seed, args.workers, space=args.space, data=data)
+        schedule = QUICK if args.quick else FULL
+        for name in ("retrain_epochs", "screen_epochs"):
+            if getattr(args, name) is not None:
+                if getattr(args, name) < 1:
+                    raise ValueError(f"`{name}`: expected an integer >= 1, got {getattr(args, name)}")
+                schedule = replace(schedule, **{name: getattr(args, name)}, **{name.replace("epochs", "steps"): None})
+        report = run_pipeline(out, args.quick, args.device, args.seed, args.workers, space=args.space, data=data, schedule=schedule)
     except (SearchError, TrainError, ValueError) as e:
         print(error_message(e), file=sys.stderr)
         return 2
