@@ -309,3 +309,26 @@ def test_guard_with_accumulated_paths(space):
                 mask[leading_slice(s[name])] = True
         assert torch.equal(p[~mask], before[name][~mask]), name
     assert not torch.equal(model.backbone.stem.conv.weight[:8], before["backbone.stem.conv.weight"][:8])
+
+
+def test_fcos_box_distances_below_zero_still_get_a_gradient(space):
+    """Two distances of every box pushed below zero: with a plain ReLU the boxes have zero width
+    and those distances no gradient to leave it (a from-scratch run on coco128 stayed there for
+    good); the leaking gradient points back up, and the outputs are a ReLU's. A fresh head's
+    boxes start at one stride a side."""
+    from supernet.heads.fcos import relu_leaking_gradient
+    x = torch.tensor([-2.0, -0.5, 0.5, 3.0], requires_grad=True)
+    y = relu_leaking_gradient(x)
+    y.sum().backward()
+    assert torch.equal(y, torch.relu(x)) and x.grad.tolist() == pytest.approx([0.01, 0.01, 1.0, 1.0])
+    arch = Arch.from_dict({**space.smallest().to_dict(), "resolution": 64, "head": {"type": "fcos", "width": 16, "num_convs": 1}})
+    torch.manual_seed(0)
+    det = Detector(arch, NUM_CLASSES).train()
+    reg = det.head.fcos.bbox_reg
+    images, targets = batch(1)
+    assert reg.bias.tolist() == [1.0] * 4 and det(images, targets)["bbox_regression"].item() < 0.99
+    with torch.no_grad():
+        reg.weight.zero_()
+        reg.bias.copy_(torch.tensor([-1.0, 1.0, -1.0, 1.0]))  # left and right below zero: boxes of zero width
+    det(images, targets)["bbox_regression"].backward()
+    assert reg.bias.grad[0] < 0 and reg.bias.grad[2] < 0  # gradient descent widens them again

@@ -10,6 +10,21 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 from .common import DEFAULT_POST, OneStageHead, PostProcess, anchor_generator, flatten_level, predictor, prior_bias
 
 
+LEAK = 0.01  # the gradient the box distances pass below zero
+
+
+def relu_leaking_gradient(x: Tensor, leak: float = LEAK) -> Tensor:
+    """Exactly `relu(x)`, but below zero the gradient is `leak` instead of 0. FCOS predicts box
+    distances through a ReLU (torchvision's, FCOS v2's); a distance pushed below zero then gets no
+    gradient, and a box with two of them there has zero width or height for good. Trained from
+    scratch on coco128 a whole head ended so, its GIoU loss at exactly 1 for 560 steps; with the
+    leak the same run recovered. The output, and so every trained or exported model, is a ReLU's."""
+    out = F.relu(x)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return out
+    return out + leak * (x - x.detach()) * (x.detach() < 0)
+
+
 class FCOSHead(OneStageHead):
     """Matching follows torchvision's FCOS: a point is positive for a box if it lies inside the box,
     within `center_sampling_radius` strides of its centre, and the box's largest l/t/r/b distance
@@ -25,13 +40,13 @@ class FCOSHead(OneStageHead):
         self.center_sampling_radius = center_sampling_radius
         self.box_coder = BoxLinearCoder(normalize_by_size=True)
         self.cls_logits = predictor(width, num_classes, prior_bias())
-        self.bbox_reg = predictor(width, 4)
+        self.bbox_reg = predictor(width, 4, 1.0)  # every distance starts at one stride, as FCOS's exp(0) does: no box starts at zero size
         self.bbox_ctrness = predictor(width, 1)
 
     def predict(self, cls_feats: list[Tensor], box_feats: list[Tensor]) -> dict[str, list[Tensor]]:
         return {
             "cls_logits": [flatten_level(self.cls_logits(x), self.num_classes) for x in cls_feats],
-            "bbox_regression": [flatten_level(F.relu(self.bbox_reg(x)), 4) for x in box_feats],
+            "bbox_regression": [flatten_level(relu_leaking_gradient(self.bbox_reg(x)), 4) for x in box_feats],
             "bbox_ctrness": [flatten_level(self.bbox_ctrness(x), 1) for x in box_feats],
         }
 
