@@ -13,11 +13,12 @@ import importlib.metadata
 import importlib.util
 import io
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from supernet.io import error_line
+from supernet.io import atomic_write_bytes, error_line
 
 BACKENDS = ("eager", "onnxruntime", "compile")
 ONNX_OPSET = 17
@@ -50,7 +51,11 @@ def runnable(runner: torch.nn.Module, backend: str, threads: int | None = None) 
     itself. onnxruntime: the runner exported (the TorchScript-based exporter, whose NMS and
     RoIAlign export the detector exports rely on too) with its inputs as the graph's inputs, so
     that nothing is constant-folded away, and run by an InferenceSession on the inputs' device.
-    compile: `torch.compile` of the runner (compiled at its first call, in the warm-up)."""
+    compile: `torch.compile` of the runner (compiled at its first call, in the warm-up).
+
+    A runner with a `graph_file` (a path) is exported once: a later runner with the same file
+    loads the graph from it. A table build sets one per op (its key seeds the weights, so the
+    graph is the same each pass); exporting is most of what a measurement costs there."""
     if backend == "eager":
         return runner
     built = runner.__dict__.setdefault("_runnables", {})  # a runner measured again (the noise check's) is built once
@@ -67,7 +72,7 @@ def _build(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], backend: s
             raise BackendError(f"compile: {_reason(e)}") from None
         return lambda: compiled(*inputs)
     if backend == "onnxruntime":
-        return _ort_runnable(runner, inputs, threads)
+        return _ort_runnable(runner, inputs, threads, getattr(runner, "graph_file", None))
     raise BackendError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
 
 
@@ -79,21 +84,28 @@ def _provider(device: str) -> str:
     return "CUDAExecutionProvider" if device.startswith("cuda") else "CPUExecutionProvider"
 
 
-def _ort_runnable(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], threads: int | None) -> Callable[[], object]:
+def _ort_runnable(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], threads: int | None,
+                  graph_file: Path | None = None) -> Callable[[], object]:
     import onnxruntime
 
     names = [f"input{i}" for i in range(len(inputs))]
-    buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
-            torch.onnx.export(runner, inputs, buffer, dynamo=False, opset_version=ONNX_OPSET, input_names=names)
+        if graph_file is not None and graph_file.is_file():
+            graph = graph_file.read_bytes()
+        else:
+            buffer = io.BytesIO()
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
+                torch.onnx.export(runner, inputs, buffer, dynamo=False, opset_version=ONNX_OPSET, input_names=names)
+            graph = buffer.getvalue()
+            if graph_file is not None:
+                atomic_write_bytes(graph_file, graph)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
         device = inputs[0].device.type if inputs else "cpu"
-        session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=[_provider(device)])
+        session = onnxruntime.InferenceSession(graph, options, providers=[_provider(device)])
     except Exception as e:  # noqa: BLE001 (an unsupported op: named by the caller, with this line)
         raise BackendError(f"onnxruntime: cannot export or load it ({_reason(e)})") from None
     wanted = {i.name for i in session.get_inputs()}  # the exporter drops inputs the graph never reads (a shape-only image)

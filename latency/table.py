@@ -6,15 +6,18 @@ search consider thousands of candidates without timing any of them.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import hashlib
 import itertools
 import json
 import logging
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ from supernet.space import Arch, BackboneArch, HeadArch, NUM_NECK_LEVELS, NeckAr
 
 from .backends import check_backend, runtime
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
-from .ops import Op, OpContext, arch_ops, detector_runner, iter_archs, make_op, neck_head_ops, op_runner, reference_runner, space_ops
+from .ops import Op, OpContext, Runner, arch_ops, detector_runner, iter_archs, make_op, neck_head_ops, op_runner, reference_runner, space_ops
 
 FORMAT = 1
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
@@ -322,6 +325,19 @@ class LatencyTable:
 
 
 # ---- building -----------------------------------------------------------------------------------
+def _graph_once(factory: Callable[[], Runner], folder: Optional[Path], key: str) -> Callable[[], Runner]:
+    """`factory`, with its runners' exported graph kept in `folder` (none: not kept), so that a
+    runtime backend exports each op once, not once a pass (`latency.backends.runnable`)."""
+    if folder is None:
+        return factory
+
+    def build() -> Runner:
+        runner = factory()
+        runner.graph_file = folder / f"{hashlib.sha1(key.encode()).hexdigest()}.onnx"
+        return runner
+    return build
+
+
 def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_classes: int = 80, passes: int = 2,
                 calib_archs: int = 20, seed: int = 0, timer: Optional[Timer] = None, progress: bool = True,
                 extra_passes: int = EXTRA_PASSES) -> LatencyTable:
@@ -359,11 +375,15 @@ def build_table(space: SearchSpace, settings: Settings, out: str | Path, num_cla
                 f"over 5 runs; timings (and the table) will be less accurate")
     # the calibration subnets are timed among the ops, in the same shuffled passes: a machine
     # that is slower for a while then slows both alike, instead of skewing the correction
-    factories = {key: (lambda op=op: op_runner(op, ctx, settings)) for key, op in ops.items()}
-    factories.update({SUBNET + a.hash(): (lambda a=a: detector_runner(a, ctx, settings)) for a in archs})
+    graphs = tempfile.TemporaryDirectory(prefix="smnas-graphs-") if settings.backend == "onnxruntime" else None
+    folder = Path(graphs.name) if graphs else None
+    factories = {key: _graph_once(lambda op=op: op_runner(op, ctx, settings), folder, key) for key, op in ops.items()}
+    factories.update({SUBNET + a.hash(): _graph_once(lambda a=a: detector_runner(a, ctx, settings), folder, SUBNET + a.hash())
+                      for a in archs})
     times = state["times"]
     total = passes * len(factories) + sum(max(0, len(v) - passes) for v in times.values())
-    with tqdm(total=total, initial=sum(map(len, times.values())), desc="latency table", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=total, initial=sum(map(len, times.values())), desc="latency table", disable=not progress, dynamic_ncols=True) as bar, \
+            graphs or contextlib.nullcontext():
         def more(n: int) -> None:
             bar.total += n
             bar.refresh()

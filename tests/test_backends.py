@@ -2,6 +2,7 @@
 import importlib
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,6 +61,24 @@ def test_an_onnxruntime_table_records_its_runtime_and_is_refused_for_eager_runs(
     with pytest.raises(TableError, match="built for `backend` onnxruntime, this run uses eager"):
         LatencyTable.load(tmp_path / "ort.json", Settings(warmup=0, repeats=1))
     LatencyTable.load(tmp_path / "ort.json", Settings(), force=True)
+
+
+@pytest.mark.slow
+def test_an_onnxruntime_build_exports_each_op_once_not_once_a_pass(tmp_path, monkeypatch):
+    """Exporting is most of what a measurement costs under onnxruntime; the graph is the same
+    every pass (the key seeds the weights), so each entry is exported once and loaded after."""
+    import tempfile
+
+    exports, export = [], torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: exports.append(1) or export(*a, **k))
+    folders = []
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", lambda *a, _real=tempfile.TemporaryDirectory, **k: folders.append(_real(*a, **k)) or folders[-1])
+    space = SearchSpace.from_dict(ONE_ARCH_WIDE)
+    table = build_table(space, ORT, tmp_path / "ort.json", num_classes=3, passes=3, calib_archs=2, timer=StepTimer(), progress=False,
+                        extra_passes=0)
+    entries = len(table.entries) + 2  # the ops and the calibration subnets, each measured in 3 passes
+    assert len(exports) == entries + 1  # once each, and the noise check's reference detector
+    assert len(folders) == 1 and not Path(folders[0].name).exists()  # the graphs go with the build
 
 
 def test_an_op_the_backend_cannot_run_is_named_and_what_was_measured_is_kept(tmp_path, monkeypatch):
