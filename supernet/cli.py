@@ -66,7 +66,7 @@ class CommandParser(argparse.ArgumentParser):
         return out
 
 
-def flag_error(error: type[Exception], name: str, value, expected: str) -> Exception:
+def field_error(error: type[Exception], name: str, value, expected: str) -> Exception:
     """`error("`NAME`: expected EXPECTED, got VALUE")` for the config field `name` (a command shows it as --NAME)."""
     return error(f"`{name}`: expected {expected}, got {value!r}")
 
@@ -82,7 +82,7 @@ def check_number(error: type[Exception], name: str, value, low: float, high: flo
     if not ok:
         kind = "an integer" if integer else "a number"
         lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-        raise flag_error(error, name, value, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))
+        raise field_error(error, name, value, f"{kind} in {lo}, {hi}" + (" or none" if optional else ""))
 
 
 def check_choices(error: type[Exception], config: Any) -> None:
@@ -93,7 +93,7 @@ def check_choices(error: type[Exception], config: Any) -> None:
         choices, value = f.metadata.get("choices"), getattr(config, f.name)
         optional = _field_kind(hints[f.name])[1]
         if choices and value not in choices and not (optional and value is None):
-            raise flag_error(error, f.name, value, f"one of {choices}" + (" or none" if optional else ""))
+            raise field_error(error, f.name, value, f"one of {choices}" + (" or none" if optional else ""))
 
 
 class _MessageFormatter(logging.Formatter):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from .batches import AUGMENTS
-from .cli import check_choices, check_number, flag_error, option
+from .cli import check_choices, check_number, field_error, option
 from .distill import FEATURES
 from .errors import TrainError
 from .sampler import SAMPLERS
@@ -85,7 +85,7 @@ class TrainConfig:
         """Every field checked once, here, naming its flag: a bad value would otherwise train
         something else silently (a negative clip flips gradients) or fail deep inside timm."""
         def bad(name: str, expected: str) -> TrainError:
-            return flag_error(TrainError, name, getattr(self, name), expected)
+            return field_error(TrainError, name, getattr(self, name), expected)
 
         def number(name: str, low: float, high: float = math.inf, **kw) -> None:
             check_number(TrainError, name, getattr(self, name), low, high, **kw)
