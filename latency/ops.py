@@ -23,6 +23,7 @@ import itertools
 import random
 import zlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -186,6 +187,7 @@ class Runner(nn.Module):
     def __init__(self, module: nn.Module, call: Callable[..., object], inputs: tuple[torch.Tensor, ...], counted: bool = True):
         super().__init__()
         self.module, self.call, self.inputs, self.counted = module, call, tuple(inputs), counted
+        self.graph_file: Optional[Path] = None  # where a runtime backend keeps its exported graph (a table build sets it)
 
     def forward(self, *inputs: torch.Tensor) -> object:
         return self.call(self.module, *(inputs or self.inputs))

@@ -200,7 +200,18 @@ class LatencyTable:
         self.meta = meta
         self.correction = correction
         self.path = path
-        self.settings, self.context, self.space = meta.settings, meta.context, meta.space
+
+    @property
+    def settings(self) -> Settings:
+        return self.meta.settings
+
+    @property
+    def context(self) -> OpContext:
+        return self.meta.context
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.meta.space
 
     def raw(self, arch: Arch) -> float:
         """Sum of the arch's op times, before the correction."""

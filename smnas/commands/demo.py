@@ -20,7 +20,7 @@ from typing import Optional
 
 from search.evolution import SearchError
 from search.pipeline import DATA_FIELDS, FULL, QUICK, SPACE, render_table, run_pipeline
-from supernet.cli import CommandParser, add_config_arguments, error_message, log_to_stderr
+from supernet.cli import CommandParser, add_config_arguments, check_number, error_message, log_to_stderr
 from supernet.errors import TrainError
 from supernet.train_config import TrainConfig
 
@@ -48,10 +48,9 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
         data = {k: getattr(args, k) for k in DATA_FIELDS if getattr(args, k)}
         schedule = QUICK if args.quick else FULL
         for name in ("retrain_epochs", "screen_epochs"):
-            if getattr(args, name) is not None:
-                if getattr(args, name) < 1:
-                    raise ValueError(f"`{name}`: expected an integer >= 1, got {getattr(args, name)}")
-                schedule = replace(schedule, **{name: getattr(args, name)}, **{name.replace("epochs", "steps"): None})
+            if (epochs := getattr(args, name)) is not None:
+                check_number(ValueError, name, epochs, 1, integer=True)
+                schedule = replace(schedule, **{name: epochs, name.replace("epochs", "steps"): None})
         report = run_pipeline(out, args.quick, args.device, args.seed, args.workers, space=args.space, data=data, schedule=schedule)
     except (SearchError, TrainError, ValueError) as e:
         print(error_message(e), file=sys.stderr)
