@@ -9,14 +9,16 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
 
 from .backbone import Backbone, block_positions
 from .heads import PostProcess
+from .heads.detections import PaddedDetections
 from .io import atomic_torch_save, load_failure
 from .layers import ConvBnAct, group_norm, leading_slice
 from .registry import component, knobs
 from .space import Arch, HeadArch, NeckArch, SearchSpace
-from .transform import Images, letterbox, restore
+from .transform import Images, letterbox, normalize, restore
 
 
 class Supernet(nn.Module):
@@ -190,10 +192,23 @@ def _run_path(model: nn.Module, images: Images, targets: Optional[list[dict[str,
     if model.training:
         _check_targets(targets, model.num_classes, 1 if isinstance(images, Tensor) and images.dim() == 3 else len(images))
     batch, targets, meta = letterbox(images, arch.resolution, targets)
-    features = model.backbone(batch.tensors, arch.backbone)
-    features = model.neck[arch.neck.type](features, arch.neck.width, **knob_values(arch.neck, "neck"))
-    out = model.head[arch.head.type](features, batch, arch.head, targets)
+    out = model.head[arch.head.type](_features(model, batch.tensors, arch), batch, arch.head, targets)
     return out if model.training else restore(out, meta)
+
+
+def _features(model: nn.Module, batch: Tensor, arch: Arch) -> list[Tensor]:
+    features = model.backbone(batch, arch.backbone)
+    return model.neck[arch.neck.type](features, arch.neck.width, **knob_values(arch.neck, "neck"))
+
+
+def detect_padded(model: nn.Module, batch: Tensor, arch: Arch) -> PaddedDetections:
+    """`arch`'s detections on a batch already letterboxed to [B, 3, R, R] in [0, 1]
+    (`supernet.export.letterbox_image` makes one), padded and in the batch's coordinates, with no
+    Python loop over the images: what an export traces, so that its batch axis stays dynamic."""
+    r = arch.resolution
+    images = ImageList(normalize(batch), [(r, r)])  # one size: the images share anchors and clipping bounds
+    head = model.head[arch.head.type]
+    return head.postprocess_padded(head.raw_outputs(_features(model, images.tensors, arch), images, arch.head), images)
 
 
 def check_classes(classes: Optional[Sequence[dict]], num_classes: int) -> Optional[list[dict]]:

@@ -25,8 +25,6 @@ def letterbox(images: Images, resolution: int, targets: Optional[list[dict[str, 
         raise ValueError("images: expected at least one image")
     first = images[0]
     batch = first.new_zeros((len(images), 3, resolution, resolution))
-    mean = batch.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = batch.new_tensor(IMAGENET_STD).view(3, 1, 1)
     sizes, meta = [], []
     for i, img in enumerate(images):
         if img.dim() != 3 or img.shape[0] != 3:
@@ -38,12 +36,18 @@ def letterbox(images: Images, resolution: int, targets: Optional[list[dict[str, 
             img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)[0]
         else:
             nh, nw = h, w
-        batch[i, :, :nh, :nw] = (img - mean) / std  # the padding stays 0, the mean colour
+        batch[i, :, :nh, :nw] = normalize(img)  # the padding stays 0, the mean colour
         sizes.append((int(nh), int(nw)))
         meta.append((nw / w, nh / h, (int(h), int(w))))
     if targets is not None:
         targets = [{**t, "boxes": _scale_boxes(t["boxes"], sx, sy)} for t, (sx, sy, _) in zip(targets, meta)]
     return ImageList(batch, sizes), targets, meta
+
+
+def normalize(images: Tensor) -> Tensor:
+    """[..., 3, H, W] in [0, 1] -> (x - mean) / std, the input the backbones are trained on."""
+    mean, std = images.new_tensor(IMAGENET_MEAN).view(3, 1, 1), images.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    return (images - mean) / std
 
 
 def _scale_boxes(boxes: Tensor, sx: float, sy: float) -> Tensor:

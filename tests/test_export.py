@@ -6,7 +6,8 @@ from common import COCO128, needs_coco128
 from torchvision.io import ImageReadMode, decode_image
 
 from supernet import Arch, Detector, SearchSpace
-from supernet.export import coco_results, compare, export, letterbox_image, main, read_metadata, run_exported
+from supernet.export import (coco_results, compare, compare_image, export, images_of, letterbox_image, main, read_metadata,
+                             run_exported)
 
 HEADS = ("fcos", "retinanet", "two_stage")
 
@@ -33,14 +34,24 @@ def test_torchscript_and_onnx_match_eager(head, tmp_path):
     for fmt in ("torchscript", "onnx"):
         assert "check_failed" not in result[fmt], result[fmt]
         assert result[fmt]["max_abs_diff"] < 1e-3
-    # another input than the traced one, with detections to compare
-    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        out = det(image)[0]
-    eager = (out["boxes"], out["scores"], out["labels"])
-    assert len(eager[0]) > 5
-    for path in (tmp_path / "model.torchscript.pt", tmp_path / "model.onnx"):
-        assert compare(eager, run_exported(path, image)) < 1e-3
+    # batches of other sizes than the traced one (the batch axis is dynamic), each image as the
+    # eager detector finds it alone
+    for batch in (1, 4, 8):
+        images = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            alone = [det(image)[0] for image in images]
+        eager = padded(alone, det.post.detections_per_img)
+        assert min(len(d["boxes"]) for d in alone) > 5
+        for path in (tmp_path / "model.torchscript.pt", tmp_path / "model.onnx"):
+            assert compare(eager, run_exported(path, images)) < 1e-3, (path, batch)
+
+
+def padded(detections: list[dict], per_image: int) -> tuple[torch.Tensor, ...]:
+    out = (torch.zeros(len(detections), per_image, 4), torch.zeros(len(detections), per_image), torch.full((len(detections), per_image), -1))
+    for i, d in enumerate(detections):
+        for t, key in zip(out, ("boxes", "scores", "labels")):
+            t[i, : len(d[key])] = d[key]
+    return (*out, torch.tensor([len(d["boxes"]) for d in detections]))
 
 
 @needs_coco128
@@ -53,16 +64,16 @@ def test_letterboxed_real_image_matches_the_eager_detector_on_the_original(tmp_p
     export(det, tmp_path, ["onnx"], check=False)
     x, scale = letterbox_image(image, det.arch.resolution)
     assert x.shape == (1, 3, 64, 64)
-    boxes, scores, labels = run_exported(tmp_path / "model.onnx", x)
+    boxes, scores, labels = images_of(run_exported(tmp_path / "model.onnx", x))[0]
     with torch.no_grad():
         out = det([image])[0]
     assert len(out["boxes"]) > 5
     h, w = image.shape[1:]
     boxes = (boxes / scale).clamp(min=0).minimum(torch.tensor([w, h, w, h]))  # what a user does: back to the image, clipped
     # the eager path maps back per axis from rounded sizes; the pixel difference that leaves is small
-    assert compare((out["boxes"], out["scores"], out["labels"]), (boxes, scores, labels)) < 0.02 * max(h, w)
+    assert compare_image((out["boxes"], out["scores"], out["labels"]), (boxes, scores, labels)) < 0.02 * max(h, w)
     classes = [{"label": i, "id": [1, 18, 44][i], "name": n} for i, n in enumerate(["person", "dog", "bottle"])]
-    results = coco_results(run_exported(tmp_path / "model.onnx", x), scale, (h, w), classes, image_id=9)
+    results = coco_results(images_of(run_exported(tmp_path / "model.onnx", x))[0], scale, (h, w), classes, image_id=9)
     assert len(results) == len(boxes) and {r["category_id"] for r in results} <= {1, 18, 44}
     xywh = torch.tensor([r["bbox"] for r in results])
     assert torch.allclose(xywh[:, :2], boxes[:, :2], atol=1e-3) and torch.allclose(xywh[:, 2:], boxes[:, 2:] - boxes[:, :2], atol=1e-3)
@@ -79,7 +90,7 @@ def test_class_map_travels_with_the_detector_and_its_exports(tmp_path):
     export(det, tmp_path, check=False)
     for name in ("model.onnx", "model.torchscript.pt"):
         about = read_metadata(tmp_path / name)
-        assert about["classes"] == classes and Arch.from_dict(about["arch"]) == det.arch and about["input"]["shape"] == [1, 3, 64, 64]
+        assert about["classes"] == classes and Arch.from_dict(about["arch"]) == det.arch and about["input"]["shape"] == ["batch", 3, 64, 64]
         assert about["input"]["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "in_graph": True}
     with pytest.raises(ValueError, match=r"classes: expected 3 entries"):
         Detector(det.arch, 3, classes=classes[:2])
@@ -90,13 +101,21 @@ def test_class_map_travels_with_the_detector_and_its_exports(tmp_path):
 def test_compare_catches_what_a_wrong_trace_produces():
     boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40], [50, 0, 60, 30]])
     scores, labels = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 2])
-    assert compare((boxes, scores, labels), (boxes.flip(0), scores.flip(0), labels.flip(0))) == 0.0  # order is free
+    assert compare_image((boxes, scores, labels), (boxes.flip(0), scores.flip(0), labels.flip(0))) == 0.0  # order is free
     with pytest.raises(ValueError, match="2 detections where eager gives 3"):
-        compare((boxes, scores, labels), (boxes[:2], scores[:2], labels[:2]))
+        compare_image((boxes, scores, labels), (boxes[:2], scores[:2], labels[:2]))
     with pytest.raises(ValueError, match="has no exported counterpart"):
-        compare((boxes, scores, labels), (boxes, scores, torch.tensor([0, 2, 2])))
+        compare_image((boxes, scores, labels), (boxes, scores, torch.tensor([0, 2, 2])))
     with pytest.raises(ValueError, match="has no exported counterpart"):
-        compare((boxes, scores, labels), (boxes + 15, scores, labels))
+        compare_image((boxes, scores, labels), (boxes + 15, scores, labels))
+    # padded batches: image by image, and the batch sizes must agree
+    one = (boxes[None], scores[None], labels[None], torch.tensor([3]))
+    two = tuple(torch.cat([t, t]) for t in one)
+    assert compare(two, two) == 0.0
+    with pytest.raises(ValueError, match="1 images where eager gives 2"):
+        compare(two, one)
+    with pytest.raises(ValueError, match="image 1: 2 detections where eager gives 3"):
+        compare(two, (*two[:3], torch.tensor([3, 2])))
 
 
 def test_cli_exports_beside_the_model_and_errors_in_one_line(tmp_path, capsys):
@@ -108,12 +127,55 @@ def test_cli_exports_beside_the_model_and_errors_in_one_line(tmp_path, capsys):
     assert set(result) == {"torchscript", "onnx"} and (tmp_path / "model.onnx").is_file() and (tmp_path / "model.torchscript.pt").is_file()
     # the usage it prints runs as written, and the TensorRT line names the file
     assert f"trtexec --onnx={tmp_path / 'model.onnx'} --saveEngine={tmp_path / 'model.plan'} --fp16" in printed.err
-    code = [line for line in printed.err.splitlines() if not line.startswith(("#", "trtexec"))]
+    blocks = {}  # the lines under each "# <runtime>" header
+    for line in printed.err.splitlines():
+        if line.startswith("# "):
+            header = blocks.setdefault(line[2:].split(" (")[0], [])
+        elif blocks:
+            header.append(line)
     scope = {"img": torch.rand(3, 50, 70)}
-    exec("\n".join(code), scope)
-    assert compare(run_exported(tmp_path / "model.onnx", scope["image"]), (scope["boxes"], scope["scores"], scope["labels"])) < 1e-3
+    exec("\n".join(blocks["ONNX Runtime"]), scope)
+    boxes, scores, labels = images_of(run_exported(tmp_path / "model.onnx", scope["image"]))[0]
+    assert len(boxes) and compare_image((boxes / scope["scale"], scores, labels), (scope["boxes"], scope["scores"], scope["labels"])) < 1e-3
+    exec("\n".join(blocks["TorchScript"]), scope)
+    assert compare(run_exported(tmp_path / "model.onnx", scope["image"]), (scope["boxes"], scope["scores"], scope["labels"], scope["num_detections"])) < 1e-3
     assert main([str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.pt: detector file not found" in err and "\n" not in err
     assert main([str(tmp_path / "model.pt"), "--formats", "tflite"]) == 2
     assert "--formats: unknown ['tflite']" in capsys.readouterr().err
+
+
+def test_uint8_export_letterboxes_in_the_graph_at_any_size_and_batch(tmp_path):
+    det = detector("fcos")
+    result = export(det, tmp_path, image_input="uint8")  # traced on 96 x 48, checked on 35 x 133, batch 3
+    for fmt in ("torchscript", "onnx"):
+        assert "check_failed" not in result[fmt], result[fmt]
+    about = read_metadata(tmp_path / "model.onnx")
+    assert about["input"]["shape"] == ["batch", "height", "width", 3] and about["input"]["dtype"] == "uint8"
+    g = torch.Generator().manual_seed(3)
+    for batch, (h, w) in ((1, (64, 64)), (4, (200, 120)), (2, (30, 50))):
+        images = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8, generator=g)
+        with torch.no_grad():
+            alone = [det(image.permute(2, 0, 1).float() / 255)[0] for image in images]
+        for path in (tmp_path / "model.torchscript.pt", tmp_path / "model.onnx"):
+            out = run_exported(path, images)
+            for (boxes, scores, labels), eager in zip(images_of(out), alone):
+                # boxes in the input's pixels; the same objects as the eager detector on the image,
+                # up to resampling (bilinear here, antialiased there when shrinking)
+                assert len(boxes) > 5 and float(boxes[:, 2].max()) <= w and float(boxes[:, 3].max()) <= h
+                if (h, w) == (64, 64):  # no resampling: the very same detections
+                    assert compare_image((eager["boxes"], eager["scores"], eager["labels"]), (boxes, scores, labels)) < 1e-3
+
+
+def test_letterbox_in_graph_matches_letterbox_image_where_neither_shrinks():
+    from supernet.export import letterbox_in_graph
+
+    image = torch.rand(3, 40, 25, generator=torch.Generator().manual_seed(0))
+    expected, scale = letterbox_image(image, 64)
+    got = letterbox_in_graph(image[None], torch.tensor(scale), 64)
+    assert got.shape == (1, 3, 64, 64)
+    # the padding is the mean colour; inside, both sample bilinearly at the same centres
+    torch.testing.assert_close(got[..., 41:], expected[..., 41:])  # 25 px wide -> 40, then padding
+    inside = (slice(None), slice(None), slice(1, 63), slice(1, 39))
+    assert (got[inside] - expected[inside]).abs().max() < 1e-4

@@ -9,13 +9,12 @@ import torch
 import torch.nn as nn
 from timm.layers import create_act_layer
 from torch import Tensor
-from torchvision.models.detection._utils import _topk_min
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import boxes as box_ops
 
 from ..layers import BatchNorm2d, Conv2d
 from ..space import HeadArch
+from .detections import PaddedDetections, clip_to_sizes, padded_nms
 
 STRIDES = (8, 16, 32)
 
@@ -90,9 +89,10 @@ class OneStageHead(nn.Module):
     """Dense head on the three neck levels: a classification and a box tower, then predictors.
 
     Subclasses define `predict` (tower outputs -> per-level flattened tensors), `loss`, `scores`
-    and `decode`. As torchvision's detectors, the work is split in two: `raw_outputs` (the
-    networks, what a loss needs) and `postprocess` (decoding, top-k, NMS); `forward` returns the
-    loss dict in training and detections (in the coordinates of the padded input batch) in eval.
+    and `decode` (deltas and anchors [..., 4] -> boxes [..., 4]). As torchvision's detectors,
+    the work is split in two: `raw_outputs` (the networks, what a loss needs) and `postprocess`
+    (decoding, top-k, NMS); `forward` returns the loss dict in training and detections (in the
+    coordinates of the padded input batch) in eval.
     """
 
     knobs: tuple[str, ...] = ("num_convs",)  # of each tower
@@ -125,35 +125,32 @@ class OneStageHead(nn.Module):
         return {"outputs": outputs, "anchors": anchors, "num_per_level": [o.shape[1] for o in outputs["bbox_regression"]]}
 
     def postprocess(self, raw: dict, images: ImageList) -> list[dict[str, Tensor]]:
-        """Detections of `raw_outputs`, in the coordinates of the padded batch."""
-        return self.detect(raw["outputs"], raw["anchors"], images.image_sizes, raw["num_per_level"])
+        """Detections of `raw_outputs` per image, in the coordinates of the padded batch."""
+        return self.postprocess_padded(raw, images).unpad()
+
+    def postprocess_padded(self, raw: dict, images: ImageList) -> PaddedDetections:
+        """The batch's detections, padded (what an export returns). Per level: the top-k
+        (image, anchor, class) candidates; those over the score threshold go to class-wise NMS
+        over the levels (torchvision's recipe), in float32 whatever the model's dtype
+        (torchvision's CPU NMS has no bf16 kernel). The images share their anchors."""
+        outputs, anchors = raw["outputs"], raw["anchors"][0]
+        boxes, scores, labels = [], [], []
+        for level, anchors_l in enumerate(anchors.split(raw["num_per_level"])):
+            out = {k: v[level].float() for k, v in outputs.items()}
+            s = self.scores(out)
+            num_classes = s.shape[-1]
+            s, top = s.flatten(1).topk(min(self.post.topk_candidates, s.shape[1] * num_classes), dim=1)
+            idx = torch.div(top, num_classes, rounding_mode="floor")
+            deltas = out["bbox_regression"].gather(1, idx[..., None].expand(-1, -1, 4))
+            boxes.append(self.decode(deltas, anchors_l[idx]))
+            scores.append(s)
+            labels.append(top % num_classes)
+        boxes, scores = clip_to_sizes(torch.cat(boxes, 1), images.image_sizes), torch.cat(scores, 1)
+        return padded_nms(boxes, scores, torch.cat(labels, 1), scores > self.post.score_thresh, self.post.nms_thresh,
+                          self.post.detections_per_img, num_classes)
 
     def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
         raw = self.raw_outputs(features, images, arch)
         if self.training:
             return self.loss({k: torch.cat(v, 1) for k, v in raw["outputs"].items()}, raw["anchors"], targets, raw["num_per_level"])
         return self.postprocess(raw, images)
-
-    def detect(self, outputs: dict[str, list[Tensor]], anchors: list[Tensor], image_sizes: list[tuple[int, int]], num_per_level: list[int]) -> list[dict[str, Tensor]]:
-        """Per level: score threshold and top-k; then class-wise NMS over the levels (torchvision's
-        recipe), in float32 whatever the model's dtype (torchvision's CPU NMS has no bf16 kernel)."""
-        detections = []
-        for i, (anchors_i, size) in enumerate(zip(anchors, image_sizes)):
-            boxes, scores, labels = [], [], []
-            for level, anchors_l in enumerate(anchors_i.split(num_per_level)):
-                out = {k: v[level][i].float() for k, v in outputs.items()}
-                s = self.scores(out)
-                num_classes = s.shape[-1]
-                s = s.flatten()
-                keep = torch.where(s > self.post.score_thresh)[0]
-                s = s[keep]
-                s, top = s.topk(_topk_min(s, self.post.topk_candidates, 0))  # traced as a tensor when exporting
-                keep = keep[top]
-                idx = torch.div(keep, num_classes, rounding_mode="floor")
-                boxes.append(box_ops.clip_boxes_to_image(self.decode(out["bbox_regression"][idx], anchors_l[idx]), size))
-                scores.append(s)
-                labels.append(keep % num_classes)
-            boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-            keep = box_ops.batched_nms(boxes, scores, labels, self.post.nms_thresh)[: self.post.detections_per_img]
-            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
-        return detections

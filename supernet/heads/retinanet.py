@@ -39,7 +39,7 @@ class RetinaNetHead(OneStageHead):
         return torch.sigmoid(out["cls_logits"])
 
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
-        return self.box_coder.decode_single(deltas, anchors)
+        return self.box_coder.decode_single(deltas.reshape(-1, 4), anchors.reshape(-1, 4)).view(deltas.shape)
 
     def loss(self, outputs, anchors, targets, num_per_level):
         cls_losses, box_losses = [], []

@@ -15,13 +15,16 @@ from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import _setup_scales
 
 from ..layers import Conv2d, ConvBnAct, Linear
 from ..space import HeadArch
 from .common import DEFAULT_POST, PostProcess, STRIDES, anchor_generator, float_anchors
+from .detections import PaddedDetections, clip_to_sizes, padded_nms
 
 ROI_SIZE = 7
+MIN_BOX = 1e-2  # RoIHeads.postprocess_detections drops boxes narrower or lower than this
 
 
 class RPNHead(nn.Module):
@@ -96,16 +99,34 @@ class TwoStageHead(nn.Module):
         )
 
     def raw_outputs(self, features: list[Tensor], images: ImageList, arch: HeadArch) -> dict:
-        """Both stages' networks, the proposal filtering between them included: the proposals and
-        the box head's class logits and box deltas for each (float32)."""
+        """Both stages' networks, the proposal filtering between them included: the proposals
+        (padded, [B, P, 4], and which are proposals, `found`), and the box head's class logits
+        and box deltas for each of the B x P (float32)."""
         proposals = self._proposals(features, images)[0]
-        class_logits, box_regression = self._box_outputs(features, images, proposals, arch)
-        return {"proposals": proposals, "class_logits": class_logits, "box_regression": box_regression}
+        n, p = proposals.scores.shape
+        image = torch.arange(n, device=proposals.boxes.device)[:, None].expand(n, p)
+        rois = torch.cat([image.reshape(-1, 1).to(proposals.boxes.dtype), proposals.boxes.reshape(-1, 4)], 1)
+        class_logits, box_regression = self._box_outputs(features, images, rois, arch)
+        return {"proposals": proposals.boxes, "found": proposals.found(), "class_logits": class_logits, "box_regression": box_regression}
 
     def postprocess(self, raw: dict, images: ImageList) -> list[dict[str, Tensor]]:
-        """Detections of `raw_outputs` (torchvision's per-class score threshold and NMS), labels 0..K-1."""
-        boxes, scores, labels = self.roi.postprocess_detections(raw["class_logits"], raw["box_regression"], raw["proposals"], images.image_sizes)
-        return [{"boxes": b, "scores": s, "labels": lab - 1} for b, s, lab in zip(boxes, scores, labels)]
+        """Detections of `raw_outputs` per image, labels 0..K-1."""
+        return self.postprocess_padded(raw, images).unpad()
+
+    def postprocess_padded(self, raw: dict, images: ImageList) -> PaddedDetections:
+        """The batch's detections, padded: torchvision's `RoIHeads.postprocess_detections`
+        (decode, clip, per-class score threshold, small boxes out, class-wise NMS, the best
+        `detections_per_img`) for all images at once."""
+        roi, (n, p) = self.roi, raw["found"].shape
+        num_classes = raw["class_logits"].shape[-1] - 1
+        boxes = roi.box_coder.decode_single(raw["box_regression"], raw["proposals"].reshape(-1, 4)).view(n, p, -1, 4)[:, :, 1:]
+        boxes = clip_to_sizes(boxes, images.image_sizes).reshape(n, -1, 4)
+        scores = F.softmax(raw["class_logits"], -1).view(n, p, -1)[:, :, 1:].reshape(n, -1)
+        labels = torch.arange(num_classes, device=scores.device).repeat(p)[None].expand_as(scores)
+        wh = boxes[..., 2:] - boxes[..., :2]
+        found = raw["found"][..., None].expand(-1, -1, num_classes).reshape(n, -1)
+        valid = found & (scores > roi.score_thresh) & (wh[..., 0] >= MIN_BOX) & (wh[..., 1] >= MIN_BOX)
+        return padded_nms(boxes, scores, labels, valid, roi.nms_thresh, roi.detections_per_img, num_classes)
 
     def forward(self, features: list[Tensor], images: ImageList, arch: HeadArch, targets: Optional[list[dict[str, Tensor]]] = None):
         if not self.training:
@@ -115,30 +136,49 @@ class TwoStageHead(nn.Module):
         labels, matched = rpn.assign_targets_to_anchors(anchors, targets)
         loss_obj, loss_rpn_box = rpn.compute_loss(objectness, deltas, labels, rpn.box_coder.encode(matched, anchors))
         shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
-        proposals, _, labels, regression_targets = self.roi.select_training_samples(proposals, shifted)
-        class_logits, box_regression = self._box_outputs(features, images, proposals, arch)
+        proposals, _, labels, regression_targets = self.roi.select_training_samples([d["boxes"] for d in proposals.unpad()], shifted)
+        rois = torch.cat([torch.cat([p.new_full((len(p), 1), i), p], 1) for i, p in enumerate(proposals)])
+        class_logits, box_regression = self._box_outputs(features, images, rois, arch)
         loss_cls, loss_box = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
         return {"loss_objectness": loss_obj, "loss_rpn_box_reg": loss_rpn_box, "loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
-    def _proposals(self, features: list[Tensor], images: ImageList) -> tuple[list[Tensor], Tensor, Tensor, list[Tensor]]:
-        """The RPN's filtered proposals per image, and its objectness, deltas and anchors (what its loss needs)."""
+    def _proposals(self, features: list[Tensor], images: ImageList) -> tuple[PaddedDetections, Tensor, Tensor, list[Tensor]]:
+        """The RPN's proposals, padded (boxes, objectness probabilities), and its objectness,
+        deltas and anchors (what its loss needs). torchvision's `filter_proposals` for all
+        images at once: the top-k per level, clipped, small and low-scoring boxes out, NMS per
+        level, the best `post_nms_top_n`. Proposals are float32 whatever the dtype."""
         rpn = self.rpn
         objectness, deltas = rpn.head(features)
-        anchors = float_anchors(rpn.anchor_generator, images, features)  # proposals in float32 whatever the dtype
+        anchors = float_anchors(rpn.anchor_generator, images, features)
         num_per_level = [o[0].numel() for o in objectness]
         objectness, deltas = (t.float() for t in concat_box_prediction_layers(objectness, deltas))
-        proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
-        proposals, _ = rpn.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
+        n = features[0].shape[0]
+        boxes = rpn.box_coder.decode_single(deltas.detach(), anchors[0].expand(n, -1, -1).reshape(-1, 4)).view(n, -1, 4)
+        scores = objectness.detach().view(n, -1)
+        top = rpn._get_top_n_idx(scores, num_per_level)
+        levels = torch.cat([torch.full((k,), i, dtype=torch.int64, device=scores.device) for i, k in enumerate(num_per_level)])[top]
+        scores = torch.sigmoid(scores.gather(1, top))
+        boxes = clip_to_sizes(boxes.gather(1, top[..., None].expand(-1, -1, 4)), images.image_sizes)
+        wh = boxes[..., 2:] - boxes[..., :2]
+        valid = (wh[..., 0] >= rpn.min_size) & (wh[..., 1] >= rpn.min_size) & (scores >= rpn.score_thresh)
+        proposals = padded_nms(boxes, scores, levels, valid, rpn.nms_thresh, rpn.post_nms_top_n(), len(num_per_level))
         return proposals, objectness, deltas, anchors
 
-    def _box_outputs(self, features: list[Tensor], images: ImageList, proposals: list[Tensor], arch: HeadArch) -> tuple[Tensor, Tensor]:
-        """The second stage on `proposals`: RoIAlign, box head, predictor (float32 outputs)."""
-        # the pooler infers each level's scale from the padded batch size, which is exact
-        padded = [tuple(images.tensors.shape[-2:])] * len(proposals)
+    def _box_outputs(self, features: list[Tensor], images: ImageList, rois: Tensor, arch: HeadArch) -> tuple[Tensor, Tensor]:
+        """The second stage on `rois` [N, 5] (image index, x1, y1, x2, y2): multi-scale RoIAlign
+        (torchvision's `MultiScaleRoIAlign` levels and scales, given image indices instead of a
+        list per image), box head, predictor (float32 outputs)."""
+        pool = self.roi.box_roi_pool
         # RoIAlign wants one dtype for features and boxes, and has no bf16 kernel: pool bf16 in float32
         dtype = features[0].dtype
-        pool = torch.float32 if dtype == torch.bfloat16 else dtype
-        maps = {str(i): f.to(pool) for i, f in enumerate(features)}
-        x = self.roi.box_roi_pool(maps, [p.to(pool) for p in proposals], padded).to(dtype)
-        class_logits, box_regression = self.roi.box_predictor(self.roi.box_head(x, arch.width, arch.num_convs))
+        maps = [f.to(torch.float32 if dtype == torch.bfloat16 else dtype) for f in features]
+        rois = rois.to(maps[0].dtype)
+        # the level scales follow from the padded batch size, which is exact
+        scales, level_of = _setup_scales(maps, [tuple(images.tensors.shape[-2:])], pool.canonical_scale, pool.canonical_level)
+        levels = level_of([rois[:, 1:]])
+        x = maps[0].new_zeros((rois.shape[0], maps[0].shape[1], ROI_SIZE, ROI_SIZE))
+        for level, (f, scale) in enumerate(zip(maps, scales)):
+            idx = torch.where(levels == level)[0]
+            x = x.index_put((idx,), roi_align(f, rois[idx], ROI_SIZE, spatial_scale=scale, sampling_ratio=pool.sampling_ratio))
+        class_logits, box_regression = self.roi.box_predictor(self.roi.box_head(x.to(dtype), arch.width, arch.num_convs))
         return class_logits.float(), box_regression.float()
