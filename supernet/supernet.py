@@ -206,7 +206,8 @@ def detect_padded(model: nn.Module, batch: Tensor, arch: Arch) -> PaddedDetectio
     (`supernet.export.letterbox_image` makes one), padded and in the batch's coordinates, with no
     Python loop over the images: what an export traces, so that its batch axis stays dynamic."""
     r = arch.resolution
-    images = ImageList(normalize(batch), [(r, r)])  # one size: the images share anchors and clipping bounds
+    dtype = next(model.parameters()).dtype  # a half-precision model takes float32 images too
+    images = ImageList(normalize(batch.to(dtype)), [(r, r)])  # one size: the images share anchors and clipping bounds
     head = model.head[arch.head.type]
     return head.postprocess_padded(head.raw_outputs(_features(model, images.tensors, arch), images, arch.head), images)
 

@@ -139,6 +139,15 @@ def test_cli_exports_beside_the_model_and_errors_in_one_line(tmp_path, capsys):
     assert len(boxes) and compare_image((boxes / scope["scale"], scores, labels), (scope["boxes"], scope["scores"], scope["labels"])) < 1e-3
     exec("\n".join(blocks["TorchScript"]), scope)
     assert compare(run_exported(tmp_path / "model.onnx", scope["image"]), (scope["boxes"], scope["scores"], scope["labels"], scope["num_detections"])) < 1e-3
+    # a uint8 fp16 export: its snippet takes the decoded image as it is, and gives its pixels' boxes
+    assert main([str(tmp_path / "model.pt"), "--out", str(tmp_path / "u8"), "--input", "uint8", "--dtype", "fp16", "--formats", "onnx"]) == 0
+    printed = capsys.readouterr()
+    about = read_metadata(tmp_path / "u8" / "model.onnx")
+    assert about["dtype"] == "fp16" and about["input"]["dtype"] == "uint8"
+    code = "\n".join(line for line in printed.err.splitlines() if not line.startswith(("#", "trtexec")))
+    scope = {"img": torch.randint(0, 256, (50, 70, 3), dtype=torch.uint8).numpy()}
+    exec(code, scope)
+    assert len(scope["boxes"]) and scope["boxes"][:, 2].max() <= 70 and scope["boxes"][:, 3].max() <= 50
     assert main([str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.pt: detector file not found" in err and "\n" not in err
@@ -179,3 +188,23 @@ def test_letterbox_in_graph_matches_letterbox_image_where_neither_shrinks():
     torch.testing.assert_close(got[..., 41:], expected[..., 41:])  # 25 px wide -> 40, then padding
     inside = (slice(None), slice(None), slice(1, 63), slice(1, 39))
     assert (got[inside] - expected[inside]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_fp16_export_keeps_float32_io_and_matches_eager_fp16(head, tmp_path):
+    import onnx
+
+    det = detector(head)
+    result = export(det, tmp_path, dtype="fp16")
+    assert next(det.parameters()).dtype == torch.float32  # the caller's detector is not halved
+    for fmt in ("torchscript", "onnx"):
+        assert "check_failed" not in result[fmt], result[fmt]
+        assert result[fmt]["dtype"] == "fp16" and read_metadata(result[fmt]["path"])["dtype"] == "fp16"
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    weights = [t for t in graph.initializer if len(t.dims) == 4]  # conv kernels
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    boxes, scores, labels, counts = run_exported(tmp_path / "model.onnx", torch.rand(2, 3, 64, 64))
+    assert boxes.dtype == scores.dtype == torch.float32 and counts.shape == (2,)
+    with pytest.raises(ValueError, match=r"`dtype`: expected one of \['fp32', 'fp16'\], got 'int8'"):
+        export(det, tmp_path / "other", dtype="int8")
