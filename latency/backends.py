@@ -86,6 +86,21 @@ def _provider(device: str) -> str:
 
 def _ort_runnable(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], threads: int | None,
                   graph_file: Path | None = None) -> Callable[[], object]:
+    session, feeds = ort_session(runner, inputs, threads, graph_file)
+
+    def run() -> object:
+        try:
+            return session.run(None, feeds)
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"onnxruntime: the run failed ({_reason(e)})") from None
+
+    return run
+
+
+def ort_session(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], threads: int | None,
+                graph_file: Path | None = None, profile: bool = False) -> tuple[Any, dict]:
+    """(an InferenceSession of `runner` exported as the onnxruntime backend times it, its feeds);
+    with `profile`, ONNX Runtime's per-node profiler on (`session.end_profiling()` writes it)."""
     import onnxruntime
 
     names = [f"input{i}" for i in range(len(inputs))]
@@ -104,17 +119,10 @@ def _ort_runnable(runner: torch.nn.Module, inputs: tuple[torch.Tensor, ...], thr
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
+        options.enable_profiling = profile
         device = inputs[0].device.type if inputs else "cpu"
         session = onnxruntime.InferenceSession(graph, options, providers=[_provider(device)])
     except Exception as e:  # noqa: BLE001 (an unsupported op: named by the caller, with this line)
         raise BackendError(f"onnxruntime: cannot export or load it ({_reason(e)})") from None
     wanted = {i.name for i in session.get_inputs()}  # the exporter drops inputs the graph never reads (a shape-only image)
-    feeds = {n: t.detach().cpu().numpy() for n, t in zip(names, inputs) if n in wanted}
-
-    def run() -> object:
-        try:
-            return session.run(None, feeds)
-        except Exception as e:  # noqa: BLE001
-            raise BackendError(f"onnxruntime: the run failed ({_reason(e)})") from None
-
-    return run
+    return session, {n: t.detach().cpu().numpy() for n, t in zip(names, inputs) if n in wanted}

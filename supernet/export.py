@@ -9,13 +9,16 @@ to R, padded bottom/right with the normalisation mean, which is what the detecto
 with), and returns detections padded to D (the detections per image) per image: `boxes`
 [B, D, 4] (x1, y1, x2, y2 in that R x R input), `scores` [B, D], `labels` [B, D]
 (0..num_classes-1) and `num_detections` [B]: image i's are its first num_detections[i] rows
-(TensorRT's EfficientNMS layout). Both formats are traced from the detectors' batched
-post-processing (`detect_padded`: no loop over images; NMS and RoIAlign export as ONNX ops), then
-run on a batch of another size and compared with eager.
+(TensorRT's EfficientNMS layout). Both formats come from the detectors' batched post-processing
+(`detect_padded`: no loop over images, no branch on a data-dependent size; NMS and RoIAlign
+export as ONNX ops): ONNX through the torch.export-based exporter (the TorchScript-based one only
+where that is not installed or fails, the reason recorded), TorchScript through the tracer; each
+is then run on a batch of another size and compared with eager.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import io
@@ -32,14 +35,15 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from .cli import CommandParser, error_message
-from .io import FolderBusy, RunLock, atomic_write_bytes
+from .io import FolderBusy, RunLock, atomic_write_bytes, error_line
 from .supernet import Detector, detect_padded
 from .transform import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("torchscript", "onnx")
 REQUIRES = {"onnx": ("onnx", "onnxruntime")}  # the exporter writes with onnx; the check runs the file in onnxruntime
 FILENAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
-ONNX_OPSET = 17
+ONNX_OPSET = 17  # the TorchScript-based exporter's
+DYNAMO_OPSET = 18  # the torch.export-based exporter's lowest
 OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 SCORE_TOL = 1e-4
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}  # of the weights and the network's compute; inputs and outputs stay float32
@@ -84,11 +88,17 @@ class LetterboxInference(Inference):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         x = image.permute(0, 3, 1, 2).float() / 255
-        hw = torch._shape_as_tensor(x)[2:].float()  # read from the input when the graph runs, not traced constants
+        hw = height_width(x)
         scale = self.detector.arch.resolution / hw.max()
         boxes, scores, labels, counts = detect_padded(self.detector, letterbox_in_graph(x, scale, self.detector.arch.resolution),
                                                       self.detector.arch)
         return torch.minimum(boxes / scale, torch.stack([hw[1], hw[0], hw[1], hw[0]])), scores, labels, counts
+
+
+def height_width(images: Tensor) -> Tensor:
+    """[H, W] of images [B, C, H, W] as a float tensor computed from them: read when the graph
+    runs, not a constant of the trace, in both exporters (a sum of ones over each axis)."""
+    return torch.stack([torch.ones_like(images[0, 0, :, 0]).sum(), torch.ones_like(images[0, 0, 0, :]).sum()])
 
 
 def letterbox_in_graph(images: Tensor, scale: Tensor, resolution: int) -> Tensor:
@@ -98,7 +108,7 @@ def letterbox_in_graph(images: Tensor, scale: Tensor, resolution: int) -> Tensor
     from run to run. Unlike `letterbox_image` it does not antialias when shrinking (as
     `cv2.resize` with INTER_LINEAR): ONNX's Resize before opset 18 cannot, nor can a filter whose
     size would follow the input's."""
-    hw = torch._shape_as_tensor(images)[2:].float()
+    hw = height_width(images)
     centres = (torch.arange(resolution, device=images.device, dtype=torch.float32) + 0.5) / scale
     ys, xs = torch.meshgrid(2 * centres / hw[0] - 1, 2 * centres / hw[1] - 1, indexing="ij")  # align_corners=False coordinates
     grid = torch.stack([xs, ys], -1)[None].expand(images.shape[0], -1, -1, -1)
@@ -183,8 +193,9 @@ def _export(detector: Detector, out_dir: Path, formats: Sequence[str], check: bo
             path = out_dir / FILENAMES[fmt]
             # serialised in memory, then written by Python: a full disk is an OSError naming the
             # file, where the C++ writers abort the process and leave their partial file behind
-            atomic_write_bytes(path, _serialise(fmt, traced, module, example))
-            results[fmt] = {"path": str(path), "input": image_input, "dtype": dtype_name(detector)}
+            data, exporter = _serialise(fmt, traced, module, example)
+            atomic_write_bytes(path, data)
+            results[fmt] = {"path": str(path), "input": image_input, "dtype": dtype_name(detector), "exporter": exporter}
             if check:
                 eager = module(probe)
                 try:
@@ -203,27 +214,47 @@ def _has_ties(scores: Tensor) -> bool:
     return bool(len(s) > 1 and ((s[1:] - s[:-1]) < SCORE_TOL).float().mean() > 0.1)
 
 
-def _serialise(fmt: str, traced: torch.jit.ScriptModule, module: nn.Module, example: Tensor) -> bytes:
+def _serialise(fmt: str, traced: torch.jit.ScriptModule, module: nn.Module, example: Tensor) -> tuple[bytes, str]:
+    """(the file's bytes, the exporter that wrote them)."""
     buffer = io.BytesIO()
     uint8 = isinstance(module, LetterboxInference)
     about = metadata(module.detector, "uint8" if uint8 else "float")
     about["dtype"] = dtype_name(module.detector)
     if fmt == "torchscript":
         torch.jit.save(traced, buffer, _extra_files={"smnas.json": json.dumps(about)})
-        return buffer.getvalue()
+        return buffer.getvalue(), "torch.jit.trace"
+    graph, exporter = _onnx_graph(module, example, uint8)
+    for key, value in about.items():
+        graph.metadata_props.add(key=key, value=json.dumps(value))
+    return graph.SerializeToString(), exporter
+
+
+def _onnx_graph(module: nn.Module, example: Tensor, uint8: bool):
+    """The ONNX graph of `module` with a dynamic batch (and, for uint8 input, height and width):
+    from the torch.export-based exporter where it is installed (onnxscript, in smnas[export])
+    and succeeds, else from the TorchScript-based one, the reason said in the exporter's name."""
+    import onnx
+
+    axes = {0: "batch", 1: "height", 2: "width"} if uint8 else {0: "batch"}
+    if importlib.util.find_spec("onnxscript") is None:
+        reason = "onnxscript is not installed (pip install 'smnas[export]')"
+    else:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # its progress lines would mix into a command's JSON
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(module, (example,), dynamo=True, opset_version=DYNAMO_OPSET, input_names=["image"],
+                                            output_names=list(OUTPUTS), verbose=False,
+                                            dynamic_shapes={"image": {i: torch.export.Dim(name, min=1) for i, name in axes.items()}})
+            return program.model_proto, "torch.export"
+        except Exception as e:  # noqa: BLE001 (any failure of the newer exporter falls back, saying why)
+            reason = f"torch.export failed: {type(e).__name__}: {error_line(e)}"
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
         torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
-                          output_names=list(OUTPUTS),
-                          dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"} if uint8 else {0: "batch"},
-                                        **{name: {0: "batch"} for name in OUTPUTS}},
+                          output_names=list(OUTPUTS), dynamic_axes={"image": axes, **{name: {0: "batch"} for name in OUTPUTS}},
                           external_data=False)
-    import onnx
-
-    graph = onnx.load_from_string(buffer.getvalue())
-    for key, value in about.items():
-        graph.metadata_props.add(key=key, value=json.dumps(value))
-    return graph.SerializeToString()
+    return onnx.load_from_string(buffer.getvalue()), f"torch.onnx TorchScript-based ({reason})"
 
 
 def dtype_name(detector: Detector) -> str:
@@ -431,6 +462,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m supernet.export")
     failed = {fmt: r["check_failed"] for fmt, r in result.items() if "check_failed" in r}
     for fmt, why in failed.items():
         print(f"warning: {fmt} export differs from eager: {why}", file=sys.stderr)
+    if "onnx" in result and result["onnx"]["exporter"] != "torch.export":
+        print(f"note: the ONNX file was written by {result['onnx']['exporter']}", file=sys.stderr)
     print(usage(result, detector.arch.resolution), file=sys.stderr)
     print(json.dumps(result))
     return 1 if failed else 0

@@ -6,8 +6,8 @@ from common import COCO128, needs_coco128
 from torchvision.io import ImageReadMode, decode_image
 
 from supernet import Arch, Detector, SearchSpace
-from supernet.export import (coco_results, compare, compare_image, export, images_of, letterbox_image, main, read_metadata,
-                             run_exported)
+from supernet.export import (Inference, coco_results, compare, compare_image, export, images_of, letterbox_image, main,
+                             read_metadata, run_exported)
 
 HEADS = ("fcos", "retinanet", "two_stage")
 
@@ -31,6 +31,7 @@ def detector(head: str, seed: int = 0) -> Detector:
 def test_torchscript_and_onnx_match_eager(head, tmp_path):
     det = detector(head)
     result = export(det, tmp_path)
+    assert result["onnx"]["exporter"] == "torch.export"  # the torch.export-based exporter, no fallback
     for fmt in ("torchscript", "onnx"):
         assert "check_failed" not in result[fmt], result[fmt]
         assert result[fmt]["max_abs_diff"] < 1e-3
@@ -158,6 +159,7 @@ def test_cli_exports_beside_the_model_and_errors_in_one_line(tmp_path, capsys):
 def test_uint8_export_letterboxes_in_the_graph_at_any_size_and_batch(tmp_path):
     det = detector("fcos")
     result = export(det, tmp_path, image_input="uint8")  # traced on 96 x 48, checked on 35 x 133, batch 3
+    assert result["onnx"]["exporter"] == "torch.export"
     for fmt in ("torchscript", "onnx"):
         assert "check_failed" not in result[fmt], result[fmt]
     about = read_metadata(tmp_path / "model.onnx")
@@ -196,6 +198,7 @@ def test_fp16_export_keeps_float32_io_and_matches_eager_fp16(head, tmp_path):
 
     det = detector(head)
     result = export(det, tmp_path, dtype="fp16")
+    assert result["onnx"]["exporter"] == "torch.export"
     assert next(det.parameters()).dtype == torch.float32  # the caller's detector is not halved
     for fmt in ("torchscript", "onnx"):
         assert "check_failed" not in result[fmt], result[fmt]
@@ -208,3 +211,21 @@ def test_fp16_export_keeps_float32_io_and_matches_eager_fp16(head, tmp_path):
     assert boxes.dtype == scores.dtype == torch.float32 and counts.shape == (2,)
     with pytest.raises(ValueError, match=r"`dtype`: expected one of \['fp32', 'fp16'\], got 'int8'"):
         export(det, tmp_path / "other", dtype="int8")
+
+
+def test_onnx_falls_back_to_the_torchscript_based_exporter_saying_why(tmp_path, monkeypatch):
+    real = torch.onnx.export
+
+    def failing(*args, dynamo=True, **kwargs):
+        if dynamo:
+            raise RuntimeError("Could not guard on data-dependent expression")
+        return real(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", failing)
+    result = export(detector("fcos"), tmp_path, ["onnx"])
+    assert result["onnx"]["exporter"] == ("torch.onnx TorchScript-based (torch.export failed: RuntimeError: "
+                                          "Could not guard on data-dependent expression)")
+    assert "check_failed" not in result["onnx"]
+    images = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        assert compare(Inference(detector("fcos"))(images), run_exported(tmp_path / "model.onnx", images)) < 1e-3

@@ -50,8 +50,11 @@ def padded_nms(boxes: Tensor, scores: Tensor, labels: Tensor, valid: Tensor, iou
     done for the batch in one NMS call, images kept apart as labels are."""
     k = scores.shape[1]
     candidates = torch.where(valid.flatten())[0]
-    groups = torch.div(candidates, k, rounding_mode="floor") * num_labels + labels.flatten()[candidates]
-    keep = box_ops.batched_nms(boxes.flatten(0, 1)[candidates], scores.flatten()[candidates], groups, iou_threshold)
+    image, label = torch.div(candidates, k, rounding_mode="floor"), labels.flatten()[candidates]
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        keep = _nms_shifted_apart(boxes, boxes.flatten(0, 1)[candidates], scores.flatten()[candidates], image, label, iou_threshold)
+    else:  # torchvision's choice per device and size (on a CPU, many boxes: one NMS per group)
+        keep = box_ops.batched_nms(boxes.flatten(0, 1)[candidates], scores.flatten()[candidates], image * num_labels + label, iou_threshold)
     kept = torch.zeros_like(scores).flatten().scatter(0, candidates[keep], torch.ones_like(keep, dtype=scores.dtype)).view_as(scores) > 0
     ranked, top = torch.where(kept, scores, -1.0).topk(min(per_image, k), dim=1)  # scores are >= 0: kept rows first
     found = kept.gather(1, top)
@@ -61,3 +64,14 @@ def padded_nms(boxes: Tensor, scores: Tensor, labels: Tensor, valid: Tensor, iou
         torch.where(found, labels.gather(1, top), -1),
         found.sum(1),
     )
+
+
+def _nms_shifted_apart(all_boxes: Tensor, boxes: Tensor, scores: Tensor, image: Tensor, label: Tensor, iou_threshold: float) -> Tensor:
+    """One NMS call in which boxes of different labels cannot overlap, shifted apart along x, nor
+    boxes of different images, shifted apart along y. torchvision's coordinate trick shifts every
+    group along one diagonal; over images x labels (B x 80) that reaches coordinates where float32
+    steps are a sizeable part of a pixel. A graph has no data-dependent branch this way (the
+    shift's span comes from `all_boxes`, every candidate's, which is never empty)."""
+    low, span = all_boxes.min(), all_boxes.max() - all_boxes.min() + 1
+    shift = torch.stack([label, image], -1).repeat(1, 2).to(boxes.dtype) * span
+    return box_ops.nms(boxes - low + shift, scores, iou_threshold)
