@@ -62,11 +62,12 @@ def profile(runner, threads: int, runs: int, warmup: int) -> tuple[dict[str, flo
 
 
 def part_of_node(name: str, arch: Arch) -> str:
-    """The part a node of the whole detector's graph belongs to, by the module scope in its name."""
-    scope = name.split("/")[1] if name.startswith("/") and name.count("/") >= 2 else ""
+    """The part a node of the whole detector's graph belongs to, by the first module scope in its
+    name that names one ("/model/backbone/...": backbone)."""
     if not name.startswith("/"):
         return "layout"  # ReorderInput / ReorderOutput that ONNX Runtime inserts
-    return {"": "io", "backbone": "backbone", arch.neck.type: "neck", arch.head.type: "head"}.get(scope, "io")
+    parts = {"backbone": "backbone", arch.neck.type: "neck", arch.head.type: "head"}
+    return next((parts[scope] for scope in name.split("/")[1:-1] if scope in parts), "io")
 
 
 def measure(arch: Arch, ctx: OpContext, settings: Settings, runs: int, warmup: int) -> dict:
@@ -100,7 +101,7 @@ def summary(points: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="tiny")
+    p.add_argument("--space", default="tiny", help="a preset or a space JSON file")
     p.add_argument("--archs", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=30)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     log_to_stderr()
     log = logging.getLogger("fusion")
-    space = SearchSpace.preset(args.space)
+    space = SearchSpace.resolve(args.space)
     torch.set_num_threads(args.threads)
     settings = Settings(device="cpu", threads=args.threads, backend="onnxruntime")
     ctx = OpContext.for_space(space, args.num_classes)

@@ -44,3 +44,22 @@ def test_latency_benchmark_in_onnxruntime_compares_the_runtime_with_eager(tmp_pa
     versus = line["versus_eager"]
     assert len(versus["eager_ms"]) == 4 and -1 <= versus["kendall_tau"] <= 1 and versus["speedup_median"] > 0
     assert isinstance(versus["same_fastest"], bool)
+
+
+fusion_spec = importlib.util.spec_from_file_location("fusion_onnxruntime", Path(__file__).parents[1] / "benchmarks" / "fusion_onnxruntime.py")
+fusion = importlib.util.module_from_spec(fusion_spec)
+fusion_spec.loader.exec_module(fusion)
+
+
+def test_fusion_benchmark_attributes_every_part_of_the_graph_and_times_each_op_alone(tmp_path, capsys):
+    out = tmp_path / "fusion.json"
+    fusion.main(["--space", write_space(tmp_path / "micro.json"), "--archs", "2", "--runs", "2", "--warmup", "1", "--threads", "1",
+                 "--out", str(out)])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["archs"] == 2 and "points" not in line
+    for point in json.loads(out.read_text())["points"]:
+        # the exporter names nodes by module: every part of the detector gets kernel time in the
+        # whole graph, as each of its ops does alone
+        assert all(point["in_graph_ms"][p] > 0 for p in fusion.PARTS) and all(point["alone_ms"][p] > 0 for p in fusion.PARTS)
+        assert point["wall_ms"]["whole"] > 0 and point["wall_ms"]["sum_of_ops"] > 0
+    assert 0 < line["summary"]["kernels_in_graph_over_alone"]["median"] < 10
