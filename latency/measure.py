@@ -19,7 +19,7 @@ from typing import Callable, Hashable, Optional, Protocol
 import numpy as np
 import torch
 
-from supernet.cli import option
+from supernet.cli import check_number, option
 
 from .backends import BACKENDS, BackendError, runnable
 
@@ -169,10 +169,8 @@ def measure_many(factories: dict[Hashable, Callable[[], Callable[[], object]]], 
     to per-pass times already measured (a resumed build) and is filled in place, so a caller
     can checkpoint it from `on_done(key, pass_index)`, which runs after each measurement;
     `on_extra_pass(n)` runs before each extra pass with the number of keys it will measure."""
-    if passes < 1:
-        raise ValueError(f"`passes`: expected a positive integer, got {passes!r}")
-    if extra_passes < 0:
-        raise ValueError(f"`extra_passes`: expected 0 or more, got {extra_passes!r}")
+    check_number(ValueError, "passes", passes, 1, integer=True)
+    check_number(ValueError, "extra_passes", extra_passes, 0, integer=True)
     rng = random.Random(seed)
     done = {} if done is None else done
     keys = list(factories)
