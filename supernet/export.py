@@ -170,6 +170,10 @@ def export(detector: Detector, out_dir: str | Path, formats: Sequence[str] = FOR
         raise ValueError(f"`image_input`: expected one of {list(INPUTS)}, got {image_input!r}")
     if dtype not in DTYPES:
         raise ValueError(f"`dtype`: expected one of {list(DTYPES)}, got {dtype!r}")
+    head = detector.arch.head.type
+    if not callable(getattr(detector.head[head], "postprocess_padded", None)):
+        raise ValueError(f"head {head!r} has no postprocess_padded: an export traces the batch's post-processing "
+                         f"(see supernet.registry.register_head)")
     out_dir = Path(out_dir)
     try:
         lock = RunLock(out_dir).acquire()  # also clears the temp files of an export that was killed

@@ -53,7 +53,10 @@ def register_neck(name: str, cls: Any, replace: bool = False) -> Any:
 def register_head(name: str, cls: Any, replace: bool = False) -> Any:
     """`cls(in_ch, width, num_classes, act=..., anchor_scale=..., post=..., **knobs)`; it
     splits its work into `raw_outputs(features, images, arch)` and `postprocess(raw, images)`
-    (what the latency table times apart), and `forward` returns losses in training."""
+    (what the latency table times apart), and `forward` returns losses in training. Exports also
+    need `postprocess_padded(raw, images)`: the whole batch's detections as
+    `supernet.heads.detections.PaddedDetections`, with no loop over images (`OneStageHead`
+    subclasses have it)."""
     return _register("head", name, cls, replace)
 
 

@@ -229,3 +229,16 @@ def test_onnx_falls_back_to_the_torchscript_based_exporter_saying_why(tmp_path, 
     images = torch.rand(4, 3, 64, 64)
     with torch.no_grad():
         assert compare(Inference(detector("fcos"))(images), run_exported(tmp_path / "model.onnx", images)) < 1e-3
+
+
+def test_a_head_without_batched_postprocessing_is_refused_in_one_line(tmp_path):
+    from supernet.heads.fcos import FCOSHead
+
+    class PerImageOnly(FCOSHead):
+        postprocess_padded = None
+
+    det = detector("fcos")
+    det.head["fcos"].__class__ = PerImageOnly
+    with pytest.raises(ValueError, match="head 'fcos' has no postprocess_padded: an export traces"):
+        export(det, tmp_path)
+    assert not any(tmp_path.iterdir())  # checked before anything is written
