@@ -188,6 +188,7 @@ def export(detector: Detector, out_dir: str | Path, formats: Sequence[str] = FOR
 def _export(detector: Detector, out_dir: Path, formats: Sequence[str], check: bool, image_input: str) -> dict[str, dict]:
     module = (LetterboxInference if image_input == "uint8" else Inference)(detector).eval()
     example, probe = (_example(detector, seed, batch, image_input) for seed, batch in ((0, TRACE_BATCH), (1, CHECK_BATCH)))
+    dtype = dtype_name(detector)
     results = {}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # python ints from per-image shapes: constant for a fixed R
@@ -199,11 +200,11 @@ def _export(detector: Detector, out_dir: Path, formats: Sequence[str], check: bo
             # file, where the C++ writers abort the process and leave their partial file behind
             data, exporter = _serialise(fmt, traced, module, example)
             atomic_write_bytes(path, data)
-            results[fmt] = {"path": str(path), "input": image_input, "dtype": dtype_name(detector), "exporter": exporter}
+            results[fmt] = {"path": str(path), "input": image_input, "dtype": dtype, "exporter": exporter}
             if check:
                 eager = module(probe)
                 try:
-                    results[fmt]["max_abs_diff"] = compare(eager, run_exported(path, probe), TOLERANCES[dtype_name(detector)])
+                    results[fmt]["max_abs_diff"] = compare(eager, run_exported(path, probe), TOLERANCES[dtype])
                 except ValueError as e:
                     results[fmt]["check_failed"] = str(e) + (TIES_NOTE if _has_ties(eager[1][eager[1] > 0]) else "")
     return results
@@ -223,7 +224,6 @@ def _serialise(fmt: str, traced: torch.jit.ScriptModule, module: nn.Module, exam
     buffer = io.BytesIO()
     uint8 = isinstance(module, LetterboxInference)
     about = metadata(module.detector, "uint8" if uint8 else "float")
-    about["dtype"] = dtype_name(module.detector)
     if fmt == "torchscript":
         torch.jit.save(traced, buffer, _extra_files={"smnas.json": json.dumps(about)})
         return buffer.getvalue(), "torch.jit.trace"
@@ -280,7 +280,7 @@ def metadata(detector: Detector, image_input: str = "float") -> dict:
         spec = {"shape": ["batch", 3, r, r], "dtype": "float32", "range": [0, 1], "letterbox_fill": list(IMAGENET_MEAN),
                 "normalization": normalization}
         boxes = f"x1, y1, x2, y2 in the {r} x {r} letterboxed input's pixels"
-    return {"classes": detector.classes, "arch": detector.arch.to_dict(), "input": spec,
+    return {"classes": detector.classes, "arch": detector.arch.to_dict(), "dtype": dtype_name(detector), "input": spec,
             "outputs": {"names": list(OUTPUTS), "detections_per_image": detector.post.detections_per_img, "boxes": boxes,
                         "layout": "image i's detections are the first num_detections[i] rows, best first; then padding (scores 0, labels -1)"}}
 
