@@ -28,8 +28,9 @@ import json
 import random
 import sys
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from scipy.stats import kendalltau, rankdata, spearmanr
@@ -54,12 +55,15 @@ CALIB_BATCHES = 8  # BN recalibration batches per arch, as the demo's search
 logger = logging.getLogger(__name__)
 
 
-def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int) -> list[Arch]:
+def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int, region: Optional[Region] = None) -> list[Arch]:
     """K distinct archs, one from each of K equal bins of predicted latency (empty bins are
     filled from the nearest non-empty ones); within a bin, an arch whose neck and head types
-    were picked least so far, so that K >= the number of types covers every one of them."""
+    were picked least so far, so that K >= the number of types covers every one of them.
+    With `region`, only archs inside it are drawn."""
     rng = random.Random(seed)
-    pool = {a.hash(): a for a in (space.sample(rng) for _ in range(POOL))}
+    pool = {a.hash(): a for a in (space.sample(rng) for _ in range(POOL)) if region is None or region.holds(a, table)}
+    if len(pool) < k:
+        raise ValueError(f"only {len(pool)} distinct archs of {POOL} random draws lie in {region.describe()}; expected at least -k {k}")
     timed = sorted((table.predict(a), h) for h, a in pool.items())
     lo, hi = timed[0][0], timed[-1][0]
     bins: list[list[str]] = [[] for _ in range(k)]
@@ -77,6 +81,37 @@ def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int) -> 
                 picks.append(h)
                 break
     return [pool[h] for h in picks]
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a search's finalists compete: one input resolution and head type under a latency
+    budget. Across resolutions the ranking is dominated by resolution; inside such a region
+    is what is left to the search once the screening has picked the resolution."""
+    resolution: Optional[int] = None
+    head: Optional[str] = None
+    max_ms: Optional[float] = None
+
+    def holds(self, arch: Arch, table: LatencyTable) -> bool:
+        return ((self.resolution is None or arch.resolution == self.resolution) and (self.head is None or arch.head.type == self.head)
+                and (self.max_ms is None or table.predict(arch) <= self.max_ms))
+
+    def describe(self) -> str:
+        parts = [f"--resolution {self.resolution}"] * (self.resolution is not None) + [f"--head {self.head}"] * (self.head is not None)
+        return " ".join(parts + [f"--max-ms {self.max_ms}"] * (self.max_ms is not None)) or "the space"
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def check_region(region: Region, space: SearchSpace) -> None:
+    """A region the space can hold, or exit with the flag that cannot."""
+    if region.resolution is not None and region.resolution not in space.resolutions:
+        sys.exit(f"error: --resolution: expected one of the space's {list(space.resolutions)}, got {region.resolution}")
+    if region.head is not None and region.head not in space.head.types:
+        sys.exit(f"error: --head: expected one of the space's {list(space.head.types)}, got {region.head!r}")
+    if region.max_ms is not None and not region.max_ms > 0:
+        sys.exit(f"error: --max-ms: expected a positive latency in ms, got {region.max_ms}")
 
 
 def rank_agreement(inherited: list[float], standalone: list[float], resamples: int = 2000, seed: int = 0) -> dict:
@@ -169,9 +204,11 @@ def load_truth(path: str) -> dict:
         supernets = {row["name"]: row["supernet"] for row in data["rows"]}
         latency = [q["latency_pred_ms"] for q in data["points"]]
         keep = {k: data[k] for k in ("device", "schedule", "val_images", "noise_ceiling")}
+        region = Region(**data.get("region", {}))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"--truth {path}: not a ranking points file written by this benchmark ({type(e).__name__}: {e})") from None
-    return {"archs": archs, "truth": truth, "again": again, "inherited": inherited, "supernets": supernets, "latency": latency, **keep}
+    return {"archs": archs, "truth": truth, "again": again, "inherited": inherited, "supernets": supernets, "latency": latency,
+            "region": region, **keep}
 
 
 def main() -> None:
@@ -194,6 +231,9 @@ def main() -> None:
     p.add_argument("--refine-lr", type=float, help="the fine-tune's peak learning rate (default: the supernet's)")
     p.add_argument("--smooth", nargs="+", default=[], metavar="NAME",
                    help="also rank these rows' scores smoothed over the K archs (search.surrogate, evolve.py --smooth), as rows NAME_smoothed")
+    p.add_argument("--resolution", type=int, help="draw the archs at this input resolution only (a region, with --head and --max-ms)")
+    p.add_argument("--head", help="draw the archs with this head type only")
+    p.add_argument("--max-ms", type=float, help="draw the archs predicted no slower than this (a search's --latency-budget)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default="runs/ranking", help="retrained archs (kept: a rerun skips them)")
@@ -213,6 +253,9 @@ def main() -> None:
         stored = load_truth(args.truth) if args.truth else None
     except ValueError as e:
         sys.exit(f"error: {e}")
+    region = Region(args.resolution, args.head, args.max_ms)
+    if stored and region != Region():
+        sys.exit("error: --resolution, --head and --max-ms draw new archs; with --truth the stored archs are ranked")
     _, device = init_distributed(args.device)
     if stored:
         rank_stored(stored, supernets, args, device)
@@ -223,7 +266,11 @@ def main() -> None:
         model, blob = load_supernet(path, device)
         if archs is None:  # a supernet trained on a sub-space (stage-matched, --train-blocks) is ranked on the archs it trained
             space = model.space
-            archs = spread_archs(trained_space(model, blob), table, args.k, args.seed)
+            check_region(region, trained_space(model, blob))
+            try:
+                archs = spread_archs(trained_space(model, blob), table, args.k, args.seed, region)
+            except ValueError as e:
+                sys.exit(f"error: {e}")
             config = data_config(blob, args, device, epochs=args.epochs, steps=args.steps)
             train_set, val_set = build_datasets(config, max(space.resolutions))
         elif model.space != space:
@@ -244,7 +291,7 @@ def main() -> None:
                    **rank_agreement([truth[h] for h in again], list(again.values()), seed=args.seed)}
     write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, ceiling,
                  table.meta.device_name, {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
-                 len(val_set), args)
+                 len(val_set), args, region)
 
 
 def data_config(blob: dict, args, device, **schedule) -> TrainConfig:
@@ -310,11 +357,11 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device) -> None:
         how += [f"BN recalibrated on {args.calib_batches} batches"] if args.calib_batches != CALIB_BATCHES and not args.refine_steps else []
         names[name] = path + (f" ({'; '.join(how)})" if how else "")
     write_result(archs, stored["latency"], stored["truth"], stored["again"], inherited, names, stored["noise_ceiling"],
-                 stored["device"], stored["schedule"], stored["val_images"], args)
+                 stored["device"], stored["schedule"], stored["val_images"], args, stored["region"])
 
 
 def write_result(archs: list[Arch], latency: list[float], truth: dict, again: dict, inherited: dict, supernets: dict, ceiling,
-                 device_name: str, schedule: dict, val_images: int, args) -> None:
+                 device_name: str, schedule: dict, val_images: int, args, region: Optional[Region] = None) -> None:
     """The JSON line (one row per supernet), the points file beside it and the plot."""
     for name in args.smooth:  # the search's --smooth: the same inherited scores, smoothed over these archs
         if name not in inherited:
@@ -327,6 +374,7 @@ def write_result(archs: list[Arch], latency: list[float], truth: dict, again: di
         "benchmark": "ranking", "device": device_name, "k": len(archs),
         "head_types": sorted({a.head.type for a in archs}), "neck_types": sorted({a.neck.type for a in archs}),
         "schedule": schedule, "val_images": val_images, "noise_ceiling": ceiling, "rows": rows,
+        **({"region": region.to_dict()} if region is not None and region != Region() else {}),
     }
     points = [{"hash": a.hash(), "latency_pred_ms": ms, "standalone_map": round(truth[a.hash()], 5),
                "standalone_map_seed2": again.get(a.hash()), "inherited_map": {n: v[i] for n, v in inherited.items()}, "arch": a.to_dict()}

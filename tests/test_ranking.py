@@ -1,4 +1,5 @@
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from supernet import SearchSpace
 
 spec = importlib.util.spec_from_file_location("ranking", Path(__file__).parents[1] / "benchmarks" / "ranking.py")
 ranking = importlib.util.module_from_spec(spec)
+sys.modules["ranking"] = ranking  # its dataclasses look their module up there
 spec.loader.exec_module(ranking)
 
 
@@ -60,6 +62,22 @@ def test_spread_archs_covers_every_neck_and_head_type_and_the_ceiling_spans_late
     picks = ranking.ceiling_picks(archs, _Table(), 3)
     ms = sorted(_Table().predict(a) for a in archs)
     assert [_Table().predict(a) for a in picks] == [ms[0], ms[4], ms[8]]
+
+
+def test_a_region_draws_only_its_own_archs_and_is_kept_by_the_points_file(tmp_path):
+    import argparse
+
+    space = SearchSpace.preset("tiny").restrict(blocks=("ir_k3_e6",))
+    region = ranking.Region(resolution=space.resolutions[-1], head="fcos", max_ms=space.resolutions[-1] + 0.25)  # no 32-wide neck
+    archs = ranking.spread_archs(space, _Table(), 8, seed=0, region=region)
+    assert len({a.hash() for a in archs}) == 8
+    assert all(a.resolution == region.resolution and a.head.type == "fcos" and _Table().predict(a) <= region.max_ms for a in archs)
+    with pytest.raises(ValueError, match=r"lie in --resolution 64 --max-ms 0.001; expected at least -k 3"):
+        ranking.spread_archs(space, _Table(), 3, seed=0, region=ranking.Region(resolution=64, max_ms=0.001))
+    args = argparse.Namespace(out=str(tmp_path / "r.json"), seed=0, smooth=[])
+    ranking.write_result(archs, [1.0] * 8, {a.hash(): 0.1 * i for i, a in enumerate(archs)}, {}, {"demo": [0.01 * (i % 3) for i in range(8)]}, {"demo": "x/last.pt"}, None, "cpu",
+                         {"epochs": 12}, 100, args, region)
+    assert ranking.load_truth(str(tmp_path / "r.points.json"))["region"] == region
 
 
 def test_supernets_are_named_and_names_must_differ():
