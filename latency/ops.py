@@ -37,7 +37,7 @@ from supernet.layers import ConvBnAct, group_norm
 from supernet.registry import component
 from supernet.space import Arch, HeadArch, NUM_NECK_LEVELS, NeckArch, SearchSpace
 from supernet.supernet import Detector, knob_values
-from supernet.transform import letterbox, restore
+from supernet.transform import IMAGENET_MEAN, letterbox, restore
 
 from .measure import Settings, prepare
 
@@ -245,7 +245,9 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         cin, arch = (p["cin"], HeadArch(p["type"], p["width"], p["convs"], options)) if op.kind == "head" else (8, HeadArch(p["type"], 8, 1, options))
         module = prepare(ctx.normed(component("head", p["type"])(cin, arch.width, ctx.num_classes, act=act, anchor_scale=ctx.anchor_scale,
                                                                  post=ctx.post, **knob_values(arch, "head"))), settings)
-        feats = [rand(b, cin, s, s) for s in sides]
+        # zero features, as a timed detector's (`detector_runner`): a two-stage head's RPN and every post-processing
+        # then filter the same candidates in the op as in the detector
+        feats = [torch.zeros_like(rand(b, cin, s, s)) for s in sides]
         image = rand(b, 3, p["res"], p["res"])
         sizes = [(p["res"], p["res"])] * b
         if op.kind == "head":
@@ -263,14 +265,22 @@ def detector(arch: Arch, ctx: OpContext) -> Detector:
 
 def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: Optional[dict] = None,
                     seed: Optional[int] = None) -> Runner:
-    """`arch`'s whole standalone detector on a random batch, end to end; with `state_dict`, a
-    trained detector's weights (its post-processing still `ctx.post`'s, as the table's). Random
-    weights and the batch are fixed by the arch (and `seed`)."""
+    """`arch`'s whole standalone detector end to end, with random weights fixed by the arch (and
+    `seed`) on a batch of the normalisation's mean colour; with `state_dict`, a trained
+    detector's weights (its post-processing still `ctx.post`'s, as the table's) on a random batch.
+
+    Why the mean colour: it normalises to exactly zero, so every feature of an untrained
+    detector is zero and its head's outputs are its biases (every box an anchor, every score
+    tied), whatever its widths. The post op (`op_runner`) is fed the same zero features, so both
+    run post-processing on identical candidates: its cost depends on them (ONNX Runtime's NMS by
+    up to 2x), and on a random batch they differ by float noise between the two."""
     with seeded(f"{arch.hash()}/{seed}"):
         x = _inputs(settings)(settings.batch_size, 3, arch.resolution, arch.resolution)
         model = detector(arch, ctx)
     if state_dict is not None:
         model.load_state_dict(state_dict)
+    else:
+        x = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand_as(x).contiguous(memory_format=settings.memory_format)
     return Runner(prepare(model, settings), lambda m, x: m(x), (x,))
 
 

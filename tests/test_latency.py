@@ -366,3 +366,38 @@ def test_extremes_are_exact(micro_table, per_op, flips):
     if flips:  # the plain sum's fastest is not the prediction's: the term mattered
         by_raw = min(archs, key=table.raw)
         assert table.predict(by_raw) > ms + 0.1 and sum(s.depth for s in by_raw.backbone.stages) < sum(s.depth for s in fastest.backbone.stages)
+
+
+def test_the_post_op_gets_exactly_the_candidates_of_the_detector_timed_end_to_end():
+    """Post-processing costs what its candidates make it cost (NMS above all): the table's post op
+    and the untrained detectors a build and a validation time end to end must feed it the same."""
+    from latency.ops import post_op
+    from supernet.supernet import _features
+    from supernet.transform import letterbox
+
+    space = micro_space()
+    rng = random.Random(0)
+    settings = Settings(device="cpu", threads=1)
+    for head in ("fcos", "retinanet", "two_stage"):
+        arch = next(a for a in (space.sample(rng) for _ in range(200)) if a.head.type == head and a.head.width == 8)
+        ctx = OpContext(num_classes=3)
+        timed = detector_runner(arch, ctx, settings)
+        model, (x,) = timed.module, timed.inputs
+        images = letterbox(list(x), arch.resolution)[0]
+        with torch.no_grad():
+            features = _features(model, images.tensors, arch)
+            raw = model.head[head].raw_outputs(features, images, arch.head)
+        assert all(float(f.abs().max()) == 0.0 for f in features)  # the mean colour normalises to zero
+        post = op_runner(post_op(arch.head, arch.resolution), ctx, settings)
+        fed = post.inputs[1:]
+        flat = [t for t in torch.utils._pytree.tree_leaves(raw) if isinstance(t, torch.Tensor)]
+        assert len(fed) == len(flat), head
+        if head == "two_stage":  # the proposals are the same; the RoI stage's outputs are its FC layers' biases, the
+            # same for every RoI on both sides but not between the post op's narrow FCs and the detector's own
+            assert all(torch.equal(a, b) for a, b in zip(fed[:2], flat[:2]))
+            assert all(bool((t == t[:1]).all()) for t in (*fed[2:], *flat[2:]))
+            continue
+        assert all(torch.equal(a, b) for a, b in zip(fed, flat)), head
+        with torch.no_grad():
+            alone, whole = post(), timed()
+        assert torch.equal(alone[0]["boxes"], whole[0]["boxes"]) and torch.equal(alone[0]["scores"], whole[0]["scores"]), head
