@@ -162,6 +162,8 @@ def main() -> None:
                    help="retrain the searched subnet, the control's pick and the baselines within the slack with this many seeds each; compare means")
     p.add_argument("--smooth", action="store_true", help="the search and the control rank subnets by smoothed scores (evolve.py --smooth)")
     p.add_argument("--per-resolution", action="store_true", help="one evolution per input resolution (evolve.py --per-resolution)")
+    p.add_argument("--resolution-first", action="store_true",
+                   help="one generation per input resolution, the screening picks the resolution, the rest evolve there (SM-NAS's structure first)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -190,7 +192,7 @@ def main() -> None:
             shutil.copyfile(table, out / table.name)
         print(f"== seed {seed}: {out}", file=sys.stderr)
         report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth,
-                              per_resolution=args.per_resolution)
+                              per_resolution=args.per_resolution, resolution_first=args.resolution_first)
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
         compared = ["searched", "random", *near_baselines(report, args.latency_slack, latency)]
@@ -198,6 +200,7 @@ def main() -> None:
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
                  "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "per_resolution": args.per_resolution,
+                 "resolution_first": args.resolution_first,
                  "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 

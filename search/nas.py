@@ -80,6 +80,8 @@ class SearchConfig:
     per_resolution: bool = option(False, "structural stage: one evolution per input resolution, each with --population and "
                                          "--generations divided among them (the first get the remainder; at least 1 each), so that every "
                                          "resolution's best is evolved, not only that of the resolution the scores favour")
+    resolution: Optional[int] = option(None, "search only this input resolution (one a screening picked: the pipeline's "
+                                              "--resolution-first); none: every resolution of the space")
     finalists: int = option(5, "subnets kept in finalists.json")
     seed: int = option(0, "seeds the evolution and the data subset")
     out: str = option("runs/search", "search folder: history.jsonl, pareto.json, finalists.json, config.yaml")
@@ -102,6 +104,7 @@ class SearchConfig:
             check_number(SearchError, name, getattr(self, name), 0, low_open=True, optional=True)
         for name in ("population", "generations", "topk", "calib_batches", "eval_images", "batch_size", "finalists"):
             check_number(SearchError, name, getattr(self, name), 1, integer=True)
+        check_number(SearchError, "resolution", self.resolution, 1, integer=True, optional=True)
         for name in ("finetune_steps", "workers", "aging"):
             check_number(SearchError, name, getattr(self, name), 0, integer=True)
         if 0 < self.aging < self.topk:
@@ -135,8 +138,12 @@ def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, blo
 
 def resolution_niches(genes: list[tuple[str, tuple]]) -> list[list[tuple[str, tuple]]]:
     """`genes` once per input resolution, each with the resolution fixed to one of its choices."""
-    choices = dict(genes)["resolution"]
-    return [[(name, (r,)) if name == "resolution" else (name, values) for name, values in genes] for r in choices]
+    return [at_resolution(genes, r) for r in dict(genes)["resolution"]]
+
+
+def at_resolution(genes: list[tuple[str, tuple]], resolution: Optional[int]) -> list[tuple[str, tuple]]:
+    """`genes` with the input resolution fixed to `resolution` (None: as they are)."""
+    return genes if resolution is None else [(name, (resolution,)) if name == "resolution" else (name, values) for name, values in genes]
 
 
 def search_started(out: Path) -> bool:
@@ -250,6 +257,10 @@ class Search:
         if c.latency_budget < fastest_ms:
             raise SearchError(f"`latency_budget` {c.latency_budget:g} ms: below the fastest subnet of this space on "
                               f"{self.table.meta.device_name}, {fastest_ms:.3f} ms (arch {fastest.hash()})")
+        if c.resolution is not None and c.resolution not in self.space.resolutions:
+            raise SearchError(f"`resolution` {c.resolution}: expected one of the space's input resolutions {list(self.space.resolutions)}")
+        if c.resolution is not None and c.per_resolution:
+            raise SearchError("`resolution` and `per_resolution`: one fixes the input resolution, the other evolves each one; pass one")
         self.base_arch = self._base_arch()
         self.train_set, self.val_set = self._datasets(blob)
         if c.eval_images > len(self.val_set):  # else scored on fewer than config.yaml would record
@@ -375,7 +386,7 @@ class Search:
         objectives = [Objective(score)] if c.objective == "map" else [Objective(score), Objective("latency_ms", maximize=False)]
         base = self.base_arch
         for index, stage in enumerate(stages):
-            genes = stage_genes(self.space, stage, base, c.structural_block)
+            genes = at_resolution(stage_genes(self.space, stage, base, c.structural_block), c.resolution)
             seeds = [self.space.encode(base)] if stage == "modular" else []  # the modular stage starts from the structure's arch
             niches = resolution_niches(genes) if c.per_resolution and stage == "structural" else [genes]
             ranked = []
@@ -399,7 +410,7 @@ class Search:
         control, on the same weights; draws with blocks it never trained would score near zero
         and leave a control that only looks weak."""
         c = self.config
-        evolution = Evolution(stage_genes(trained_space(self.model, self.blob), RANDOM), self.space.decode, lambda a: a.hash(),
+        evolution = Evolution(at_resolution(stage_genes(trained_space(self.model, self.blob), RANDOM), c.resolution), self.space.decode, lambda a: a.hash(),
                               [Objective("map")], self.constraints(), c.population * c.generations, seed=c.seed)
         evolution.run(1, lambda generation: self._evaluate(generation, RANDOM), on_generation=lambda _: self._after_generation(evolution))
 

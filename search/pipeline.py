@@ -30,6 +30,7 @@ from supernet.train_config import TrainConfig
 from supernet.trainer import Trainer
 
 from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig, search_started
+from .records import SubnetRecord
 from .retrain import retrain
 from .screen import resolution_finalists, screen
 
@@ -71,7 +72,7 @@ QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
                  extremes: bool = False, smooth: bool = False, space: str = SPACE, data: Optional[dict[str, str]] = None,
-                 per_resolution: bool = False, schedule: Optional[Schedule] = None) -> dict:
+                 per_resolution: bool = False, resolution_first: bool = False, schedule: Optional[Schedule] = None) -> dict:
     """Run (or continue) every step in `out`; returns the report's data (also in report.json).
 
     `space`: a preset name or a space JSON file. `data`: where the images come from, as
@@ -82,6 +83,12 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     inherited mAP can be set against their retrained mAP (the benchmarks do). `smooth`: the
     search and its random control rank subnets by smoothed scores (`SearchConfig.smooth`);
     `per_resolution`: one evolution per input resolution (`SearchConfig.per_resolution`).
+    `resolution_first`: structure before modules, as SM-NAS: one generation per input resolution,
+    the screening of their bests picks the resolution, and the remaining generations evolve at that
+    resolution only (in OUT/search_focus); the pick is the best score there. Inherited scores
+    rank subnets of one resolution and head far better than across resolutions, and the search
+    otherwise spends most of its evaluations where they over-rate (a lower resolution). The
+    control and the screening's cost stay as they are.
     `schedule`: instead of `FULL` (or `QUICK`), e.g. longer trainings for a small real dataset."""
     s = schedule or (QUICK if quick else FULL)
     out = Path(out)
@@ -94,6 +101,10 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         space = SearchSpace.resolve(space_name)
     except ValueError as e:
         raise TrainError(str(e)) from None
+    first = len(space.resolutions) if resolution_first else s.generations  # generations before the resolution is picked
+    if resolution_first and (s.generations <= first or s.screen_finalists < first or not (s.screen_steps or s.screen_epochs)):
+        raise ValueError(f"resolution_first: needs more generations ({s.generations}) than input resolutions ({first}), and a "
+                         f"screening of every resolution's best ({s.screen_finalists} finalists)")
     unknown = sorted(set(data or {}) - set(DATA_FIELDS))
     if unknown:
         raise ValueError(f"data: unknown source field(s) {unknown}; expected some of {list(DATA_FIELDS)}")
@@ -115,10 +126,10 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     table = step("latency table", lambda: _latency_table(space, dev, s, lut, seed, classes))
     budget, fastest, slowest = halfway_budget(table)
     logger.info(f"latency budget: {budget:g} ms, halfway between the fastest ({fastest:.3f} ms) and the slowest ({slowest:.3f} ms) subnet")
-    search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=s.generations,
+    search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=first,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
-                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth, per_resolution=per_resolution)
+                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth, per_resolution=per_resolution or resolution_first)
     searcher = Search(search, resume=search_started(out / "search"))
     summary = step("search", searcher.run)
     # the control: as many subnets as the search's budget (at least as many as it evaluated), drawn uniformly under the
@@ -131,6 +142,9 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     screened = {name: step(f"screening {name}", lambda name=name, run=run: _screen(run, s.screen_finalists, space, screen_cfg, out / "screen" / name))
                 for name, run in (("searched", searcher), ("random", drawer))}
     finalist, pick = screened["searched"]["pick"], screened["random"]["pick"]
+    if resolution_first:
+        finalist, evaluated = step("search at the screened resolution", lambda: _focus(searcher, finalist.arch.resolution, s.generations - first))
+        summary = {**summary, "evaluated": summary["evaluated"] + evaluated}
     candidates = {"searched": finalist.arch, "random": pick.arch}
     inherited = {"searched": finalist.map, "random": pick.map}
     if extremes:
@@ -158,6 +172,18 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     atomic_json(report, out / "report.json")
     atomic_write_bytes(out / "report.md", render_report(report).encode())
     return report
+
+
+def _focus(first: Search, resolution: int, generations: int) -> tuple[SubnetRecord, int]:
+    """(the best subnet at `resolution`, subnets evaluated): `generations` more of `first`'s
+    search at that resolution only, in OUT/search_focus next to it; `first`'s own subnets at that
+    resolution compete too."""
+    c = first.config
+    out = Path(c.out).parent / "search_focus"
+    focus = Search(replace(c, per_resolution=False, resolution=resolution, generations=generations, out=str(out)), resume=search_started(out))
+    summary = focus.run()
+    records = [r for r in first.ranked() if r.arch.resolution == resolution] + focus.ranked()
+    return min(records, key=lambda r: (-r.score(first.score_key), r.latency_ms, r.hash)), summary["evaluated"]
 
 
 def _screen(search: Search, count: int, space: SearchSpace, config: TrainConfig, out: Path) -> dict:

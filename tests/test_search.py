@@ -86,6 +86,27 @@ def test_per_resolution_evolves_each_resolution_on_its_own(trained, tmp_path):
     assert [r["hash"] for r in read_history(again)] == [r["hash"] for r in history]
 
 
+def test_a_search_at_one_resolution_and_the_pipelines_focus_on_the_screened_one(trained, tmp_path):
+    from search.pipeline import _focus
+
+    resolutions = SearchSpace.from_dict(SPACE).resolutions
+    first = Search(config(trained, tmp_path / "run" / "search", stage="structural", per_resolution=True, generations=2, latency_budget=1e6))
+    first.run()
+    best, evaluated = _focus(first, resolutions[1], 2)
+    focus = read_history(tmp_path / "run" / "search_focus")
+    assert evaluated == len({r["hash"] for r in focus}) and len(focus) == 2 * 4
+    assert {r["arch"]["resolution"] for r in focus} == {resolutions[1]}
+    # the pick: the best score at that resolution, the first search's subnets there competing too
+    there = [r for r in read_history(tmp_path / "run" / "search") if r["arch"]["resolution"] == resolutions[1]] + focus
+    assert best.arch.resolution == resolutions[1] and best.map == max(r["map"] for r in there)
+    again, evaluated_again = _focus(first, resolutions[1], 2)  # finished: read back, nothing evaluated anew
+    assert again.hash == best.hash and evaluated_again == evaluated and len(read_history(tmp_path / "run" / "search_focus")) == len(focus)
+    with pytest.raises(SearchError, match=r"`resolution` 100: expected one of the space's input resolutions"):
+        Search(config(trained, tmp_path / "x", resolution=100))
+    with pytest.raises(SearchError, match=r"`resolution` and `per_resolution`"):
+        Search(config(trained, tmp_path / "y", resolution=resolutions[0], per_resolution=True))
+
+
 def test_stage_both_keeps_the_structure_in_the_modular_stage(trained, tmp_path):
     Search(config(trained, tmp_path / "s", generations=3)).run()
     history = read_history(tmp_path / "s")
@@ -282,3 +303,12 @@ def test_smooth_ranks_by_the_smoothed_score(trained, tmp_path):
     assert summary["best"]["hash"] == finalists[0]["hash"] and {f["hash"] for f in finalists} <= {r["hash"] for r in history}
     raw = {r["hash"]: r["map"] for r in history}
     assert all(f["map"] == raw[f["hash"]] for f in finalists)
+
+
+def test_resolution_first_needs_more_generations_and_a_screening_of_every_resolution(tmp_path):
+    from search.pipeline import run_pipeline
+
+    with pytest.raises(ValueError, match=r"resolution_first: needs more generations \(4\) than input resolutions \(3\), and a "
+                                         r"screening of every resolution's best \(2 finalists\)"):
+        run_pipeline(tmp_path / "demo", quick=True, device="cpu", resolution_first=True)
+    assert not (tmp_path / "demo" / "supernet").exists()  # refused before anything ran
