@@ -215,7 +215,7 @@ def _train_supernet(config: TrainConfig, space: SearchSpace) -> tuple[Path, dict
         trainer = Trainer(config, build_datasets(config, max(space.resolutions)), resume=(Path(config.out) / "last.pt").is_file())
         result = trainer.run()
         atomic_json(result, done)
-    return Path(result["checkpoint"]), result["eval"]
+    return Path(config.out) / Path(result["checkpoint"]).name, result["eval"]  # the folder's own: a moved run folder still works
 
 
 def _num_classes(checkpoint: Path) -> int:

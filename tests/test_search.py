@@ -312,3 +312,13 @@ def test_resolution_first_needs_more_generations_and_a_screening_of_every_resolu
                                          r"screening of every resolution's best \(2 finalists\)"):
         run_pipeline(tmp_path / "demo", quick=True, device="cpu", resolution_first=True)
     assert not (tmp_path / "demo" / "supernet").exists()  # refused before anything ran
+
+
+def test_a_finished_supernet_is_read_from_its_own_folder_after_a_move(tmp_path):
+    from search.pipeline import _train_supernet
+
+    moved = tmp_path / "moved" / "supernet"
+    moved.mkdir(parents=True)
+    (moved / "result.json").write_text(json.dumps({"checkpoint": "runs/elsewhere/supernet/last.pt", "eval": {"smallest": {"map": 0.1}}}))
+    checkpoint, evaluation = _train_supernet(TrainConfig(out=str(moved)), SearchSpace.from_dict(SPACE))
+    assert checkpoint == moved / "last.pt" and evaluation == {"smallest": {"map": 0.1}}
