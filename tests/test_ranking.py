@@ -139,3 +139,15 @@ def test_refined_map_fine_tunes_from_the_inherited_weights(tmp_path):
             assert torch.allclose(refined[name], t, atol=1e-20), name
     (tmp_path / "r" / "last.pt").unlink()
     assert ranking.refined_map(model, arch, config, datasets) == score  # read back from result.json, not trained again
+
+
+def test_proxy_variants_are_set_against_the_truth_and_the_searchs_own_score():
+    spec = importlib.util.spec_from_file_location("ranking_proxies", Path(__file__).parents[1] / "benchmarks" / "ranking_proxies.py")
+    proxies = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(proxies)
+    truth = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    scores = {"map": [1, 2, 3, 4, 5, 6], "map_calib2": [1, 2, 3, 4, 6, 5], "ap50": [6, 5, 4, 3, 2, 1]}
+    rows = proxies.summarize(scores, truth)
+    assert rows["map"]["kendall_tau"] == 1.0 and rows["ap50"]["kendall_tau"] == -1.0
+    assert rows["map_calib2"]["kendall_tau_vs_map"] == round(13 / 15, 4) and "kendall_tau_vs_map" not in rows["ap50"]
+    assert set(rows["map"]) == {"kendall_tau", "kendall_tau_ci95"}
