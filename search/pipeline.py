@@ -162,7 +162,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         "device": table.meta.device_name, "space": space_name, "quick": quick, "data": data or {}, "latency_budget_ms": budget,
         "latency_range_ms": [round(fastest, 3), round(slowest, 3)], "schedule": asdict(s),
         "searched": {"hash": finalist.hash, "inherited_map": finalist.map, "predicted_ms": finalist.latency_ms,
-                     "evaluated": summary["evaluated"], "screened": screened["searched"]["screened"]},
+                     "evaluated": summary["evaluated"], "screened": screened["searched"]["screened"],
+                     **({"focus_resolution": finalist.arch.resolution} if resolution_first else {})},
         "random": {"hash": pick.hash, "inherited_map": pick.map, "predicted_ms": pick.latency_ms,
                    "evaluated": control["evaluated"], "screened": screened["random"]["screened"]},
         "models": {name: {"arch": candidates[name].to_dict(), "inherited_map": inherited.get(name), **r} for name, r in results.items()},
@@ -284,6 +285,13 @@ def _describe(data: Optional[dict]) -> str:
     return ", ".join(f"{flag(k)} {v}" for k, v in data.items())
 
 
+def _how_picked(searched: dict) -> str:
+    if "focus_resolution" in searched:
+        return (f"the best at {searched['focus_resolution']} px, the resolution the screening below picked, where the search's "
+                "later generations evolved")
+    return "after the screening below"
+
+
 def render_report(report: dict) -> str:
     searched = report["searched"]
     lo, hi = report["latency_range_ms"]
@@ -294,7 +302,7 @@ def render_report(report: dict) -> str:
         f"Latency budget **{report['latency_budget_ms']:g} ms** (predicted), halfway between the fastest ({lo:g} ms) and the "
         f"slowest ({hi:g} ms) subnet of the space.", "",
         f"The search evaluated {searched['evaluated']} subnets with inherited weights; its pick under the budget "
-        f"(`{searched['hash']}`, after the screening below) had mAP {searched['inherited_map']:.4f} with inherited weights. The "
+        f"(`{searched['hash']}`, {_how_picked(searched)}) had mAP {searched['inherited_map']:.4f} with inherited weights. The "
         f"random-search control drew {report['random']['evaluated']} subnets uniformly under the same budget and scored and "
         f"screened them the same way; its pick (`{report['random']['hash']}`, row `random`) had {report['random']['inherited_map']:.4f}. Below, these two and the hand-designed "
         "baselines (`supernet/baselines.py`), each trained from scratch with the same schedule and scored on the whole "

@@ -322,3 +322,10 @@ def test_a_finished_supernet_is_read_from_its_own_folder_after_a_move(tmp_path):
     (moved / "result.json").write_text(json.dumps({"checkpoint": "runs/elsewhere/supernet/last.pt", "eval": {"smallest": {"map": 0.1}}}))
     checkpoint, evaluation = _train_supernet(TrainConfig(out=str(moved)), SearchSpace.from_dict(SPACE))
     assert checkpoint == moved / "last.pt" and evaluation == {"smallest": {"map": 0.1}}
+
+
+def test_the_report_says_how_the_searched_subnet_was_picked():
+    from search.pipeline import _how_picked
+
+    assert _how_picked({"hash": "a"}) == "after the screening below"
+    assert _how_picked({"hash": "a", "focus_resolution": 128}).startswith("the best at 128 px, the resolution the screening below picked")
