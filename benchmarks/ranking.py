@@ -63,7 +63,7 @@ def spread_archs(space: SearchSpace, table: LatencyTable, k: int, seed: int, reg
     rng = random.Random(seed)
     pool = {a.hash(): a for a in (space.sample(rng) for _ in range(POOL)) if region is None or region.holds(a, table)}
     if len(pool) < k:
-        raise ValueError(f"only {len(pool)} distinct archs of {POOL} random draws lie in {region.describe()}; expected at least -k {k}")
+        raise ValueError(f"only {len(pool)} distinct archs of {POOL} random draws lie in {(region or Region()).describe()}; expected at least -k {k}")
     timed = sorted((table.predict(a), h) for h, a in pool.items())
     lo, hi = timed[0][0], timed[-1][0]
     bins: list[list[str]] = [[] for _ in range(k)]

@@ -168,9 +168,9 @@ def seeded(name: str) -> Iterator[None]:
         yield
 
 
-def _inputs(settings: Settings) -> Callable[..., torch.Tensor]:
+def _inputs(settings: Settings, fill: Callable[..., torch.Tensor] = torch.rand) -> Callable[..., torch.Tensor]:
     def make(*shape: int) -> torch.Tensor:
-        x = torch.rand(shape).to(device=settings.device, dtype=settings.torch_dtype)
+        x = fill(shape).to(device=settings.device, dtype=settings.torch_dtype)
         return x.contiguous(memory_format=settings.memory_format) if x.dim() == 4 else x
 
     return make
@@ -247,7 +247,7 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
                                                                  post=ctx.post, **knob_values(arch, "head"))), settings)
         # zero features, as a timed detector's (`detector_runner`): a two-stage head's RPN and every post-processing
         # then filter the same candidates in the op as in the detector
-        feats = [torch.zeros_like(rand(b, cin, s, s)) for s in sides]
+        feats = [_inputs(settings, torch.zeros)(b, cin, s, s) for s in sides]
         image = rand(b, 3, p["res"], p["res"])
         sizes = [(p["res"], p["res"])] * b
         if op.kind == "head":
@@ -274,14 +274,18 @@ def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: 
     tied), whatever its widths. The post op (`op_runner`) is fed the same zero features, so both
     run post-processing on identical candidates: its cost depends on them (ONNX Runtime's NMS by
     up to 2x), and on a random batch they differ by float noise between the two."""
+    shape = (settings.batch_size, 3, arch.resolution, arch.resolution)
     with seeded(f"{arch.hash()}/{seed}"):
-        x = _inputs(settings)(settings.batch_size, 3, arch.resolution, arch.resolution)
+        x = _inputs(settings)(*shape) if state_dict is not None else _inputs(settings, _mean_colour)(*shape)
         model = detector(arch, ctx)
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    else:
-        x = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand_as(x).contiguous(memory_format=settings.memory_format)
     return Runner(prepare(model, settings), lambda m, x: m(x), (x,))
+
+
+def _mean_colour(shape: tuple[int, ...]) -> torch.Tensor:
+    """Images [B, 3, H, W] of the normalisation's mean colour: they normalise to exactly zero."""
+    return torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(shape)
 
 
 def reference_runner(arch: Arch, ctx: OpContext, settings: Settings, seed: int) -> Runner:

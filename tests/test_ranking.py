@@ -74,6 +74,8 @@ def test_a_region_draws_only_its_own_archs_and_is_kept_by_the_points_file(tmp_pa
     assert all(a.resolution == region.resolution and a.head.type == "fcos" and _Table().predict(a) <= region.max_ms for a in archs)
     with pytest.raises(ValueError, match=r"lie in --resolution 64 --max-ms 0.001; expected at least -k 3"):
         ranking.spread_archs(space, _Table(), 3, seed=0, region=ranking.Region(resolution=64, max_ms=0.001))
+    with pytest.raises(ValueError, match=r"random draws lie in the space; expected at least -k 100000"):
+        ranking.spread_archs(space, _Table(), 100000, seed=0)
     args = argparse.Namespace(out=str(tmp_path / "r.json"), seed=0, smooth=[])
     ranking.write_result(archs, [1.0] * 8, {a.hash(): 0.1 * i for i, a in enumerate(archs)}, {}, {"demo": [0.01 * (i % 3) for i in range(8)]}, {"demo": "x/last.pt"}, None, "cpu",
                          {"epochs": 12}, 100, args, region)
