@@ -33,6 +33,9 @@ declare -A OPTIONS=(
   [twin_e72]="--sampler narrow_twin --random-paths 1 --epochs 72 --width-sampling wide"
   [twin_e72_seed1]="--sampler narrow_twin --random-paths 1 --epochs 72 --width-sampling wide --seed 1"
   [twin_e72_seed2]="--sampler narrow_twin --random-paths 1 --epochs 72 --width-sampling wide --seed 2"
+  [wide_e144]="--sampler uniform --random-paths 1 --epochs 144 --width-sampling wide"
+  [wide_e144_seed1]="--sampler uniform --random-paths 1 --epochs 144 --width-sampling wide --seed 1"
+  [wide_e144_seed2]="--sampler uniform --random-paths 1 --epochs 144 --width-sampling wide --seed 2"
   [gn_e72]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --norm gn"
 )
 ROWS=${ROWS:-"uniform3 fair3 uniform1_e72 kd_backbone"}
