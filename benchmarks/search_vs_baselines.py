@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from search.pipeline import run_pipeline
-from search.retrain import measure_latencies, retrain
+from search.retrain import measure_latencies, retrain, timing_images
 from supernet.baselines import RECIPES
+from supernet.data import build_datasets
 from supernet.distributed import init_distributed
 from supernet.cli import log_to_stderr
 from supernet.io import atomic_json, emit_result
@@ -49,15 +50,18 @@ logger = logging.getLogger(__name__)
 
 
 def side_by_side(out: Path, report: dict, device: str, passes: int = SIDE_BY_SIDE_PASSES) -> dict[str, float]:
-    """Each retrained model's latency (ms), all timed in one interleaved run and kept in
-    OUT/latency_side_by_side.json: each retraining timed its model when it finished, minutes
-    apart on a host whose speed drifts, which can move a baseline across the slack."""
+    """Each retrained model's latency (ms), all timed in one interleaved run on the validation
+    images (as `retrain` times them) and kept in OUT/latency_side_by_side.json: each retraining
+    timed its model when it finished, minutes apart on a host whose speed drifts, which can move
+    a baseline across the slack."""
     path = out / SIDE_BY_SIDE
     if not path.is_file():
         models = {name: Detector.load(out / "retrain" / name / "model.pt") for name in report["models"]}
         lut = next(out.glob("latency_*.json"))
         _, dev = init_distributed(device)
-        measured = measure_latencies(models, dev, str(lut), SearchSpace.resolve(report["space"]), passes)
+        config = recorded_config(torch.load(out / "retrain" / "searched" / "last.pt", map_location="cpu", weights_only=True)["config"])
+        _, val_set = build_datasets(config, max(m.arch.resolution for m in models.values()))
+        measured = measure_latencies(models, dev, str(lut), SearchSpace.resolve(report["space"]), passes, timing_images(val_set))
         atomic_json({name: m["latency_ms"] for name, m in measured.items()}, path)
     return json.loads(path.read_text())
 

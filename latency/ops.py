@@ -24,7 +24,7 @@ import random
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -37,7 +37,7 @@ from supernet.layers import ConvBnAct, group_norm
 from supernet.registry import component
 from supernet.space import Arch, HeadArch, NUM_NECK_LEVELS, NeckArch, SearchSpace
 from supernet.supernet import Detector, knob_values
-from supernet.transform import IMAGENET_MEAN, letterbox, restore
+from supernet.transform import IMAGENET_MEAN, letterbox, letterbox_image, restore
 
 from .measure import Settings, prepare
 
@@ -264,23 +264,36 @@ def detector(arch: Arch, ctx: OpContext) -> Detector:
 
 
 def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: Optional[dict] = None,
-                    seed: Optional[int] = None) -> Runner:
+                    seed: Optional[int] = None, images: Optional[Sequence[torch.Tensor]] = None) -> Runner:
     """`arch`'s whole standalone detector end to end, with random weights fixed by the arch (and
     `seed`) on a batch of the normalisation's mean colour; with `state_dict`, a trained
-    detector's weights (its post-processing still `ctx.post`'s, as the table's) on a random batch.
+    detector's weights (its post-processing still `ctx.post`'s, as the table's) on `images`
+    (float [3, H, W] in [0, 1], letterboxed to the arch's resolution; the batch cycles through
+    them) or, without any, a random batch.
 
     Why the mean colour: it normalises to exactly zero, so every feature of an untrained
     detector is zero and its head's outputs are its biases (every box an anchor, every score
     tied), whatever its widths. The post op (`op_runner`) is fed the same zero features, so both
     run post-processing on identical candidates: its cost depends on them (ONNX Runtime's NMS by
-    up to 2x), and on a random batch they differ by float noise between the two."""
+    up to 2x), and on a random batch they differ by float noise between the two. Why real
+    images for a trained detector: its NMS then filters the candidates it filters when deployed."""
     shape = (settings.batch_size, 3, arch.resolution, arch.resolution)
     with seeded(f"{arch.hash()}/{seed}"):
-        x = _inputs(settings)(*shape) if state_dict is not None else _inputs(settings, _mean_colour)(*shape)
+        if state_dict is None:
+            x = _inputs(settings, _mean_colour)(*shape)
+        elif images:
+            x = _inputs(settings, lambda _: _image_batch(images, settings.batch_size, arch.resolution))(*shape)
+        else:
+            x = _inputs(settings)(*shape)
         model = detector(arch, ctx)
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return Runner(prepare(model, settings), lambda m, x: m(x), (x,))
+
+
+def _image_batch(images: Sequence[torch.Tensor], batch_size: int, resolution: int) -> torch.Tensor:
+    """`batch_size` of `images`, cycled, letterboxed to [B, 3, R, R] as the detector's own forward does."""
+    return torch.cat([letterbox_image(images[i % len(images)], resolution)[0] for i in range(batch_size)])
 
 
 def _mean_colour(shape: tuple[int, ...]) -> torch.Tensor:

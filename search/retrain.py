@@ -26,6 +26,7 @@ from supernet.baselines import PREFIX, RECIPES, baseline
 from supernet.checkpoint import load_supernet
 from supernet.cli import option
 from supernet.data import build_datasets
+from supernet.data.coco import to_model_input
 from supernet.distributed import init_distributed
 from supernet.errors import TrainError
 from supernet.evaluate import METRICS
@@ -52,6 +53,8 @@ class RetrainJob:
     supernet: Optional[str] = option(None, "supernet checkpoint (needed by --init inherited; also gives the default --space and data)")
     lut: Optional[str] = option(None, "latency table whose settings time the model; none: one in luts/ for this device and space")
     export: bool = option(False, "also write model.torchscript.pt and model.onnx (needs smnas[export])")
+TIMING_IMAGES = 8  # a trained detector's NMS works on what it finds: timed on validation images,
+TIMING_BATCHES = 4  # the mean over this many batches of them
 LATENCY_PASSES = 2  # as the table's own entries: the lowest of two shuffled passes (more if they disagree)
 
 logger = logging.getLogger(__name__)
@@ -141,7 +144,7 @@ def retrain(arch: Arch, space: SearchSpace, config: TrainConfig, init: str = "sc
         evaluated = result["eval"]["arch"]
         metrics = {
             "hash": arch.hash(), "init": init, **{k: evaluated[k] for k in METRICS}, "val_images": config.eval_images,
-            **(measure_latency(model, device, lut, space) if timed else {}),
+            **(measure_latency(model, device, lut, space, timing_images(val_set)) if timed else {}),
             "flops": flops(arch, model.num_classes), "params": params(arch, model.num_classes),
             "train_seconds": round(trainer.train_seconds, 3), "steps": trainer.step, "classes": train_set.classes,
         }
@@ -180,16 +183,29 @@ def finished_metrics(path: Path, arch: Arch, timed: bool = True) -> dict:
     return data
 
 
-def measure_latency(model: Detector, device: torch.device, lut: Optional[str], space: SearchSpace) -> dict:
+def timing_images(val_set, n: int = TIMING_IMAGES) -> list[torch.Tensor]:
+    """The first `n` validation images, float [3, H, W] in [0, 1]: what a trained detector is timed on."""
+    return to_model_input([val_set[i][0] for i in range(min(n, len(val_set)))], "cpu")
+
+
+def image_batches(images: list[torch.Tensor], batch_size: int, count: int = TIMING_BATCHES) -> list[list[torch.Tensor]]:
+    """`count` batches of `images`, each starting `batch_size` images after the one before (cycling):
+    a detector's post-processing costs what its images give it, so one batch is one sample of that."""
+    return [[images[(k * batch_size + i) % len(images)] for i in range(batch_size)] for k in range(count)]
+
+
+def measure_latency(model: Detector, device: torch.device, lut: Optional[str], space: SearchSpace,
+                    images: Optional[list[torch.Tensor]] = None) -> dict:
     """{"latency_ms" measured, "latency_pred_ms", "latency_settings"}: timed with the table's
     dtype, batch size and memory format on `device` (the table is `lut`, else one in luts/ for
-    this device and space; without any, fp32 batch 1 and no prediction). Post-processing is the
-    table's (full candidate budget), so measured and predicted time the same work."""
-    return measure_latencies({"model": model}, device, lut, space)["model"]
+    this device and space; without any, fp32 batch 1 and no prediction), on `images` (a random
+    batch without). Post-processing is the table's (full candidate budget), so measured and
+    predicted time the same work."""
+    return measure_latencies({"model": model}, device, lut, space, images=images)["model"]
 
 
 def measure_latencies(models: dict[str, Detector], device: torch.device, lut: Optional[str], space: SearchSpace,
-                      passes: int = LATENCY_PASSES) -> dict[str, dict]:
+                      passes: int = LATENCY_PASSES, images: Optional[list[torch.Tensor]] = None) -> dict[str, dict]:
     """`measure_latency` of several detectors side by side: their passes interleaved in shuffled
     order, so that a host whose speed drifts slows all of them alike and their ratios hold."""
     path = Path(lut) if lut else None
@@ -209,10 +225,12 @@ def measure_latencies(models: dict[str, Detector], device: torch.device, lut: Op
     for name, m in models.items():
         if contexts[name].num_classes != m.num_classes:
             raise TrainError(f"`lut` {path}: built for {contexts[name].num_classes} classes; the detector predicts {m.num_classes}")
-    factories = {name: (lambda m=m, ctx=contexts[name], state=m.state_dict(): detector_runner(m.arch, ctx, settings, state))
-                 for name, m in models.items()}
+    batches = image_batches(images, settings.batch_size) if images else [None]
+    factories = {(name, k): (lambda m=m, ctx=contexts[name], state=m.state_dict(), batch=batch: detector_runner(m.arch, ctx, settings, state, images=batch))
+                 for name, m in models.items() for k, batch in enumerate(batches)}
     times = measure_many(factories, settings, passes)
-    return {name: {"latency_ms": round(times[name], 4),
+    return {name: {"latency_ms": round(sum(times[(name, k)] for k in range(len(batches))) / len(batches), 4),
                    "latency_pred_ms": round(table.predict(m.arch), 4) if table else None,
-                   "latency_settings": {**settings.to_dict(), "lut": str(path) if path else None}}
+                   "latency_settings": {**settings.to_dict(), "lut": str(path) if path else None,
+                                        "images": f"mean over {len(batches)} batches of {len(images)} validation images" if images else "random"}}
             for name, m in models.items()}

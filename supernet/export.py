@@ -37,7 +37,7 @@ from torchvision.ops import box_iou
 from .cli import CommandParser, error_message
 from .io import FolderBusy, RunLock, atomic_write_bytes, error_line
 from .supernet import Detector, detect_padded
-from .transform import IMAGENET_MEAN, IMAGENET_STD
+from .transform import IMAGENET_MEAN, IMAGENET_STD, letterbox_image
 
 FORMATS = ("torchscript", "onnx")
 REQUIRES = {"onnx": ("onnx", "onnxruntime")}  # the exporter writes with onnx; the check runs the file in onnxruntime
@@ -114,22 +114,6 @@ def letterbox_in_graph(images: Tensor, scale: Tensor, resolution: int) -> Tensor
     grid = torch.stack([xs, ys], -1)[None].expand(images.shape[0], -1, -1, -1)
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     return F.grid_sample(images - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mean
-
-
-def letterbox_image(image: Tensor, resolution: int) -> tuple[Tensor, float]:
-    """(input [1, 3, R, R] for the exported model, scale): divide its boxes by `scale` and clip
-    them to the image's width and height to get back to `image`'s pixels. `image` is a float [3, H, W] in [0, 1]; resampled as the detector
-    does it (bilinear, antialiased when shrinking)."""
-    if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
-        raise ValueError(f"image: expected a float tensor [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
-    h, w = image.shape[-2:]
-    scale = resolution / max(h, w)
-    if scale != 1.0:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
-    out = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, resolution, resolution).clone()
-    out[0, :, : image.shape[1], : image.shape[2]] = image
-    return out, scale
 
 
 INPUTS = ("float", "uint8")  # letterboxed float [B, 3, R, R] in [0, 1]; or decoded uint8 [B, H, W, 3], letterboxed in the graph

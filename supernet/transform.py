@@ -44,6 +44,22 @@ def letterbox(images: Images, resolution: int, targets: Optional[list[dict[str, 
     return ImageList(batch, sizes), targets, meta
 
 
+def letterbox_image(image: Tensor, resolution: int) -> tuple[Tensor, float]:
+    """(input [1, 3, R, R] for the exported model, scale): divide its boxes by `scale` and clip
+    them to the image's width and height to get back to `image`'s pixels. `image` is a float [3, H, W] in [0, 1]; resampled as the detector
+    does it (bilinear, antialiased when shrinking)."""
+    if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+        raise ValueError(f"image: expected a float tensor [3, H, W] in [0, 1], got {tuple(image.shape)} {image.dtype}")
+    h, w = image.shape[-2:]
+    scale = resolution / max(h, w)
+    if scale != 1.0:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
+    out = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, resolution, resolution).clone()
+    out[0, :, : image.shape[1], : image.shape[2]] = image
+    return out, scale
+
+
 def normalize(images: Tensor) -> Tensor:
     """[..., 3, H, W] in [0, 1] -> (x - mean) / std, the input the backbones are trained on."""
     mean, std = images.new_tensor(IMAGENET_MEAN).view(3, 1, 1), images.new_tensor(IMAGENET_STD).view(3, 1, 1)

@@ -110,6 +110,7 @@ def test_retrain_writes_model_arch_metrics_and_exports(setup, tmp_path, capsys):
     assert metrics["val_images"] == 3 and metrics["steps"] == 2 and metrics["train_seconds"] > 0
     assert metrics["latency_ms"] > 0 and metrics["latency_settings"]["lut"] == setup["lut"]
     assert metrics["latency_pred_ms"] > 0
+    assert metrics["latency_settings"]["images"] == "mean over 4 batches of 3 validation images"  # the data's, not noise
     assert Arch.from_json((out / "arch.json").read_text()) == setup["arch"]
     det = Detector.load(out / "model.pt")
     assert det.arch == setup["arch"] and det.num_classes == 3
@@ -231,3 +232,21 @@ def test_screening_trains_untimed_and_resumes(setup, tmp_path, monkeypatch):
     assert [r["map"] for r in first] == sorted((r["map"] for r in first), reverse=True)
     monkeypatch.setattr(retrain_module, "Trainer", None)  # read back, never trained again
     assert screen(archs, space, cfg, tmp_path) == first
+
+
+def test_a_trained_detector_is_timed_on_batches_of_the_validation_images(setup):
+    """Its NMS filters what it finds on data: each timed batch is validation images, letterboxed
+    as the detector's forward does, one batch starting where the one before ended."""
+    from latency import ops
+    from supernet.transform import letterbox_image
+
+    images = [torch.rand(3, 20 + 4 * i, 32) for i in range(3)]
+    batches = retrain_module.image_batches(images, batch_size=2, count=3)
+    assert [[id(x) for x in b] for b in batches] == [[id(images[i]) for i in ids] for ids in ([0, 1], [2, 0], [1, 2])]
+    arch = SearchSpace.load(setup["space"]).smallest()
+    det = ops.detector(arch, ops.OpContext(num_classes=3))
+    runner = ops.detector_runner(arch, ops.OpContext(num_classes=3), Settings(batch_size=2), det.state_dict(), images=batches[1])
+    expected = torch.cat([letterbox_image(images[i], arch.resolution)[0] for i in (2, 0)])
+    assert torch.equal(runner.inputs[0], expected)
+    random_batch = ops.detector_runner(arch, ops.OpContext(num_classes=3), Settings(batch_size=2), det.state_dict()).inputs[0]
+    assert random_batch.shape == expected.shape and not torch.equal(random_batch, expected)
