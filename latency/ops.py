@@ -13,17 +13,13 @@ the same width, for instance) share one key, so a table measures each once.
 
 Post-processing is timed at its worst case, `score_thresh = 0`: every top-k candidate reaches
 NMS, as on a cluttered image. Its cost is then fixed by the top-k, not by what a random or
-half-trained model happens to score, so op timings and end-to-end timings agree. What NMS does
-with those candidates still depends on them: a one-stage head's are those of a head that found
-`FOUND_OBJECTS` objects in each image (`found_offsets`), on both the post op and the timed
-detectors, as a trained detector's on images.
+half-trained model happens to score, so op timings and end-to-end timings agree.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import itertools
-import math
 import random
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -37,11 +33,10 @@ from torchvision.models.detection.image_list import ImageList
 
 from supernet.backbone import block_input_side, block_positions, block_stride, stage_sides
 from supernet.heads import PostProcess
-from supernet.heads.common import OneStageHead
 from supernet.layers import ConvBnAct, group_norm
 from supernet.registry import component
 from supernet.space import Arch, HeadArch, NUM_NECK_LEVELS, NeckArch, SearchSpace
-from supernet.supernet import Detector, _features, knob_values
+from supernet.supernet import Detector, knob_values
 from supernet.transform import IMAGENET_MEAN, letterbox, letterbox_image, restore
 
 from .measure import Settings, prepare
@@ -258,70 +253,9 @@ def _op_runner(op: Op, ctx: OpContext, settings: Settings) -> Runner:
         if op.kind == "head":
             return Runner(module, lambda m, image, *feats: m.raw_outputs(list(feats), ImageList(image, sizes), arch), (image, *feats))
         with torch.no_grad():
-            raw = module.raw_outputs(feats, ImageList(image, sizes), arch)
-            raw, rebuild = _packed(with_found(raw, found_offsets(module, raw, p["res"])))
+            raw, rebuild = _packed(module.raw_outputs(feats, ImageList(image, sizes), arch))
         return Runner(module, lambda m, image, *raw: m.postprocess(rebuild(raw), ImageList(image, sizes)), (image, *raw), counted=False)
     raise ValueError(f"op {op.key}: unknown kind {op.kind!r}")
-
-
-FOUND_OBJECTS = 8  # per image: about what a COCO image holds (7.3 on average)
-
-
-def found_offsets(head: nn.Module, raw: dict, resolution: int) -> Optional[dict[str, list[torch.Tensor]]]:
-    """What to add to a one-stage head's raw outputs on zero features (its biases) so that they
-    become those of a head that found `FOUND_OBJECTS` objects in each image (`found_outputs`),
-    fixed by the head type, resolution and shapes; None for a head without `found_outputs`
-    (the two-stage head: its tied candidates stay). A trained detector's NMS works on candidates
-    that overlap and suppress one another, which costs ONNX Runtime up to 2x what tied anchor
-    boxes do; this is the same on both sides that must agree: the post op and the timed detectors."""
-    if not isinstance(head, OneStageHead):
-        return None
-    outputs, anchors, num_per_level = raw["outputs"], raw["anchors"], raw["num_per_level"]
-    generator = torch.Generator().manual_seed(zlib.crc32(f"{type(head).__name__}/{resolution}".encode()))
-    size = torch.exp(torch.empty(FOUND_OBJECTS, 2).uniform_(math.log(resolution / 16), math.log(resolution / 2), generator=generator))
-    corner = torch.rand(FOUND_OBJECTS, 2, generator=generator) * (resolution - size)
-    boxes = torch.cat([corner, corner + size], 1)
-    labels = torch.randint(head.num_classes, (FOUND_OBJECTS,), generator=generator)
-    found = head.found_outputs(anchors[0].float().cpu(), boxes, labels, num_per_level, generator)  # every image alike: the
-    # offsets broadcast over any batch size, so a detector timed at one and its post op at another agree
-    return {k: [f[None].to(v[level][:1]) - v[level][:1] for level, f in enumerate(found[k].split(num_per_level))]
-            for k, v in outputs.items()}
-
-
-def with_found(raw: dict, offsets: Optional[dict[str, list[torch.Tensor]]]) -> dict:
-    """`raw` with `found_offsets` added to its outputs (unchanged without)."""
-    if offsets is None:
-        return raw
-    return {**raw, "outputs": {k: [o + d for o, d in zip(v, offsets[k])] for k, v in raw["outputs"].items()}}
-
-
-class FoundObjects(nn.Module):
-    """An untrained detector as a latency table times it: end to end on the mean colour, its head's
-    raw outputs shifted (`found_offsets`) to those of a head that found objects, then its own
-    post-processing. The offsets are buffers: an exported graph holds them as constants."""
-
-    def __init__(self, model: Detector):
-        super().__init__()
-        self.model, arch = model, model.arch
-        head = model.head[arch.head.type]
-        with torch.no_grad():
-            x = _mean_colour((1, 3, arch.resolution, arch.resolution))
-            batch = letterbox(list(x), arch.resolution)[0]
-            raw = head.raw_outputs(_features(model, batch.tensors, arch), batch, arch.head)
-            offsets = found_offsets(head, raw, arch.resolution)
-        self.keys = sorted(offsets) if offsets else []
-        for k in self.keys:
-            for level, d in enumerate(offsets[k]):
-                self.register_buffer(f"{k}_{level}", d)
-
-    def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        arch = self.model.arch
-        head = self.model.head[arch.head.type]
-        batch, _, meta = letterbox(images, arch.resolution)
-        raw = head.raw_outputs(_features(self.model, batch.tensors, arch), batch, arch.head)
-        levels = len(raw["num_per_level"])
-        offsets = {k: [getattr(self, f"{k}_{level}") for level in range(levels)] for k in self.keys} or None
-        return restore(head.postprocess(with_found(raw, offsets), batch), meta)
 
 
 def detector(arch: Arch, ctx: OpContext) -> Detector:
@@ -338,12 +272,11 @@ def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: 
     them) or, without any, a random batch.
 
     Why the mean colour: it normalises to exactly zero, so every feature of an untrained
-    detector is zero and its head's outputs are its biases whatever its widths; an untrained
-    detector (`FoundObjects`) then shifts them to a head's that found objects. The post op
-    (`op_runner`) is fed the same, so both run post-processing on identical candidates: its cost
-    depends on them (ONNX Runtime's NMS by up to 2x), and on a random batch they differ by float
-    noise between the two. Why real images for a trained detector: its NMS then filters the
-    candidates it filters when deployed."""
+    detector is zero and its head's outputs are its biases (every box an anchor, every score
+    tied), whatever its widths. The post op (`op_runner`) is fed the same zero features, so both
+    run post-processing on identical candidates: its cost depends on them (ONNX Runtime's NMS by
+    up to 2x), and on a random batch they differ by float noise between the two. Why real
+    images for a trained detector: its NMS then filters the candidates it filters when deployed."""
     shape = (settings.batch_size, 3, arch.resolution, arch.resolution)
     with seeded(f"{arch.hash()}/{seed}"):
         if state_dict is None:
@@ -355,8 +288,6 @@ def detector_runner(arch: Arch, ctx: OpContext, settings: Settings, state_dict: 
         model = detector(arch, ctx)
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    else:
-        model = FoundObjects(model)
     return Runner(prepare(model, settings), lambda m, x: m(x), (x,))
 
 

@@ -31,9 +31,8 @@ from .backends import check_backend, runtime
 from .measure import EXTRA_PASSES, Settings, Timer, measure_many, noise_check, pass_summary
 from .ops import Op, OpContext, Runner, arch_ops, detector_runner, iter_archs, make_op, neck_head_ops, op_runner, reference_runner, space_ops
 
-FORMAT = 4  # 2: post-processing batched and padded (a two-stage head pools all its post_nms_top_n proposals); 3: post op and timed
-# detectors on the same (zero) features; 4: one-stage heads' candidates those of a head that found objects (`ops.found_offsets`):
-# ops and reference models timed before cost otherwise
+FORMAT = 3  # 2: post-processing batched and padded (a two-stage head pools all its post_nms_top_n proposals); 3: post op and timed
+# detectors on the same (zero) features: ops and reference models timed before cost otherwise
 CHECKPOINT_SECONDS = 10.0  # an interrupted build loses at most this much measuring
 RICHER_MARGIN = 0.10  # the per-op model is kept only when it cuts the leave-one-out error by more than this
 SUBNET = "subnet:"  # key prefix of a calibration subnet's end-to-end time among the op times of a build

@@ -116,38 +116,6 @@ class OneStageHead(nn.Module):
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def assign(self, anchors: Tensor, boxes: Tensor, num_per_level: list[int]) -> Tensor:
-        """Per anchor, the index of the box it is positive for, else a negative number."""
-        raise NotImplementedError
-
-    def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
-        """The box regression that `decode` turns back into `boxes` at `anchors`."""
-        raise NotImplementedError
-
-    def background_boxes(self, anchors: Tensor) -> Tensor:
-        """The boxes a trained head regresses where it finds nothing: about its anchors'."""
-        return anchors
-
-    def found_outputs(self, anchors: Tensor, boxes: Tensor, labels: Tensor, num_per_level: list[int],
-                      generator: torch.Generator) -> dict[str, Tensor]:
-        """Raw outputs (one image, levels concatenated) of this head having found exactly `boxes`:
-        its positives by its own matching score their label high and regress to their box,
-        jittered, so that they overlap and suppress one another in NMS as a trained detector's
-        do; every other anchor scores low and regresses to itself, jittered. No two scores tie.
-        A latency table times post-processing on these (`latency.ops`)."""
-        def uniform(*shape: int, low: float, high: float) -> Tensor:
-            return torch.rand(shape, generator=generator) * (high - low) + low
-
-        n = anchors.shape[0]
-        idx = self.assign(anchors, boxes, num_per_level)
-        fg = idx >= 0
-        logits = uniform(n, self.num_classes, low=-7.0, high=-3.0)
-        logits[fg, labels[idx[fg]]] = uniform(int(fg.sum()), low=0.0, high=3.0)
-        target = torch.where(fg[:, None], boxes[idx.clamp(min=0)], self.background_boxes(anchors))
-        size = (target[:, 2:] - target[:, :2]).repeat(1, 2)
-        target = target + torch.where(fg, 0.1, 0.3)[:, None] * size * uniform(n, 4, low=-1.0, high=1.0)
-        return {"cls_logits": logits, "bbox_regression": self.encode(target, anchors)}
-
     def raw_outputs(self, features: list[Tensor], images: ImageList, arch: HeadArch) -> dict:
         """Per-level predictions, the anchors (float32) and the number of anchors per level."""
         outputs = self.predict(

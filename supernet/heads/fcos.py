@@ -56,22 +56,7 @@ class FCOSHead(OneStageHead):
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         return self.box_coder.decode(deltas, anchors)
 
-    def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
-        return self.box_coder.encode(anchors, boxes).clamp(min=0)  # what the ReLU lets out
-
-    def background_boxes(self, anchors: Tensor) -> Tensor:
-        """Boxes of the smallest size a point's level is matched to (4 strides), not its stride-sized "anchor"."""
-        centre, half = (anchors[:, :2] + anchors[:, 2:]) / 2, (anchors[:, 2:] - anchors[:, :2]) * 2
-        return torch.cat([centre - half, centre + half], 1)
-
-    def found_outputs(self, anchors, boxes, labels, num_per_level, generator):
-        out = super().found_outputs(anchors, boxes, labels, num_per_level, generator)
-        fg = self.assign(anchors, boxes, num_per_level) >= 0
-        centred = torch.rand((anchors.shape[0], 1), generator=generator) * 2
-        out["bbox_ctrness"] = torch.where(fg[:, None], centred, centred - 3)
-        return out
-
-    def assign(self, anchors: Tensor, boxes: Tensor, num_per_level: list[int]) -> Tensor:
+    def match(self, anchors: Tensor, boxes: Tensor, num_per_level: list[int]) -> Tensor:
         """Index of the matched box per point, -1 for background."""
         if boxes.numel() == 0:
             return torch.full((anchors.shape[0],), -1, dtype=torch.int64, device=anchors.device)
@@ -96,7 +81,7 @@ class FCOSHead(OneStageHead):
     def loss(self, outputs, anchors, targets, num_per_level):
         cls_t, box_t = [], []
         for a, t in zip(anchors, targets):
-            idx = self.assign(a, t["boxes"], num_per_level)
+            idx = self.match(a, t["boxes"], num_per_level)
             fg = idx >= 0
             onehot = torch.zeros((a.shape[0], self.num_classes), dtype=outputs["cls_logits"].dtype, device=a.device)
             onehot[fg, t["labels"][idx[fg]]] = 1.0

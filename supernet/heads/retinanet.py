@@ -41,26 +41,20 @@ class RetinaNetHead(OneStageHead):
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:
         return self.box_coder.decode_single(deltas.reshape(-1, 4), anchors.reshape(-1, 4)).view(deltas.shape)
 
-    def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
-        return self.box_coder.encode_single(boxes, anchors)
-
-    def assign(self, anchors: Tensor, boxes: Tensor, num_per_level: list[int]) -> Tensor:
-        """Per anchor, the matched box, or `Matcher`'s negative codes (below, between the thresholds)."""
-        if boxes.numel() == 0:
-            return torch.full((anchors.shape[0],), Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=anchors.device)
-        return self.matcher(box_iou(boxes, anchors))
-
     def loss(self, outputs, anchors, targets, num_per_level):
         cls_losses, box_losses = [], []
         for logits, deltas, a, t in zip(outputs["cls_logits"], outputs["bbox_regression"], anchors, targets):
-            idx = self.assign(a, t["boxes"], num_per_level)
+            if t["boxes"].numel() == 0:
+                idx = torch.full((a.shape[0],), Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=a.device)
+            else:
+                idx = self.matcher(box_iou(t["boxes"], a))
             fg = idx >= 0
             num_fg = max(1, int(fg.sum()))
             target = torch.zeros_like(logits)
             target[fg, t["labels"][idx[fg]]] = 1.0
             valid = idx != Matcher.BETWEEN_THRESHOLDS
             cls_losses.append(sigmoid_focal_loss(logits[valid], target[valid], reduction="sum") / num_fg)
-            reg_t = self.encode(t["boxes"][idx[fg]], a[fg])
+            reg_t = self.box_coder.encode_single(t["boxes"][idx[fg]], a[fg])
             box_losses.append(F.l1_loss(deltas[fg], reg_t, reduction="sum") / num_fg)
         n = len(targets)
         return {"classification": sum(cls_losses) / n, "bbox_regression": sum(box_losses) / n}
