@@ -53,8 +53,10 @@ class RetrainJob:
     supernet: Optional[str] = option(None, "supernet checkpoint (needed by --init inherited; also gives the default --space and data)")
     lut: Optional[str] = option(None, "latency table whose settings time the model; none: one in luts/ for this device and space")
     export: bool = option(False, "also write model.torchscript.pt and model.onnx (needs smnas[export])")
-TIMING_IMAGES = 8  # a trained detector's NMS works on what it finds: timed on validation images,
-TIMING_BATCHES = 4  # the mean over this many batches of them
+
+
+TIMING_IMAGES = 8  # a trained detector's NMS works on what it finds, so it is timed on this many validation images,
+TIMING_BATCHES = 4  # as the mean over this many batches of them
 LATENCY_PASSES = 2  # as the table's own entries: the lowest of two shuffled passes (more if they disagree)
 
 logger = logging.getLogger(__name__)
