@@ -9,7 +9,7 @@ that part, and the matching optimizer state, after the step.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -18,7 +18,8 @@ from .space import Arch
 
 
 @contextmanager
-def preserve_off_path(model: torch.nn.Module, archs: Union[Arch, Sequence[Arch]], optimizer: torch.optim.Optimizer) -> Iterator[None]:
+def preserve_off_path(model: torch.nn.Module, archs: Union[Arch, Sequence[Arch]], optimizer: torch.optim.Optimizer,
+                      named_params: Optional[Sequence[tuple[str, torch.nn.Parameter]]] = None) -> Iterator[None]:
     """Around `optimizer.step()` (or `scaler.step(optimizer)`): every parameter element off the
     path(s) of `archs` (one arch, or the several whose gradients were accumulated), and its
     optimizer state, is bit-identical afterwards.
@@ -27,11 +28,12 @@ def preserve_off_path(model: torch.nn.Module, archs: Union[Arch, Sequence[Arch]]
     they are not fully on a path; state tensors created by this step (e.g. the first momentum
     buffer) are zeroed off the paths, which is what they would hold had the step not seen them.
     Use `optimizer.zero_grad(set_to_none=True)` so fully unused parameters have no gradient.
+    `named_params`: `model.named_parameters()` listed once by a caller that steps many times.
     """
     archs = [archs] if isinstance(archs, Arch) else list(archs)
     shapes = [model.path_shapes(a) for a in archs]
     saved = []
-    for name, p in model.named_parameters():
+    for name, p in named_params if named_params is not None else model.named_parameters():
         used = [s[name] for s in shapes if name in s]
         if p.grad is None or tuple(p.shape) in used:
             continue
