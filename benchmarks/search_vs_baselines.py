@@ -165,7 +165,8 @@ def main() -> None:
     p.add_argument("--retrain-seeds", type=int, default=1,
                    help="retrain the searched subnet, the control's pick and the baselines within the slack with this many seeds each; compare means")
     p.add_argument("--smooth", action="store_true", help="the search and the control rank subnets by smoothed scores (evolve.py --smooth)")
-    p.add_argument("--per-resolution", action="store_true", help="one evolution per input resolution (evolve.py --per-resolution)")
+    p.add_argument("--per-resolution", action=argparse.BooleanOptionalAction, default=True,
+                   help="one evolution per input resolution (evolve.py --per-resolution; the demo's default)")
     p.add_argument("--resolution-first", action="store_true",
                    help="one generation per input resolution, the screening picks the resolution, the rest evolve there (SM-NAS's structure first)")
     p.add_argument("--device", default="cpu")

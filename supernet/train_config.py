@@ -57,7 +57,7 @@ class TrainConfig:
     ckpt_every: int = option(200, "write last.pt every this many steps")
     log_every: int = option(10, "log a metrics.jsonl line every this many steps")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    eval_images: int = option(200, "validation images an evaluation scores (a fixed subset); retraining: 0 = all")
+    eval_images: int = option(200, "validation images an evaluation scores (a fixed subset); 0: all")
     eval_random_archs: int = option(2, "random paths evaluated besides the smallest and the largest")
     calib_batches: int = option(8, "BN recalibration batches before each evaluation")
     train_blocks: Optional[tuple[str, ...]] = option(None, "sample only these block types (the structural stage's block, e.g. "

@@ -354,7 +354,7 @@ class Trainer:
         standalone = isinstance(self.model, Detector)
         # the same batches for every arch and evaluation, decoded once
         calib = [] if standalone else list(self.loader(0, self.config.calib_batches, sharded=False))
-        images = min(max_images or self.config.eval_images, len(self.val_set))
+        images = min(max_images or self.config.eval_images or len(self.val_set), len(self.val_set))  # 0: all
         share = Subset(self.val_set, range(self.dist.rank, images, self.dist.world))
         val = Batches(build_loader(share, self.config.batch_size, shuffle=False, workers=self.config.workers, seed=self.config.seed),
                       self.val_set)

@@ -200,6 +200,12 @@ def test_ddp_two_processes_gloo_identical_weights(shapes, tmp_path):
 
 
 
+def test_eval_images_0_scores_every_validation_image(shapes, tmp_path):
+    cfg = config(shapes, tmp_path / "run", steps=1, eval_images=0)
+    trainer = Trainer(cfg, build_datasets(cfg, 128))  # before: "no images to evaluate", after the whole training
+    assert trainer.evaluate() == trainer.evaluate(max_images=len(trainer.val_set))
+
+
 @pytest.mark.slow
 def test_ddp_evaluation_splits_the_images_and_equals_a_single_process(shapes, tmp_path):
     """Each rank detects its share of the validation images (7: shares of 4 and 3); one COCOeval
