@@ -1,6 +1,6 @@
 """Does the search beat hand design and chance? The whole demo pipeline, once per seed.
 
-    python benchmarks/search_vs_baselines.py                    # 3 seeds, the demo's space and data, CPU: ~2 h
+    python benchmarks/search_vs_baselines.py                    # 3 seeds, the demo's space and data, CPU: ~1.5 h
     python benchmarks/search_vs_baselines.py --seeds 0 1 --quick
 
 Each seed runs `end_to_end.py`'s pipeline in --work/seedN (supernet, search, random-search
@@ -162,7 +162,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="the CI-sized schedule (a smoke run, not a result)")
     p.add_argument("--latency-slack", type=float, default=0.05,
                    help="baselines whose measured latency is at most this fraction above the searched subnet's compete")
-    p.add_argument("--retrain-seeds", type=int, default=1,
+    p.add_argument("--retrain-seeds", type=int, default=3,
                    help="retrain the searched subnet, the control's pick and the baselines within the slack with this many seeds each; compare means")
     p.add_argument("--smooth", action="store_true", help="the search and the control rank subnets by smoothed scores (evolve.py --smooth)")
     p.add_argument("--per-resolution", action=argparse.BooleanOptionalAction, default=True,
