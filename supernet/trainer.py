@@ -102,7 +102,7 @@ class Trainer:
             self._load_start(config.start_from)
         if config.sync_bn:
             self.model = sync_batchnorm(self.model)
-        # listed once: walking a supernet's thousands of modules three times a step cost about a sixth of a CPU step
+        # listed once: walking a supernet's thousands of modules three times a step is a visible share of a CPU step
         self.named_params = list(self.model.named_parameters())
         self.optimizer = create_optimizer_v2(
             self.model, opt="momentum" if config.optimizer == "sgd" else "adamw", lr=config.lr,
