@@ -15,7 +15,9 @@ inherited / standalone ratio, top-5 overlap, per supernet) and a scatter plot pe
 Resumable: retrained archs are kept under --work and skipped when run again. --truth POINTS.json
 takes the archs, the truth, its noise ceiling and the rows of an earlier run's points file instead
 of training anything: a new supernet then costs one row of inherited evaluations, and the rows
-already measured stay in the table. --smooth NAME adds NAME's scores smoothed over the K archs
+already measured stay in the table; with --ceiling-archs N above the stored count it trains the
+second seed of the archs that lack one (the first --supernet's data and space), and every row is
+also set against each seed's truth and their mean on the archs that have both. --smooth NAME adds NAME's scores smoothed over the K archs
 (the search's --smooth) as a row of its own. --refine-steps N scores each arch after N steps of
 fine-tuning alone from the supernet's weights instead: a second, dearer score a search could
 rank its finalists by.
@@ -30,7 +32,7 @@ import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from scipy.stats import kendalltau, rankdata, spearmanr
@@ -51,6 +53,7 @@ from supernet.trainer import Trainer
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
 TOP = 5  # the top-N overlap reported
 CALIB_BATCHES = 8  # BN recalibration batches per arch, as the demo's search
+CEILING_ARCHS = 15  # archs trained with a second seed unless --ceiling-archs says otherwise
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +148,26 @@ def ranking_row(inherited: list[float], standalone: list[float], seed: int = 0, 
             f"top{TOP}_overlap": len(top(inherited) & top(standalone)), **(rank_errors(inherited, standalone, archs) if archs else {})}
 
 
+def noise_ceiling(truth: dict[str, float], again: dict[str, float], seeds: list[int]) -> Optional[dict]:
+    """The truth's own seed-to-seed agreement on the archs trained with both seeds (None: fewer than 3)."""
+    if len(again) < 3:
+        return None
+    return {"archs": len(again), "seeds": seeds, **rank_agreement([truth[h] for h in again], list(again.values()), seed=seeds[0])}
+
+
+def second_seed_agreement(inherited: list[float], truth: dict[str, float], again: dict[str, float], archs: list[Arch], seed: int = 0) -> dict:
+    """On the archs trained with both seeds: the inherited order against each seed's truth and
+    against their mean. Each seed's figure is what the noise ceiling (one seed against the other)
+    bounds; the mean is a truth with half the training noise."""
+    both = [i for i, a in enumerate(archs) if a.hash() in again]
+    if len(both) < 3:
+        return {}
+    inh = [inherited[i] for i in both]
+    first, second = [truth[archs[i].hash()] for i in both], [again[archs[i].hash()] for i in both]
+    return {"two_seed_archs": len(both), "vs_first_seed": rank_agreement(inh, first, seed=seed), "vs_second_seed": rank_agreement(inh, second, seed=seed),
+            "vs_seed_mean": rank_agreement(inh, [(a + b) / 2 for a, b in zip(first, second)], seed=seed)}
+
+
 def arch_features(arch: Arch) -> dict[str, float]:
     """The ordered properties of an arch that a supernet's scores may be biased along."""
     stages = arch.backbone.stages
@@ -173,12 +196,25 @@ def rank_errors(inherited: list[float], standalone: list[float], archs: list[Arc
     return {"error_vs": error_vs, "type_error": {k: round(float(np.mean(v)), 3) for k, v in sorted(kinds.items())}}
 
 
-def ceiling_picks(archs: list[Arch], table: LatencyTable, n: int) -> list[Arch]:
-    """`n` of the archs, evenly spread over their predicted latencies (the noise ceiling's)."""
-    timed = sorted(archs, key=table.predict)
+def ceiling_picks(archs: list[Arch], latency: Callable[[Arch], float], n: int) -> list[Arch]:
+    """`n` of the archs, evenly spread over their predicted `latency` (the noise ceiling's)."""
+    timed = sorted(archs, key=latency)
     if n >= len(timed):
         return timed
     return [timed[round(i * (len(timed) - 1) / (n - 1))] for i in range(n)] if n > 1 else timed[:1]
+
+
+def second_seed_truth(archs: list[Arch], latency: Callable[[Arch], float], again: dict[str, float], n: int, space: SearchSpace,
+                      config: TrainConfig, work: str, seed: int, lut: Optional[str] = None) -> dict[str, float]:
+    """`again` (hash -> the second seed's standalone mAP) and, trained with `seed` in `work`, the
+    second seed of enough more archs, spread over their `latency`, that at least `n` have one."""
+    again = dict(again)
+    rest = [a for a in archs if a.hash() not in again]
+    for arch in ceiling_picks(rest, latency, n - len(again)) if n > len(again) else []:
+        logger.info(f"[noise ceiling] {arch.hash()}, seed {seed}")
+        cfg = replace(config, seed=seed, out=str(Path(work) / f"{arch.hash()}_seed{seed}"))
+        again[arch.hash()] = retrain(arch, space, cfg, lut=lut, resume=True)["map"]
+    return again
 
 
 def parse_supernets(specs: list[str]) -> dict[str, str]:
@@ -220,7 +256,9 @@ def main() -> None:
     p.add_argument("--lut", default="runs/demo/latency_cpu.json")
     p.add_argument("--truth", help="an earlier run's .points.json: reuse its archs, truth and rows (no --lut, nothing trained)")
     p.add_argument("-k", type=int, default=30, help="archs to compare (>= 30 for a meaningful tau)")
-    p.add_argument("--ceiling-archs", type=int, default=15, help="archs trained with a second seed for the noise ceiling (0: none)")
+    p.add_argument("--ceiling-archs", type=int,
+                   help=f"archs trained with a second seed for the noise ceiling (0: none; default {CEILING_ARCHS}); with --truth, "
+                        "those beyond the stored ones are trained (with the first --supernet's data and space)")
     p.add_argument("--epochs", type=int, default=6, help="standalone training schedule (the demo's retraining)")
     p.add_argument("--steps", type=int, help="instead of --epochs")
     p.add_argument("--batch-size", type=int, default=16)
@@ -243,7 +281,7 @@ def main() -> None:
         sys.exit("error: -k: expected at least 3")
     if args.refine_steps < 0:
         sys.exit(f"error: --refine-steps: expected 0 (inherited weights) or a positive number of steps, got {args.refine_steps}")
-    if not 0 <= args.ceiling_archs <= args.k or args.ceiling_archs in (1, 2):
+    if args.ceiling_archs is not None and (not 0 <= args.ceiling_archs <= args.k or args.ceiling_archs in (1, 2)):
         sys.exit(f"error: --ceiling-archs: expected 0 or 3..{args.k} (-k), got {args.ceiling_archs}")
     try:
         supernets = parse_supernets(args.supernet or ([] if args.truth else ["runs/demo/supernet/last.pt"]))
@@ -280,16 +318,10 @@ def main() -> None:
     for i, arch in enumerate(archs):
         logger.info(f"[{i + 1}/{len(archs)}] {arch.hash()} predicted {table.predict(arch):.2f} ms")
         truth[arch.hash()] = retrain(arch, space, replace(config, out=str(Path(args.work) / arch.hash())), lut=args.lut, resume=True)["map"]
-    ceiling, again = None, {}
-    if args.ceiling_archs:
-        second = args.seed + 1
-        for arch in ceiling_picks(archs, table, args.ceiling_archs):
-            logger.info(f"[noise ceiling] {arch.hash()}, seed {second}")
-            cfg = replace(config, seed=second, out=str(Path(args.work) / f"{arch.hash()}_seed{second}"))
-            again[arch.hash()] = retrain(arch, space, cfg, lut=args.lut, resume=True)["map"]
-        ceiling = {"archs": len(again), "seeds": [args.seed, second],
-                   **rank_agreement([truth[h] for h in again], list(again.values()), seed=args.seed)}
-    write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, ceiling,
+    seeds = [args.seed, args.seed + 1]
+    again = second_seed_truth(archs, table.predict, {}, CEILING_ARCHS if args.ceiling_archs is None else args.ceiling_archs,
+                              space, config, args.work, seeds[1], args.lut)
+    write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, noise_ceiling(truth, again, seeds),
                  table.meta.device_name, {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
                  len(val_set), args, region)
 
@@ -340,8 +372,10 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device) -> None:
     """--truth: the stored archs and truth, the stored rows, and one new row per --supernet."""
     archs = stored["archs"]
     inherited, names = dict(stored["inherited"]), dict(stored["supernets"])
+    first = None  # the first --supernet's model and checkpoint: the data and space of any new second-seed training
     for name, path in supernets.items():
         model, blob = load_supernet(path, device)
+        first = first or (model, blob)
         space = trained_space(model, blob)
         for a in archs:
             try:
@@ -356,7 +390,19 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device) -> None:
         how = [f"each arch fine-tuned alone {args.refine_steps} steps, lr {args.refine_lr or blob['config'].get('lr')}"] if args.refine_steps else []
         how += [f"BN recalibrated on {args.calib_batches} batches"] if args.calib_batches != CALIB_BATCHES and not args.refine_steps else []
         names[name] = path + (f" ({'; '.join(how)})" if how else "")
-    write_result(archs, stored["latency"], stored["truth"], stored["again"], inherited, names, stored["noise_ceiling"],
+    again, ceiling = stored["again"], stored["noise_ceiling"]
+    if args.ceiling_archs is not None and args.ceiling_archs > len(again):
+        if first is None:
+            sys.exit(f"error: --ceiling-archs {args.ceiling_archs}: the --truth has a second seed for {len(again)} archs; "
+                     "training more needs a --supernet (its data and space)")
+        model, blob = first
+        seeds = ceiling["seeds"] if ceiling else [args.seed, args.seed + 1]
+        schedule = stored["schedule"]
+        config = replace(data_config(blob, args, device, epochs=schedule["epochs"], steps=schedule["steps"]), batch_size=schedule["batch_size"])
+        latency = {a.hash(): ms for a, ms in zip(archs, stored["latency"])}
+        again = second_seed_truth(archs, lambda a: latency[a.hash()], again, args.ceiling_archs, model.space, config, args.work, seeds[1])
+        ceiling = noise_ceiling(stored["truth"], again, seeds)
+    write_result(archs, stored["latency"], stored["truth"], again, inherited, names, ceiling,
                  stored["device"], stored["schedule"], stored["val_images"], args, stored["region"])
 
 
@@ -369,7 +415,8 @@ def write_result(archs: list[Arch], latency: list[float], truth: dict, again: di
         inherited[f"{name}_smoothed"] = [round(v, 5) for v in smooth_scores(archs, inherited[name])]
         supernets[f"{name}_smoothed"] = f"{supernets[name]} (scores smoothed over the {len(archs)} archs, search.surrogate)"
     standalone = [truth[a.hash()] for a in archs]
-    rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed, archs)} for name, inh in inherited.items()]
+    rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed, archs),
+             **second_seed_agreement(inh, truth, again, archs, args.seed)} for name, inh in inherited.items()]
     result = {
         "benchmark": "ranking", "device": device_name, "k": len(archs),
         "head_types": sorted({a.head.type for a in archs}), "neck_types": sorted({a.neck.type for a in archs}),

@@ -59,7 +59,7 @@ def test_spread_archs_covers_every_neck_and_head_type_and_the_ceiling_spans_late
     archs = ranking.spread_archs(space, _Table(), 9, seed=0)
     assert len({a.hash() for a in archs}) == 9
     assert {a.head.type for a in archs} == set(space.head.types) and {a.neck.type for a in archs} == set(space.neck.types)
-    picks = ranking.ceiling_picks(archs, _Table(), 3)
+    picks = ranking.ceiling_picks(archs, _Table().predict, 3)
     ms = sorted(_Table().predict(a) for a in archs)
     assert [_Table().predict(a) for a in picks] == [ms[0], ms[4], ms[8]]
 
@@ -109,6 +109,58 @@ def test_a_points_file_is_read_back_as_the_truth_of_a_later_run(tmp_path):
     bad.write_text(json.dumps({"points": [{"arch": {"resolution": 64}}]}))
     with pytest.raises(ValueError, match=r"--truth .*bad.json: not a ranking points file"):
         ranking.load_truth(str(bad))
+
+
+def test_more_second_seeds_are_trained_only_for_archs_that_lack_one(tmp_path, monkeypatch):
+    """--truth with --ceiling-archs beyond the stored ones: the missing second seeds are trained
+    (spread over latency, with the second seed, each in its own folder), the stored ones kept."""
+    from supernet.train_config import TrainConfig
+
+    space = SearchSpace.preset("tiny").restrict(blocks=("ir_k3_e6",))
+    archs = ranking.spread_archs(space, _Table(), 6, seed=0)
+    trained = []
+
+    def fake_retrain(arch, space_, config, lut=None, resume=False):
+        trained.append((arch.hash(), config.seed, Path(config.out).name, resume))
+        return {"map": 0.5}
+
+    monkeypatch.setattr(ranking, "retrain", fake_retrain)
+    config = TrainConfig(space="tiny", data="d", out=str(tmp_path / "x"), epochs=12, seed=0)
+    stored = {archs[0].hash(): 0.1}
+    again = ranking.second_seed_truth(archs, _Table().predict, stored, 3, space, config, str(tmp_path), seed=1)
+    assert len(again) == 3 and again[archs[0].hash()] == 0.1 and stored == {archs[0].hash(): 0.1}
+    rest = sorted((a for a in archs if a.hash() != archs[0].hash()), key=_Table().predict)
+    assert [t[0] for t in trained] == [rest[0].hash(), rest[-1].hash()]  # the two ends of the rest's latency range
+    assert all(seed == 1 and name == f"{h}_seed1" and resume for h, seed, name, resume in trained)
+    trained.clear()
+    assert ranking.second_seed_truth(archs, _Table().predict, again, 3, space, config, str(tmp_path), seed=1) == again and not trained
+
+
+def test_rows_are_set_against_each_truth_seed_and_their_mean():
+    space = SearchSpace.preset("tiny").restrict(blocks=("ir_k3_e6",))
+    archs = ranking.spread_archs(space, _Table(), 5, seed=0)
+    truth = {a.hash(): 0.1 * (i + 1) for i, a in enumerate(archs)}
+    again = {a.hash(): 0.1 * (5 - i) for i, a in enumerate(archs[:4])}  # the second seed reverses the first on 4 archs
+    inherited = [0.01 * (i + 1) for i in range(5)]  # the first seed's order
+    row = ranking.second_seed_agreement(inherited, truth, again, archs)
+    assert row["two_seed_archs"] == 4
+    assert row["vs_first_seed"]["kendall_tau"] == 1.0 and row["vs_second_seed"]["kendall_tau"] == -1.0
+    assert row["vs_seed_mean"]["kendall_tau"] < 1.0
+    ceiling = ranking.noise_ceiling(truth, again, [0, 1])
+    assert ceiling["archs"] == 4 and ceiling["seeds"] == [0, 1] and ceiling["kendall_tau"] == -1.0
+    assert ranking.noise_ceiling(truth, dict(list(again.items())[:2]), [0, 1]) is None
+    assert ranking.second_seed_agreement(inherited, truth, {}, archs) == {}
+
+
+def test_more_second_seeds_from_a_stored_truth_need_a_supernet(tmp_path):
+    import argparse
+
+    space = SearchSpace.preset("tiny").restrict(blocks=("ir_k3_e6",))
+    archs = ranking.spread_archs(space, _Table(), 4, seed=0)
+    stored = {"archs": archs, "again": {}, "noise_ceiling": None, "inherited": {}, "supernets": {}}
+    args = argparse.Namespace(ceiling_archs=3, seed=0, work=str(tmp_path))
+    with pytest.raises(SystemExit, match="--ceiling-archs 3: the --truth has a second seed for 0 archs; training more needs a --supernet"):
+        ranking.rank_stored(stored, {}, args, "cpu")
 
 
 def test_refined_map_fine_tunes_from_the_inherited_weights(tmp_path):
