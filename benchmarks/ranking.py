@@ -138,6 +138,15 @@ def rank_agreement(inherited: list[float], standalone: list[float], resamples: i
             "spearman": round(float(spearmanr(x, y).statistic), 4), "spearman_ci95": interval(rhos)}
 
 
+def within_resolution_tau(x: list[float], y: list[float], archs: list[Arch]) -> dict:
+    """Kendall tau (tau-a: a tie in either counts zero) over the pairs of archs that share an
+    input resolution only: how well the order holds where resolution, the strongest single
+    signal, says nothing."""
+    pairs = [(i, j) for i in range(len(archs)) for j in range(i + 1, len(archs)) if archs[i].resolution == archs[j].resolution]
+    agree = sum(float(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])) for i, j in pairs)
+    return {"kendall_tau": round(agree / len(pairs), 4) if pairs else None, "pairs": len(pairs)}
+
+
 def ranking_row(inherited: list[float], standalone: list[float], seed: int = 0, archs: list[Arch] | None = None) -> dict:
     """One supernet's row: rank agreement, the median inherited / standalone mAP ratio (how far
     the shared weights are from a standalone training), how many of the truth's top-5 the
@@ -145,14 +154,17 @@ def ranking_row(inherited: list[float], standalone: list[float], seed: int = 0, 
     top = lambda v: set(np.argsort(v)[::-1][:TOP].tolist())
     ratios = [i / s for i, s in zip(inherited, standalone) if s > 0]
     return {**rank_agreement(inherited, standalone, seed=seed), "median_ratio": round(float(np.median(ratios)), 3) if ratios else None,
-            f"top{TOP}_overlap": len(top(inherited) & top(standalone)), **(rank_errors(inherited, standalone, archs) if archs else {})}
+            f"top{TOP}_overlap": len(top(inherited) & top(standalone)),
+            **({"within_resolution": within_resolution_tau(inherited, standalone, archs), **rank_errors(inherited, standalone, archs)} if archs else {})}
 
 
-def noise_ceiling(truth: dict[str, float], again: dict[str, float], seeds: list[int]) -> Optional[dict]:
+def noise_ceiling(truth: dict[str, float], again: dict[str, float], seeds: list[int], archs: list[Arch]) -> Optional[dict]:
     """The truth's own seed-to-seed agreement on the archs trained with both seeds (None: fewer than 3)."""
     if len(again) < 3:
         return None
-    return {"archs": len(again), "seeds": seeds, **rank_agreement([truth[h] for h in again], list(again.values()), seed=seeds[0])}
+    both = [a for a in archs if a.hash() in again]
+    first, second = [truth[a.hash()] for a in both], [again[a.hash()] for a in both]
+    return {"archs": len(both), "seeds": seeds, **rank_agreement(first, second, seed=seeds[0]), "within_resolution": within_resolution_tau(first, second, both)}
 
 
 def second_seed_agreement(inherited: list[float], truth: dict[str, float], again: dict[str, float], archs: list[Arch], seed: int = 0) -> dict:
@@ -321,7 +333,7 @@ def main() -> None:
     seeds = [args.seed, args.seed + 1]
     again = second_seed_truth(archs, table.predict, {}, CEILING_ARCHS if args.ceiling_archs is None else args.ceiling_archs,
                               space, config, args.work, seeds[1], args.lut)
-    write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, noise_ceiling(truth, again, seeds),
+    write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, noise_ceiling(truth, again, seeds, archs),
                  table.meta.device_name, {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
                  len(val_set), args, region)
 
@@ -401,7 +413,7 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device) -> None:
         config = replace(data_config(blob, args, device, epochs=schedule["epochs"], steps=schedule["steps"]), batch_size=schedule["batch_size"])
         latency = {a.hash(): ms for a, ms in zip(archs, stored["latency"])}
         again = second_seed_truth(archs, lambda a: latency[a.hash()], again, args.ceiling_archs, model.space, config, args.work, seeds[1])
-        ceiling = noise_ceiling(stored["truth"], again, seeds)
+        ceiling = noise_ceiling(stored["truth"], again, seeds, archs)
     write_result(archs, stored["latency"], stored["truth"], again, inherited, names, ceiling,
                  stored["device"], stored["schedule"], stored["val_images"], args, stored["region"])
 

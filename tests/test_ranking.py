@@ -146,10 +146,23 @@ def test_rows_are_set_against_each_truth_seed_and_their_mean():
     assert row["two_seed_archs"] == 4
     assert row["vs_first_seed"]["kendall_tau"] == 1.0 and row["vs_second_seed"]["kendall_tau"] == -1.0
     assert row["vs_seed_mean"]["kendall_tau"] < 1.0
-    ceiling = ranking.noise_ceiling(truth, again, [0, 1])
+    ceiling = ranking.noise_ceiling(truth, again, [0, 1], archs)
     assert ceiling["archs"] == 4 and ceiling["seeds"] == [0, 1] and ceiling["kendall_tau"] == -1.0
-    assert ranking.noise_ceiling(truth, dict(list(again.items())[:2]), [0, 1]) is None
+    assert ranking.noise_ceiling(truth, dict(list(again.items())[:2]), [0, 1], archs) is None
     assert ranking.second_seed_agreement(inherited, truth, {}, archs) == {}
+
+
+def test_within_resolution_tau_counts_only_pairs_of_one_resolution():
+    from types import SimpleNamespace
+
+    archs = [SimpleNamespace(resolution=r) for r in (64, 64, 64, 128, 128)]
+    truth = [0.1, 0.2, 0.3, 0.9, 0.8]
+    # across resolutions the order is perfect; within 64 px one pair of 3 is swapped, within 128 px the pair agrees
+    inherited = [0.1, 0.3, 0.2, 0.9, 0.8]
+    assert ranking.within_resolution_tau(inherited, truth, archs) == {"kendall_tau": round((1 - 1 + 1 + 1) / 4, 4), "pairs": 4}
+    assert ranking.within_resolution_tau([0.5] * 5, truth, archs)["kendall_tau"] == 0.0  # ties count zero
+    assert ranking.within_resolution_tau(truth[:2], truth[:2], [SimpleNamespace(resolution=64), SimpleNamespace(resolution=96)]) == {
+        "kendall_tau": None, "pairs": 0}
 
 
 def test_more_second_seeds_from_a_stored_truth_need_a_supernet(tmp_path):
