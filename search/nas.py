@@ -78,7 +78,7 @@ class SearchConfig:
     finetune_steps: int = option(0, "--stage both: fine-tune the supernet this many steps on the structure found before the "
                                     "modular stage (SM-NAS); 0: none")
     per_resolution: bool = option(False, "structural stage: one evolution per input resolution, each with --population and "
-                                         "--generations divided among them (the largest resolutions get the remainder; at least 1 each), so that every "
+                                         "--generations divided among them (the first get the remainder; at least 1 each), so that every "
                                          "resolution's best is evolved, not only that of the resolution the scores favour")
     resolution: Optional[int] = option(None, "search only this input resolution (one a screening picked: the pipeline's "
                                               "--resolution-first); none: every resolution of the space")
@@ -134,15 +134,6 @@ def stage_genes(space: SearchSpace, stage: str, base: Optional[Arch] = None, blo
         values = space.encode(base)
         return [(g.name, (values[g.name],)) if g.structure else (g.name, g.choices) for g in space.genes()]
     raise SearchError(f"`stage`: expected structural, modular, both or random, got {stage!r}")
-
-
-def niche_generations(generations: int, resolutions: list[int]) -> list[int]:
-    """`generations` divided among one evolution per input resolution, at least 1 each; the
-    largest resolutions get the remainder: under a latency budget their feasible subnets are the
-    fewest and most constrained, and theirs are the finalists the screening keeps most often."""
-    base, extra = divmod(generations, len(resolutions))
-    favoured = set(sorted(range(len(resolutions)), key=lambda i: resolutions[i])[len(resolutions) - extra:]) if extra else set()
-    return [max(1, base + (i in favoured)) for i in range(len(resolutions))]
 
 
 def resolution_niches(genes: list[tuple[str, tuple]]) -> list[list[tuple[str, tuple]]]:
@@ -400,7 +391,7 @@ class Search:
             niches = resolution_niches(genes) if c.per_resolution and stage == "structural" else [genes]
             ranked = []
             for niche, niche_genes in enumerate(niches):
-                generations = niche_generations(c.generations, [dict(g)["resolution"][0] for g in niches])[niche] if len(niches) > 1 else c.generations
+                generations = max(1, c.generations // len(niches) + (niche < c.generations % len(niches)))
                 evolution = Evolution(niche_genes, self.space.decode, lambda a: a.hash(), objectives, self.constraints(), c.population,
                                       c.topk, c.mutation_prob, c.crossover_prob, c.aging, seed=c.seed + index + 1000 * niche, seeds=seeds)
                 ranked += evolution.run(generations, lambda generation: self._evaluate(generation, stage),
