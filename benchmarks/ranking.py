@@ -16,9 +16,10 @@ Resumable: retrained archs are kept under --work and skipped when run again. --t
 takes the archs, the truth, its noise ceiling and the rows of an earlier run's points file instead
 of training anything: a new supernet then costs one row of inherited evaluations, and the rows
 already measured stay in the table; with --ceiling-archs N above the stored count it trains the
-second seed of the archs that lack one (the first --supernet's data and space), and every row is
-also set against each seed's truth and their mean on the archs that have both. --smooth NAME adds NAME's scores smoothed over the K archs
-(the search's --smooth) as a row of its own. --refine-steps N scores each arch after N steps of
+second seed of the archs that lack one (the first --supernet's data and space). Every row is
+also set against each seed's truth and their mean on the archs that have both, and over the
+pairs of archs that share a resolution. --smooth NAME adds NAME's scores smoothed over the K
+archs (the search's --smooth) as a row of its own. --refine-steps N scores each arch after N steps of
 fine-tuning alone from the supernet's weights instead: a second, dearer score a search could
 rank its finalists by.
 """
