@@ -159,24 +159,29 @@ def ranking_row(inherited: list[float], standalone: list[float], seed: int = 0, 
             **({"within_resolution": within_resolution_tau(inherited, standalone, archs), **rank_errors(inherited, standalone, archs)} if archs else {})}
 
 
+def two_seed_truth(truth: dict[str, float], again: dict[str, float], archs: list[Arch]) -> tuple[list[int], list[float], list[float]]:
+    """The positions in `archs` of those trained with both seeds, and their two truths."""
+    both = [i for i, a in enumerate(archs) if a.hash() in again]
+    return both, [truth[archs[i].hash()] for i in both], [again[archs[i].hash()] for i in both]
+
+
 def noise_ceiling(truth: dict[str, float], again: dict[str, float], seeds: list[int], archs: list[Arch]) -> Optional[dict]:
     """The truth's own seed-to-seed agreement on the archs trained with both seeds (None: fewer than 3)."""
-    if len(again) < 3:
+    both, first, second = two_seed_truth(truth, again, archs)
+    if len(both) < 3:
         return None
-    both = [a for a in archs if a.hash() in again]
-    first, second = [truth[a.hash()] for a in both], [again[a.hash()] for a in both]
-    return {"archs": len(both), "seeds": seeds, **rank_agreement(first, second, seed=seeds[0]), "within_resolution": within_resolution_tau(first, second, both)}
+    return {"archs": len(both), "seeds": seeds, **rank_agreement(first, second, seed=seeds[0]),
+            "within_resolution": within_resolution_tau(first, second, [archs[i] for i in both])}
 
 
 def second_seed_agreement(inherited: list[float], truth: dict[str, float], again: dict[str, float], archs: list[Arch], seed: int = 0) -> dict:
     """On the archs trained with both seeds: the inherited order against each seed's truth and
     against their mean. Each seed's figure is what the noise ceiling (one seed against the other)
     bounds; the mean is a truth with half the training noise."""
-    both = [i for i, a in enumerate(archs) if a.hash() in again]
+    both, first, second = two_seed_truth(truth, again, archs)
     if len(both) < 3:
         return {}
     inh = [inherited[i] for i in both]
-    first, second = [truth[archs[i].hash()] for i in both], [again[archs[i].hash()] for i in both]
     return {"two_seed_archs": len(both), "vs_first_seed": rank_agreement(inh, first, seed=seed), "vs_second_seed": rank_agreement(inh, second, seed=seed),
             "vs_seed_mean": rank_agreement(inh, [(a + b) / 2 for a, b in zip(first, second)], seed=seed)}
 
