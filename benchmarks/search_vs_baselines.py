@@ -114,23 +114,28 @@ def compare(report: dict, slack: float, latency: dict[str, float], maps: dict[st
     }
 
 
-def margin_interval(seeds: dict[int, dict], against: str, resamples: int = 10000, seed: int = 0) -> list[float] | None:
+def margin_interval(seeds: dict[int, dict], against: str, resamples: int = 10000, seed: int = 0,
+                    over_seeds: bool = False) -> list[float] | None:
     """95 % bootstrap interval of the searched subnet's mean margin (over the seeds) against the
-    control (`against="random"`) or each seed's best baseline within the slack: each model's
-    trainings are resampled within its seed, so the interval is the retraining noise the
-    verdict rests on. None where no model of a compared pair was trained more than once."""
+    control (`against="random"`) or each seed's best baseline within the slack. Each model's
+    trainings are resampled within its seed: the retraining noise under these seeds' picks. With
+    `over_seeds` the seeds are resampled too (then the trainings within each), so the interval
+    also holds the pipeline's own variation (supernet, search, control), which is what says whether
+    the search beats its opponent in general and not only in these seeds. None where no model of a
+    compared pair was trained more than once; over seeds, None with fewer than 2 seeds."""
     pairs = []
     for s in seeds.values():
         other = s["best_baseline"] if against == "best_baseline" else against
         if other is not None:
             pairs.append([np.asarray(s["models"][n].get("maps", [s["models"][n]["map"]]), float) for n in ("searched", other)])
-    if not pairs or all(len(a) == 1 and len(b) == 1 for a, b in pairs):
+    if len(pairs) < (2 if over_seeds else 1) or (not over_seeds and all(len(a) == 1 and len(b) == 1 for a, b in pairs)):
         return None
     rng = np.random.default_rng(seed)
-    means = np.zeros(resamples)
-    for a, b in pairs:
-        means += rng.choice(a, (resamples, len(a))).mean(1) - rng.choice(b, (resamples, len(b))).mean(1)
-    return [round(float(q), 4) for q in np.percentile(means / len(pairs), [2.5, 97.5])]
+    # one resample: a draw of each model's trainings per seed -> its mean margin per seed
+    margins = np.stack([rng.choice(a, (resamples, len(a))).mean(1) - rng.choice(b, (resamples, len(b))).mean(1) for a, b in pairs], 1)
+    if over_seeds:
+        margins = np.take_along_axis(margins, rng.integers(0, len(pairs), margins.shape), 1)
+    return [round(float(q), 4) for q in np.percentile(margins.mean(1), [2.5, 97.5])]
 
 
 def summarize(seeds: dict[int, dict]) -> dict:
@@ -144,10 +149,12 @@ def summarize(seeds: dict[int, dict]) -> dict:
         "searched_beats_random": sum(s["beats_random"] for s in seeds.values()),
         "mean_margin_over_best_baseline": round(statistics.mean(margins), 5) if margins else None,
         "margin_over_best_baseline_ci95": margin_interval(seeds, "best_baseline"),
+        "margin_over_best_baseline_ci95_over_seeds": margin_interval(seeds, "best_baseline", over_seeds=True),
         "margins": margins,
         "mean_margin_over_random": round(statistics.mean(
             s["models"]["searched"]["map"] - s["models"]["random"]["map"] for s in seeds.values()), 5),
         "margin_over_random_ci95": margin_interval(seeds, "random"),
+        "margin_over_random_ci95_over_seeds": margin_interval(seeds, "random", over_seeds=True),
         "inherited_ratio_mean": {n: round(statistics.mean(v), 3) for n, v in ratios.items() if v},
         # seeds where the short trainings picked another subnet than the best inherited score would have (none: no screening)
         "screening_changed_pick": {n: sum(rows[0]["hash"] != max(rows, key=lambda r: r["inherited_map"])["hash"] for rows in screened[n])

@@ -82,6 +82,23 @@ def test_margin_intervals_resample_each_models_trainings():
     assert svb.margin_interval(seeds, "random") == svb.margin_interval(seeds, "random")  # seeded
     single = {0: compare(_report(), 0.05)}
     assert svb.summarize(single)["margin_over_random_ci95"] is None and svb.margin_interval(single, "best_baseline") is None
+    assert svb.margin_interval(seeds | {2: seeds[0]}, "random", over_seeds=True) is not None
+    assert svb.margin_interval({0: seeds[0]}, "random", over_seeds=True) is None  # one seed: nothing to resample
+    once = {0: single[0], 1: single[0]}  # one training each: still seeds to resample
+    assert svb.margin_interval(once, "random") is None and svb.margin_interval(once, "random", over_seeds=True) is not None
+
+
+def test_interval_over_seeds_holds_the_seed_to_seed_spread():
+    """Two seeds with tight trainings but opposite margins: the trainings-only interval excludes
+    zero around their mean, the interval over seeds spans both seeds' margins."""
+    won, lost = _report(searched=0.15, random=0.10), _report(searched=0.10, random=0.13)
+    seeds = {0: svb.compare(won, 0.05, _timed(won), {"searched": [0.15, 0.151, 0.149], "random": [0.10, 0.101, 0.099]}),
+             1: svb.compare(lost, 0.05, _timed(lost), {"searched": [0.10, 0.101, 0.099], "random": [0.13, 0.131, 0.129]})}
+    summary = svb.summarize(seeds)
+    low, high = summary["margin_over_random_ci95"]
+    assert 0.005 < low <= summary["mean_margin_over_random"] == 0.01 <= high < 0.015
+    low, high = summary["margin_over_random_ci95_over_seeds"]
+    assert -0.032 < low < -0.028 and 0.048 < high < 0.052
 
 
 def test_summarize_rewrites_a_finished_result_in_place(tmp_path, monkeypatch, capsys):
