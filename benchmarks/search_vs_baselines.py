@@ -176,6 +176,8 @@ def main() -> None:
                    help="one evolution per input resolution (evolve.py --per-resolution; the demo's default)")
     p.add_argument("--resolution-first", action="store_true",
                    help="one generation per input resolution, the screening picks the resolution, the rest evolve there (SM-NAS's structure first)")
+    p.add_argument("--flops-prior", type=float, default=0.0, metavar="ALPHA",
+                   help="the search and the control rank subnets by inherited mAP x GFLOPs^ALPHA (evolve.py --flops-prior)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -191,6 +193,8 @@ def main() -> None:
         return
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds: {args.seeds} repeats a seed")
+    if args.flops_prior < 0:
+        p.error(f"--flops-prior: expected a number >= 0 (0: rank by mAP alone), got {args.flops_prior}")
     if args.retrain_seeds < 1:
         p.error(f"--retrain-seeds: expected an integer >= 1, got {args.retrain_seeds}")
     if not 0 <= args.latency_slack < 1:
@@ -204,7 +208,7 @@ def main() -> None:
             shutil.copyfile(table, out / table.name)
         print(f"== seed {seed}: {out}", file=sys.stderr)
         report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth,
-                              per_resolution=args.per_resolution, resolution_first=args.resolution_first)
+                              per_resolution=args.per_resolution, resolution_first=args.resolution_first, flops_prior=args.flops_prior)
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
         compared = ["searched", "random", *near_baselines(report, args.latency_slack, latency)]
@@ -212,7 +216,7 @@ def main() -> None:
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
                  "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "per_resolution": args.per_resolution,
-                 "resolution_first": args.resolution_first,
+                 "resolution_first": args.resolution_first, "flops_prior": args.flops_prior,
                  "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 

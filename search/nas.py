@@ -67,6 +67,9 @@ class SearchConfig:
     aging: int = option(0, "regularized evolution: parents only from the last N evaluated; 0: from all (SPOS)", metavar="N")
     smooth: bool = option(False, "rank subnets by their inherited mAP smoothed over all the stage evaluated (a ridge fit on "
                                  "their choices, search.surrogate)")
+    flops_prior: float = option(0.0, "rank subnets by inherited mAP x GFLOPs^ALPHA: among subnets under one latency budget, "
+                                     "those that compute more train better than their shared weights say; 0: mAP alone",
+                                metavar="ALPHA")
     calib_batches: int = option(8, "BN recalibration batches before scoring a subnet")
     eval_images: int = option(200, "validation images a subnet is scored on (a fixed subset)")
     batch_size: int = option(16, "images a batch, for recalibration and scoring")
@@ -109,6 +112,9 @@ class SearchConfig:
             check_number(SearchError, name, getattr(self, name), 0, integer=True)
         if 0 < self.aging < self.topk:
             raise SearchError(f"`aging`: {self.aging} is smaller than `topk` {self.topk} (the window parents are chosen from); 0 turns it off")
+        check_number(SearchError, "flops_prior", self.flops_prior, 0)
+        if self.flops_prior and self.smooth:
+            raise SearchError("`flops_prior`: not with `smooth` (each ranks by its own score); pick one")
         check_number(SearchError, "mutation_prob", self.mutation_prob, 0, 1, low_open=True)
         check_number(SearchError, "crossover_prob", self.crossover_prob, 0, 1)
         check_choices(SearchError, self)
@@ -317,7 +323,8 @@ class Search:
                 raise SearchError(f"`out` {e}") from None
         if resume:
             before = _recorded_settings(self.out)
-            changed = sorted(k for k in saved if before.get(k) != saved[k])
+            defaults = asdict(SearchConfig())  # a setting added since the folder was searched had its default there
+            changed = sorted(k for k in saved if before.get(k, defaults[k]) != saved[k])
             if changed:
                 raise SearchError(f"`resume`: {self.out} was searched with other settings ({', '.join(f'`{k}`' for k in changed)}); "
                                   f"use the same settings, or another `out`")
@@ -416,8 +423,9 @@ class Search:
 
     @property
     def score_key(self) -> str:
-        """What subnets are ranked by: their inherited mAP, or with --smooth its smoothed value."""
-        return "map_smoothed" if self.config.smooth else "map"
+        """What subnets are ranked by: their inherited mAP, with --smooth its smoothed value, with
+        --flops-prior its product with GFLOPs^ALPHA."""
+        return "map_smoothed" if self.config.smooth else "map_flops" if self.config.flops_prior else "map"
 
     def _after_generation(self, evolution: Evolution) -> None:
         """With --smooth, every subnet of the stage gets its score smoothed over all of them
@@ -514,14 +522,18 @@ class Search:
                 else:
                     self._append(replace(record, timings={**record.timings, "seconds": 0.0}, cached=True))
             out.append(record)
-        return [{"map": r.map, "latency_ms": r.latency_ms} | ({"map_smoothed": r.map} if self.config.smooth else {}) for r in out]  # smoothed after
+        return [{"map": r.map, "latency_ms": r.latency_ms, self.score_key: r.score(self.score_key) if self.score_key != "map_smoothed" else r.map}
+                for r in out]  # smoothed after the generation
 
     def _costs(self, arch: Arch) -> dict:
         return {"latency_ms": round(self.table.predict(arch), 5), "flops": flops(arch, self.num_classes), "params": params(arch, self.num_classes)}
 
     def _record(self, arch: Arch, result: dict, stage: str, generation: int) -> SubnetRecord:
-        return SubnetRecord(arch.hash(), arch, {k: result[k] for k in METRICS}, **self._costs(arch), stage=stage, generation=generation,
-                            timings={k: round(result[k], 4) for k in TIMINGS})
+        costs = self._costs(arch)
+        prior = self.config.flops_prior
+        return SubnetRecord(arch.hash(), arch, {k: result[k] for k in METRICS}, **costs, stage=stage, generation=generation,
+                            timings={k: round(result[k], 4) for k in TIMINGS},
+                            map_flops=round(result["map"] * (costs["flops"] / 1e9) ** prior, 6) if prior else None)
 
     def _append(self, record: SubnetRecord) -> None:
         self.history.append(record)

@@ -75,7 +75,8 @@ QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
                  extremes: bool = False, smooth: bool = False, space: str = SPACE, data: Optional[dict[str, str]] = None,
-                 per_resolution: bool = True, resolution_first: bool = False, schedule: Optional[Schedule] = None) -> dict:
+                 per_resolution: bool = True, resolution_first: bool = False, flops_prior: float = 0.0,
+                 schedule: Optional[Schedule] = None) -> dict:
     """Run (or continue) every step in `out`; returns the report's data (also in report.json).
 
     `space`: a preset name or a space JSON file. `data`: where the images come from, as
@@ -95,6 +96,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     rank subnets of one resolution and head far better than across resolutions, and the search
     otherwise spends most of its evaluations where they over-rate (a lower resolution). The
     control and the screening's cost stay as they are.
+    `flops_prior`: the search and its control rank subnets by inherited mAP x GFLOPs^flops_prior
+    (`SearchConfig.flops_prior`).
     `schedule`: instead of `FULL` (or `QUICK`), e.g. longer trainings for a small real dataset."""
     s = schedule or (QUICK if quick else FULL)
     out = Path(out)
@@ -111,6 +114,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     if resolution_first and (s.generations <= first or s.screen_finalists < first or not (s.screen_steps or s.screen_epochs)):
         raise ValueError(f"resolution_first: needs more generations ({s.generations}) than input resolutions ({first}), and a "
                          f"screening of every resolution's best ({s.screen_finalists} finalists)")
+    if flops_prior < 0:  # checked before the supernet trains, not when the search's config is made after it
+        raise ValueError(f"flops_prior: expected a number >= 0 (0: rank by mAP alone), got {flops_prior}")
     unknown = sorted(set(data or {}) - set(DATA_FIELDS))
     if unknown:
         raise ValueError(f"data: unknown source field(s) {unknown}; expected some of {list(DATA_FIELDS)}")
@@ -135,7 +140,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=first,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
-                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth, per_resolution=per_resolution or resolution_first)
+                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth, per_resolution=per_resolution or resolution_first,
+                          flops_prior=flops_prior)
     searcher = Search(search, resume=search_started(out / "search"))
     summary = step("search", searcher.run)
     # the control: as many subnets as the search's budget (at least as many as it evaluated), drawn uniformly under the

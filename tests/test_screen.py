@@ -30,6 +30,8 @@ def test_another_score_key_ranks():
     assert [r.hash for r in resolution_finalists(records, 1, key="map_smoothed")] == ["b"]
     with pytest.raises(KeyError):
         resolution_finalists(records, 1, key="ap50")
+    priced = [replace(records[0], map_flops=0.2), replace(records[1], map_flops=0.3)]
+    assert [r.hash for r in resolution_finalists(priced, 1, key="map_flops")] == ["b"]
 
 
 def test_a_record_round_trips_through_its_flat_json_layout():
@@ -41,3 +43,5 @@ def test_a_record_round_trips_through_its_flat_json_layout():
     brief = replace(full, map_smoothed=0.25).to_dict(timings=False)  # what pareto.json and finalists.json list
     assert list(brief) == ["hash", "arch", "map", "ap50", "map_smoothed", "latency_ms", "flops", "params", "stage", "generation"]
     assert SubnetRecord.from_dict(brief).score("map_smoothed") == 0.25
+    prior = replace(full, map_flops=0.0).to_dict(timings=False)  # a zero score is a score, not a missing one
+    assert "map_flops" in prior and SubnetRecord.from_dict(prior).score("map_flops") == 0.0

@@ -305,6 +305,37 @@ def test_smooth_ranks_by_the_smoothed_score(trained, tmp_path):
     assert all(f["map"] == raw[f["hash"]] for f in finalists)
 
 
+def test_flops_prior_ranks_by_map_times_gflops_to_the_power_alpha(trained, tmp_path):
+    """Every evaluated subnet carries mAP x GFLOPs^alpha; evolution and finalists rank by it (the
+    raw mAP stays the measured one), so a subnet that computes more can outrank a better-scored
+    one; the random control, with the same config, ranks the same way."""
+    out = tmp_path / "p"
+    summary = Search(config(trained, out, flops_prior=0.5, stage="structural", generations=3, finalists=4)).run()
+    history = read_history(out)
+    assert all(r["map_flops"] == pytest.approx(r["map"] * (r["flops"] / 1e9) ** 0.5, abs=1e-6) for r in history)
+    finalists = json.loads((out / "finalists.json").read_text())
+    assert [f["map_flops"] for f in finalists] == sorted((f["map_flops"] for f in finalists), reverse=True)
+    assert summary["best"]["hash"] == max(history, key=lambda r: r["map_flops"])["hash"]
+    Search(config(trained, tmp_path / "r", flops_prior=0.5, stage="random", population=3, generations=2)).run()
+    assert all("map_flops" in f for f in json.loads((tmp_path / "r" / "finalists.json").read_text()))
+    with pytest.raises(SearchError, match="`flops_prior`: not with `smooth`"):
+        config(trained, tmp_path / "x", flops_prior=0.5, smooth=True)
+    with pytest.raises(SearchError, match="flops_prior"):
+        config(trained, tmp_path / "x", flops_prior=-0.1)
+
+
+def test_a_folder_searched_before_a_setting_existed_resumes_with_its_default(trained, tmp_path):
+    out = tmp_path / "old"
+    cfg = config(trained, out, stage="structural", generations=1)
+    Search(cfg).run()
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["flops_prior"]  # written by a version without it
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert Search(cfg, resume=True).run()["evaluated"] == 4
+    with pytest.raises(SearchError, match="`flops_prior`"):
+        Search(replace(cfg, flops_prior=0.3), resume=True)
+
+
 def test_resolution_first_needs_more_generations_and_a_screening_of_every_resolution(tmp_path):
     from search.pipeline import run_pipeline
 
@@ -312,6 +343,9 @@ def test_resolution_first_needs_more_generations_and_a_screening_of_every_resolu
                                          r"screening of every resolution's best \(2 finalists\)"):
         run_pipeline(tmp_path / "demo", quick=True, device="cpu", resolution_first=True)
     assert not (tmp_path / "demo" / "supernet").exists()  # refused before anything ran
+    with pytest.raises(ValueError, match=r"flops_prior: expected a number >= 0 \(0: rank by mAP alone\), got -1"):
+        run_pipeline(tmp_path / "demo", quick=True, device="cpu", flops_prior=-1)
+    assert not (tmp_path / "demo" / "supernet").exists()
 
 
 def test_a_finished_supernet_is_read_from_its_own_folder_after_a_move(tmp_path):
