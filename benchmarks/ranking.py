@@ -19,7 +19,8 @@ already measured stay in the table; with --ceiling-archs N above the stored coun
 second seed of the archs that lack one (the first --supernet's data and space). Every row is
 also set against each seed's truth and their mean on the archs that have both, and over the
 pairs of archs that share a resolution. --smooth NAME adds NAME's scores smoothed over the K
-archs (the search's --smooth) as a row of its own. --refine-steps N scores each arch after N steps of
+archs (the search's --smooth) as a row of its own; --flops-prior NAME@ALPHA adds NAME's scores
+times GFLOPs^ALPHA (the search's --flops-prior) and a row `gflops`, GFLOPs alone. --refine-steps N scores each arch after N steps of
 fine-tuning alone from the supernet's weights instead: a second, dearer score a search could
 rank its finalists by.
 """
@@ -29,6 +30,7 @@ import argparse
 import logging
 import json
 import random
+import re
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +40,7 @@ from typing import Callable, Optional
 import numpy as np
 from scipy.stats import kendalltau, rankdata, spearmanr
 
+from latency.cost import flops
 from latency.table import LatencyTable
 from search.nas import SubnetEvaluator
 from search.retrain import retrain
@@ -247,6 +250,41 @@ def parse_supernets(specs: list[str]) -> dict[str, str]:
     return out
 
 
+FLOPS_ROW = re.compile(r"gflops|.+_flops[0-9.e+-]+")  # the rows add_flops_rows writes
+
+
+def parse_flops_priors(specs: list[str]) -> list[tuple[str, float]]:
+    """--flops-prior NAME@ALPHA values as (row name, alpha)."""
+    out = []
+    for spec in specs:
+        name, _, alpha = spec.rpartition("@")
+        try:
+            value = float(alpha)
+        except ValueError:
+            value = -1.0
+        if not name or not value >= 0:
+            raise ValueError(f"--flops-prior {spec}: expected NAME@ALPHA, a row name and a number >= 0")
+        out.append((name, value))
+    return out
+
+
+def add_flops_rows(priors: list[tuple[str, float]], archs: list[Arch], inherited: dict, supernets: dict, num_classes: Optional[int]) -> None:
+    """The search's --flops-prior on these archs: rows NAME_flopsALPHA (NAME's scores x GFLOPs^ALPHA)
+    and `gflops` (GFLOPs alone, what the product tends to as ALPHA grows)."""
+    if not priors:
+        return
+    if num_classes is None:
+        sys.exit("error: --flops-prior: FLOPs depend on the class count; give a --supernet (the --truth file does not record it)")
+    gflops = [flops(a, num_classes) / 1e9 for a in archs]
+    for name, alpha in priors:
+        if name not in inherited:
+            sys.exit(f"error: --flops-prior {name}@{alpha:g}: no such row; rows: {sorted(inherited)}")
+        inherited[f"{name}_flops{alpha:g}"] = [round(v * g ** alpha, 6) for v, g in zip(inherited[name], gflops)]
+        supernets[f"{name}_flops{alpha:g}"] = f"{supernets[name]} (scores x GFLOPs^{alpha:g}, evolve.py --flops-prior)"
+    inherited["gflops"] = [round(g, 6) for g in gflops]
+    supernets["gflops"] = f"GFLOPs of each arch alone ({num_classes} classes): no supernet"
+
+
 def load_truth(path: str) -> dict:
     """An earlier run's points file: its archs, truth, ceiling and rows, checked to be whole."""
     try:
@@ -257,7 +295,7 @@ def load_truth(path: str) -> dict:
         inherited = {row["name"]: [q["inherited_map"][row["name"]] for q in data["points"]] for row in data["rows"]}
         supernets = {row["name"]: row["supernet"] for row in data["rows"]}
         latency = [q["latency_pred_ms"] for q in data["points"]]
-        keep = {k: data[k] for k in ("device", "schedule", "val_images", "noise_ceiling")}
+        keep = {k: data[k] for k in ("device", "schedule", "val_images", "noise_ceiling")} | {"num_classes": data.get("num_classes")}
         region = Region(**data.get("region", {}))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"--truth {path}: not a ranking points file written by this benchmark ({type(e).__name__}: {e})") from None
@@ -287,6 +325,9 @@ def main() -> None:
     p.add_argument("--refine-lr", type=float, help="the fine-tune's peak learning rate (default: the supernet's)")
     p.add_argument("--smooth", nargs="+", default=[], metavar="NAME",
                    help="also rank these rows' scores smoothed over the K archs (search.surrogate, evolve.py --smooth), as rows NAME_smoothed")
+    p.add_argument("--flops-prior", nargs="+", default=[], metavar="NAME@ALPHA",
+                   help="also rank these rows' scores times GFLOPs^ALPHA (evolve.py --flops-prior), as rows NAME_flopsALPHA, "
+                        "and GFLOPs alone as row gflops")
     p.add_argument("--resolution", type=int, help="draw the archs at this input resolution only (a region, with --head and --max-ms)")
     p.add_argument("--head", help="draw the archs with this head type only")
     p.add_argument("--max-ms", type=float, help="draw the archs predicted no slower than this (a search's --latency-budget)")
@@ -303,6 +344,10 @@ def main() -> None:
         sys.exit(f"error: --ceiling-archs: expected 0 or 3..{args.k} (-k), got {args.ceiling_archs}")
     try:
         supernets = parse_supernets(args.supernet or ([] if args.truth else ["runs/demo/supernet/last.pt"]))
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    try:
+        args.flops_prior = parse_flops_priors(args.flops_prior)
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:
@@ -341,7 +386,7 @@ def main() -> None:
                               space, config, args.work, seeds[1], args.lut)
     write_result(archs, [round(table.predict(a), 4) for a in archs], truth, again, inherited, supernets, noise_ceiling(truth, again, seeds, archs),
                  table.meta.device_name, {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size},
-                 len(val_set), args, region)
+                 len(val_set), args, region, model.num_classes)
 
 
 def data_config(blob: dict, args, device, **schedule) -> TrainConfig:
@@ -421,24 +466,30 @@ def rank_stored(stored: dict, supernets: dict[str, str], args, device) -> None:
         again = second_seed_truth(archs, lambda a: latency[a.hash()], again, args.ceiling_archs, model.space, config, args.work, seeds[1])
         ceiling = noise_ceiling(stored["truth"], again, seeds, archs)
     write_result(archs, stored["latency"], stored["truth"], again, inherited, names, ceiling,
-                 stored["device"], stored["schedule"], stored["val_images"], args, stored["region"])
+                 stored["device"], stored["schedule"], stored["val_images"], args, stored["region"],
+                 first[0].num_classes if first else stored["num_classes"])
 
 
 def write_result(archs: list[Arch], latency: list[float], truth: dict, again: dict, inherited: dict, supernets: dict, ceiling,
-                 device_name: str, schedule: dict, val_images: int, args, region: Optional[Region] = None) -> None:
+                 device_name: str, schedule: dict, val_images: int, args, region: Optional[Region] = None,
+                 num_classes: Optional[int] = None) -> None:
     """The JSON line (one row per supernet), the points file beside it and the plot."""
     for name in args.smooth:  # the search's --smooth: the same inherited scores, smoothed over these archs
         if name not in inherited:
             sys.exit(f"error: --smooth {name}: no such row; rows: {sorted(inherited)}")
         inherited[f"{name}_smoothed"] = [round(v, 5) for v in smooth_scores(archs, inherited[name])]
         supernets[f"{name}_smoothed"] = f"{supernets[name]} (scores smoothed over the {len(archs)} archs, search.surrogate)"
+    add_flops_rows(getattr(args, "flops_prior", []), archs, inherited, supernets, num_classes)
     standalone = [truth[a.hash()] for a in archs]
     rows = [{"name": name, "supernet": supernets[name], **ranking_row(inh, standalone, args.seed, archs),
              **second_seed_agreement(inh, truth, again, archs, args.seed)} for name, inh in inherited.items()]
+    for row in rows:  # a score that is not an mAP has no ratio to the truth
+        if FLOPS_ROW.fullmatch(row["name"]):
+            row["median_ratio"] = None
     result = {
         "benchmark": "ranking", "device": device_name, "k": len(archs),
         "head_types": sorted({a.head.type for a in archs}), "neck_types": sorted({a.neck.type for a in archs}),
-        "schedule": schedule, "val_images": val_images, "noise_ceiling": ceiling, "rows": rows,
+        "schedule": schedule, "val_images": val_images, "num_classes": num_classes, "noise_ceiling": ceiling, "rows": rows,
         **({"region": region.to_dict()} if region is not None and region != Region() else {}),
     }
     points = [{"hash": a.hash(), "latency_pred_ms": ms, "standalone_map": round(truth[a.hash()], 5),

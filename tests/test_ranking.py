@@ -1,4 +1,6 @@
 import importlib.util
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -109,6 +111,36 @@ def test_a_points_file_is_read_back_as_the_truth_of_a_later_run(tmp_path):
     bad.write_text(json.dumps({"points": [{"arch": {"resolution": 64}}]}))
     with pytest.raises(ValueError, match=r"--truth .*bad.json: not a ranking points file"):
         ranking.load_truth(str(bad))
+
+
+def test_flops_prior_rows_rank_the_product_and_gflops_alone(tmp_path):
+    """NAME@ALPHA adds NAME's scores x GFLOPs^ALPHA and a gflops row, ranked like any other but
+    with no mAP ratio; the class count is stored so a later --truth run can add such rows."""
+    import argparse
+
+    from latency.cost import flops
+
+    space = SearchSpace.preset("tiny").restrict(blocks=("ir_k3_e6",))
+    archs = ranking.spread_archs(space, _Table(), 6, seed=0)
+    gflops = [flops(a, 3) / 1e9 for a in archs]
+    truth = {a.hash(): g for a, g in zip(archs, gflops)}  # the truth follows FLOPs exactly
+    order = sorted(range(6), key=lambda i: gflops[i])
+    inherited = {"demo": [0.1 - 1e-6 * order.index(i) for i in range(6)]}  # a supernet that ranks them backwards, by a hair
+    args = argparse.Namespace(out=str(tmp_path / "r.json"), seed=0, smooth=[], flops_prior=ranking.parse_flops_priors(["demo@0.5"]))
+    ranking.write_result(archs, [1.0] * 6, truth, {}, inherited, {"demo": "x/last.pt"}, None, "cpu", {"epochs": 12}, 100, args,
+                         num_classes=3)
+    stored = ranking.load_truth(str(tmp_path / "r.points.json"))
+    assert stored["num_classes"] == 3 and stored["inherited"]["demo_flops0.5"] == [round(v * g ** 0.5, 6) for v, g in zip(inherited["demo"], gflops)]
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    assert rows["gflops"]["kendall_tau"] == rows["demo_flops0.5"]["kendall_tau"] == 1.0 and rows["demo"]["kendall_tau"] == -1.0
+    assert rows["gflops"]["median_ratio"] is None and rows["demo_flops0.5"]["median_ratio"] is None and rows["demo"]["median_ratio"] is not None
+    for spec in ("demo", "demo@-1", "@1", "demo@x"):
+        with pytest.raises(ValueError, match=f"--flops-prior {re.escape(spec)}: expected NAME@ALPHA"):
+            ranking.parse_flops_priors([spec])
+    with pytest.raises(SystemExit, match="class count"):
+        ranking.add_flops_rows([("demo", 1.0)], archs, dict(inherited), {"demo": "x"}, None)
+    with pytest.raises(SystemExit, match=r"--flops-prior nope@1: no such row"):
+        ranking.add_flops_rows([("nope", 1.0)], archs, dict(inherited), {"demo": "x"}, 3)
 
 
 def test_more_second_seeds_are_trained_only_for_archs_that_lack_one(tmp_path, monkeypatch):
