@@ -67,9 +67,9 @@ class SearchConfig:
     aging: int = option(0, "regularized evolution: parents only from the last N evaluated; 0: from all (SPOS)", metavar="N")
     smooth: bool = option(False, "rank subnets by their inherited mAP smoothed over all the stage evaluated (a ridge fit on "
                                  "their choices, search.surrogate)")
-    flops_prior: float = option(0.0, "rank subnets by inherited mAP x GFLOPs^ALPHA: among subnets under one latency budget, "
-                                     "those that compute more train better than their shared weights say; 0: mAP alone",
-                                metavar="ALPHA")
+    flops_prior: float = option(0.0, "rank subnets by inherited mAP x GFLOPs^ALPHA, a prior for subnets that compute more "
+                                     "under the budget (GFLOPs alone rank near-budget subnets about as well as shared weights "
+                                     "do; the README has what it did to the search); 0: mAP alone", metavar="ALPHA")
     calib_batches: int = option(8, "BN recalibration batches before scoring a subnet")
     eval_images: int = option(200, "validation images a subnet is scored on (a fixed subset)")
     batch_size: int = option(16, "images a batch, for recalibration and scoring")
