@@ -20,9 +20,9 @@ second seed of the archs that lack one (the first --supernet's data and space). 
 also set against each seed's truth and their mean on the archs that have both, and over the
 pairs of archs that share a resolution. --smooth NAME adds NAME's scores smoothed over the K
 archs (the search's --smooth) as a row of its own; --flops-prior NAME@ALPHA adds NAME's scores
-times GFLOPs^ALPHA (the search's --flops-prior) and a row `gflops`, GFLOPs alone. --refine-steps N scores each arch after N steps of
-fine-tuning alone from the supernet's weights instead: a second, dearer score a search could
-rank its finalists by.
+times GFLOPs^ALPHA (the search's --flops-prior) and a row `gflops`, GFLOPs alone. --refine-steps
+N scores each arch after N steps of fine-tuning alone from the supernet's weights instead: a
+second, dearer score a search could rank its finalists by.
 """
 from __future__ import annotations
 
@@ -354,6 +354,15 @@ def main() -> None:
         stored = load_truth(args.truth) if args.truth else None
     except ValueError as e:
         sys.exit(f"error: {e}")
+    rows = set(stored["inherited"] if stored else ()) | set(supernets)  # NAME of --smooth and --flops-prior, checked before any work
+    for name in args.smooth:
+        if name not in rows:
+            sys.exit(f"error: --smooth {name}: no such row; rows: {sorted(rows)}")
+    for name, alpha in args.flops_prior:
+        if name not in rows | {f"{n}_smoothed" for n in args.smooth}:
+            sys.exit(f"error: --flops-prior {name}@{alpha:g}: no such row; rows: {sorted(rows)}")
+    if args.flops_prior and not supernets and not stored["num_classes"]:
+        sys.exit("error: --flops-prior: FLOPs depend on the class count; give a --supernet (the --truth file does not record it)")
     region = Region(args.resolution, args.head, args.max_ms)
     if stored and region != Region():
         sys.exit("error: --resolution, --head and --max-ms draw new archs; with --truth the stored archs are ranked")

@@ -141,6 +141,14 @@ def test_flops_prior_rows_rank_the_product_and_gflops_alone(tmp_path):
         ranking.add_flops_rows([("demo", 1.0)], archs, dict(inherited), {"demo": "x"}, None)
     with pytest.raises(SystemExit, match=r"--flops-prior nope@1: no such row"):
         ranking.add_flops_rows([("nope", 1.0)], archs, dict(inherited), {"demo": "x"}, 3)
+    import subprocess
+
+    script = Path(__file__).parents[1] / "benchmarks" / "ranking.py"
+    for flags, message in ((["--flops-prior", "nope@1"], "error: --flops-prior nope@1: no such row; rows: ['demo', 'demo_flops0.5', 'gflops']"),
+                           (["--smooth", "nope"], "error: --smooth nope: no such row")):  # refused before any supernet is loaded
+        run = subprocess.run([sys.executable, str(script), "--truth", str(tmp_path / "r.points.json"), "--out", str(tmp_path / "o.json"), *flags],
+                             capture_output=True, text=True)
+        assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].startswith(message) and not (tmp_path / "o.json").exists()
 
 
 def test_more_second_seeds_are_trained_only_for_archs_that_lack_one(tmp_path, monkeypatch):
