@@ -43,6 +43,7 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 from latency.cost import flops
 from latency.table import LatencyTable
 from search.nas import SubnetEvaluator
+from search.records import map_flops
 from search.retrain import retrain
 from search.surrogate import smooth_scores
 from supernet.checkpoint import load_supernet, trained_space
@@ -275,13 +276,13 @@ def add_flops_rows(priors: list[tuple[str, float]], archs: list[Arch], inherited
         return
     if num_classes is None:
         sys.exit("error: --flops-prior: FLOPs depend on the class count; give a --supernet (the --truth file does not record it)")
-    gflops = [flops(a, num_classes) / 1e9 for a in archs]
+    counts = [flops(a, num_classes) for a in archs]
     for name, alpha in priors:
         if name not in inherited:
             sys.exit(f"error: --flops-prior {name}@{alpha:g}: no such row; rows: {sorted(inherited)}")
-        inherited[f"{name}_flops{alpha:g}"] = [round(v * g ** alpha, 6) for v, g in zip(inherited[name], gflops)]
+        inherited[f"{name}_flops{alpha:g}"] = [map_flops(v, n, alpha) for v, n in zip(inherited[name], counts)]
         supernets[f"{name}_flops{alpha:g}"] = f"{supernets[name]} (scores x GFLOPs^{alpha:g}, evolve.py --flops-prior)"
-    inherited["gflops"] = [round(g, 6) for g in gflops]
+    inherited["gflops"] = [round(n / 1e9, 6) for n in counts]
     supernets["gflops"] = f"GFLOPs of each arch alone ({num_classes} classes): no supernet"
 
 

@@ -40,7 +40,7 @@ from supernet.trainer import Trainer
 
 from .evolution import Evolution, Individual, Objective, SearchError
 from .pareto import pareto_front
-from .records import TIMINGS, SubnetRecord
+from .records import TIMINGS, SubnetRecord, map_flops
 from .surrogate import smooth_scores
 
 STAGES = ("structural", "modular")
@@ -522,8 +522,8 @@ class Search:
                 else:
                     self._append(replace(record, timings={**record.timings, "seconds": 0.0}, cached=True))
             out.append(record)
-        return [{"map": r.map, "latency_ms": r.latency_ms, self.score_key: r.score(self.score_key) if self.score_key != "map_smoothed" else r.map}
-                for r in out]  # smoothed after the generation
+        key = self.score_key
+        return [{"map": r.map, "latency_ms": r.latency_ms, key: r.map if key == "map_smoothed" else r.score(key)} for r in out]  # smoothed after the generation
 
     def _costs(self, arch: Arch) -> dict:
         return {"latency_ms": round(self.table.predict(arch), 5), "flops": flops(arch, self.num_classes), "params": params(arch, self.num_classes)}
@@ -533,7 +533,7 @@ class Search:
         prior = self.config.flops_prior
         return SubnetRecord(arch.hash(), arch, {k: result[k] for k in METRICS}, **costs, stage=stage, generation=generation,
                             timings={k: round(result[k], 4) for k in TIMINGS},
-                            map_flops=round(result["map"] * (costs["flops"] / 1e9) ** prior, 6) if prior else None)
+                            map_flops=map_flops(result["map"], costs["flops"], prior) if prior else None)
 
     def _append(self, record: SubnetRecord) -> None:
         self.history.append(record)

@@ -12,6 +12,11 @@ from supernet.space import Arch
 TIMINGS = ("seconds", "recalibration_s", "inference_s", "cocoeval_s")  # what one evaluation took
 
 
+def map_flops(map_: float, flops: int, alpha: float) -> float:
+    """The score `--flops-prior ALPHA` ranks by: inherited mAP x GFLOPs^ALPHA."""
+    return round(map_ * (flops / 1e9) ** alpha, 6)
+
+
 @dataclass(frozen=True)
 class SubnetRecord:
     """One evaluated subnet: its scores with inherited weights, its predicted costs, where the
