@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.pipeline import run_pipeline
+from search.pipeline import FULL, QUICK, run_pipeline
 from search.retrain import measure_latencies, retrain, timing_images
 from supernet.baselines import RECIPES
 from supernet.data import build_datasets
@@ -178,6 +178,9 @@ def main() -> None:
                    help="one generation per input resolution, the screening picks the resolution, the rest evolve there (SM-NAS's structure first)")
     p.add_argument("--flops-prior", type=float, default=0.0, metavar="ALPHA",
                    help="the search and the control rank subnets by inherited mAP x GFLOPs^ALPHA (evolve.py --flops-prior)")
+    p.add_argument("--screen-neighbours", type=int, default=None, metavar="N",
+                   help="after the screening, N mutants of the search's best short training and the control's next N are trained "
+                        "briefly too (the pipeline's Schedule.screen_neighbours); default: the schedule's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -195,6 +198,11 @@ def main() -> None:
         p.error(f"--seeds: {args.seeds} repeats a seed")
     if args.flops_prior < 0:
         p.error(f"--flops-prior: expected a number >= 0 (0: rank by mAP alone), got {args.flops_prior}")
+    if args.screen_neighbours is not None and args.screen_neighbours < 0:
+        p.error(f"--screen-neighbours: expected an integer >= 0, got {args.screen_neighbours}")
+    schedule = QUICK if args.quick else FULL
+    if args.screen_neighbours is not None:
+        schedule = replace(schedule, screen_neighbours=args.screen_neighbours)
     if args.retrain_seeds < 1:
         p.error(f"--retrain-seeds: expected an integer >= 1, got {args.retrain_seeds}")
     if not 0 <= args.latency_slack < 1:
@@ -208,7 +216,8 @@ def main() -> None:
             shutil.copyfile(table, out / table.name)
         print(f"== seed {seed}: {out}", file=sys.stderr)
         report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth,
-                              per_resolution=args.per_resolution, resolution_first=args.resolution_first, flops_prior=args.flops_prior)
+                              per_resolution=args.per_resolution, resolution_first=args.resolution_first, flops_prior=args.flops_prior,
+                              schedule=schedule)
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
         compared = ["searched", "random", *near_baselines(report, args.latency_slack, latency)]
@@ -216,7 +225,7 @@ def main() -> None:
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
                  "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "per_resolution": args.per_resolution,
-                 "resolution_first": args.resolution_first, "flops_prior": args.flops_prior,
+                 "resolution_first": args.resolution_first, "flops_prior": args.flops_prior, "screen_neighbours": schedule.screen_neighbours,
                  "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 

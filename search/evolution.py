@@ -108,6 +108,21 @@ class Evolution(Generic[T]):
                 return child
         return child
 
+    def mutants(self, values: dict[str, Any], count: int, exclude: Sequence[str] = ()) -> list[Individual[T]]:
+        """Up to `count` new feasible children of `values` by mutation alone, none keyed in
+        `exclude` or seen before: a local search around one candidate that some other measure
+        (a short training) found best, outside the generations."""
+        self.seen.update(exclude)
+        self.seen.add(self.key(self.decode(values)))
+        children: list[Individual[T]] = []
+        for _ in range(self.max_tries):
+            if len(children) >= count:
+                break
+            child = self._make(self._mutate(values), generation=0)
+            if child:
+                children.append(child)
+        return children
+
     def _crossover(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         return {name: (a if self.rng.random() < 0.5 else b)[name] for name, _ in self.genes}
 

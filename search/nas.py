@@ -16,7 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -556,6 +556,27 @@ class Search:
         modular stage's, the only ones measured on the final weights."""
         records = self.records()
         return [r for r in records if r.stage == "modular"] if self.finetuned else records
+
+    def neighbours(self, arch: Arch, count: int, exclude: Sequence[str] = ()) -> list[Arch]:
+        """Up to `count` distinct subnets a mutation away from `arch` (each choice changed with
+        `mutation_prob`, at least one), keeping its input resolution and head type, from the
+        sub-space the supernet trained, under the budgets, none hashed in `exclude`. Chosen at
+        random, not by inherited score: what the pipeline's screening searches around once short
+        trainings found `arch` best. Seeded by `seed` and `arch`."""
+        c = self.config
+        space = trained_space(self.model, self.blob)
+        kept = {"resolution": arch.resolution, "head.type": arch.head.type}
+        genes = [(name, (kept[name],) if name in kept else choices) for name, choices in stage_genes(space, RANDOM)]
+        evolution = Evolution(genes, self.space.decode, lambda a: a.hash(), constraints=self.constraints(), population=count, topk=1,
+                              mutation_prob=c.mutation_prob, seed=c.seed + int(arch.hash(), 16))
+        return [i.item for i in evolution.mutants(space.encode(arch), count, exclude)]
+
+    def inherited(self, archs: Sequence[Arch]) -> list[SubnetRecord]:
+        """Records of `archs` scored with inherited weights as the search scores its own (from its
+        records where it met them), kept out of its history: for subnets chosen by other means
+        (`neighbours`), whose inherited scores are only reported."""
+        known = {r.hash: r for r in self.records()}
+        return [known.get(a.hash()) or self._record(a, self.evaluator(a), "screening", 0) for a in archs]
 
     def _write_outputs(self) -> dict:
         """pareto.json, finalists.json and pareto.png from every record so far; returns a summary."""

@@ -63,6 +63,9 @@ class Schedule:
     screen_finalists: int  # the best subnet of each resolution (then the next best), up to this many (1: no screening), trained briefly ...
     screen_epochs: int  # ... for this many epochs; the best of them is retrained in full
     screen_steps: int | None  # takes precedence over screen_epochs
+    # then the search's screening winner is searched around: this many of its mutants (resolution and head kept) are trained
+    # with the same short schedule, and the control's next best by score as many; the best of all is retrained in full
+    screen_neighbours: int = 0
 
 
 FULL = Schedule(supernet_epochs=144, supernet_steps=None, batch_size=16, lut_repeats=20, lut_passes=2, lut_calib=20,
@@ -114,6 +117,9 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     if resolution_first and (s.generations <= first or s.screen_finalists < first or not (s.screen_steps or s.screen_epochs)):
         raise ValueError(f"resolution_first: needs more generations ({s.generations}) than input resolutions ({first}), and a "
                          f"screening of every resolution's best ({s.screen_finalists} finalists)")
+    if s.screen_neighbours and (s.screen_finalists < 2 or not (s.screen_steps or s.screen_epochs)):
+        raise ValueError(f"screen_neighbours: searches around the screening's winner, so needs a screening (screen_finalists "
+                         f"{s.screen_finalists}: at least 2, and screen_epochs or screen_steps)")
     if flops_prior < 0:  # checked before the supernet trains, not when the search's config is made after it
         raise ValueError(f"flops_prior: expected a number >= 0 (0: rank by mAP alone), got {flops_prior}")
     unknown = sorted(set(data or {}) - set(DATA_FIELDS))
@@ -153,6 +159,10 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     screen_cfg = replace(train, epochs=s.screen_epochs, steps=s.screen_steps, eval_images=0)
     screened = {name: step(f"screening {name}", lambda name=name, run=run: _screen(run, s.screen_finalists, space, screen_cfg, out / "screen" / name))
                 for name, run in (("searched", searcher), ("random", drawer))}
+    if s.screen_neighbours:
+        screened = {name: step(f"screening around {name}", lambda name=name, run=run: _screen_more(
+            run, screened[name], s.screen_neighbours, name == "searched", space, screen_cfg, out / "screen" / name))
+            for name, run in (("searched", searcher), ("random", drawer))}
     finalist, pick = screened["searched"]["pick"], screened["random"]["pick"]
     if resolution_first:
         finalist, evaluated = step("search at the screened resolution", lambda: _focus(searcher, finalist.arch.resolution, s.generations - first))
@@ -213,10 +223,33 @@ def _screen(search: Search, count: int, space: SearchSpace, config: TrainConfig,
     finalists = resolution_finalists(search.ranked(), count, search.score_key)
     if count <= 1 or not (config.steps or config.epochs):
         return {"pick": finalists[0], "screened": []}
-    results = screen([r.arch for r in finalists], space, config, out)
-    by_hash = {r.hash: r for r in finalists}
+    return _screened(finalists, screen([r.arch for r in finalists], space, config, out))
+
+
+def _screen_more(search: Search, first: dict, count: int, around: bool, space: SearchSpace, config: TrainConfig, out: Path) -> dict:
+    """`_screen`'s result with `count` more subnets trained briefly: with `around` (the search), mutants
+    of the screening's winner (`Search.neighbours`), scored with inherited weights for the report
+    only; else (the control, which draws without looking) its next best by score. Either way both
+    sides train as many; the pick is the best short training of all."""
+    done = [row["hash"] for row in first["screened"]]
+    if around:
+        more = search.inherited(search.neighbours(first["pick"].arch, count, exclude=done))
+    else:
+        order = lambda r: (-r.score(search.score_key), r.latency_ms, r.hash)  # noqa: E731  as resolution_finalists ranks
+        more = sorted((r for r in search.ranked() if r.hash not in done), key=order)[:count]
+    records = {r.hash: r for r in search.ranked() if r.hash in done} | {r.hash: r for r in more}
+    results = screen([records[h].arch for h in done] + [r.arch for r in more], space, config, out)  # the first ones read back
+    chosen = f"near `{first['pick'].hash}`" if around else "next best"
+    return _screened(list(records.values()), results, {r.hash: chosen for r in more})
+
+
+def _screened(records: list[SubnetRecord], results: list[dict], chosen: Optional[dict[str, str]] = None) -> dict:
+    """{"pick", "screened"} of short-training `results` (best first) of search `records`; `chosen`:
+    how the subnets added after the first finalists were chosen (hash -> words), in their rows."""
+    by_hash = {r.hash: r for r in records}
     rows = [{"hash": r["hash"], "resolution": r["arch"]["resolution"], "inherited_map": by_hash[r["hash"]].map,
-             "screen_map": r["map"], "latency_pred_ms": by_hash[r["hash"]].latency_ms} for r in results]
+             "screen_map": r["map"], "latency_pred_ms": by_hash[r["hash"]].latency_ms,
+             **({"chosen": chosen[r["hash"]]} if chosen and r["hash"] in chosen else {})} for r in results]
     return {"pick": by_hash[results[0]["hash"]], "screened": rows}
 
 
@@ -294,12 +327,16 @@ def render_screening(report: dict) -> list[str]:
     rows = [(name, r) for name in ("searched", "random") for r in report[name].get("screened", [])]
     if not rows:
         return []
+    more = report["schedule"].get("screen_neighbours", 0)
+    around = (f" Then {more} subnets near the search's best short training (a few choices changed at random, its resolution and "
+              f"head kept) and the control's next {more} by inherited score were trained the same way (`chosen`).") if more else ""
     text = ["Screening: before the full retraining, the best subnet of each input resolution (then the next best) of the search "
-            f"and of the control was trained from scratch for {_short_schedule(report['schedule'])}; the best of each "
+            f"and of the control was trained from scratch for {_short_schedule(report['schedule'])}.{around} The best of each "
             "(first of its group) is the one retrained above.", "",
-            "| from | subnet | resolution | inherited mAP | screening mAP | latency predicted (ms) |", "|---|---|---|---|---|---|"]
+            "| from | subnet | resolution | inherited mAP | screening mAP | latency predicted (ms) |" + (" chosen |" if more else ""),
+            "|---|---|---|---|---|---|" + ("---|" if more else "")]
     text += [f"| {name} | `{r['hash']}` | {r['resolution']} | {r['inherited_map']:.4f} | {r['screen_map']:.4f} | {r['latency_pred_ms']:.3f} |"
-             for name, r in rows]
+             + (f" {r.get('chosen', 'finalist')} |" if more else "") for name, r in rows]
     return text + [""]
 
 

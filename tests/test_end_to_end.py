@@ -9,7 +9,7 @@ from common import COCO128, needs_coco128
 
 from latency.table import LatencyTable
 from supernet import Arch, SearchSpace
-from search.pipeline import BASELINE_OVER_BUDGET, SPACE, render_over_budget
+from search.pipeline import BASELINE_OVER_BUDGET, SPACE, render_over_budget, render_screening
 from supernet.baselines import baselines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +19,20 @@ def test_report_names_the_baselines_left_out():
     assert render_over_budget({"baselines_over_budget": {}}) == [] and render_over_budget({}) == []  # reports before the rule
     line = render_over_budget({"baselines_over_budget": {"efficientdet_d0_like": 8.822, "resnet18_fpn_retinanet": 9.5}})[0]
     assert "`efficientdet_d0_like` (8.822 ms), `resnet18_fpn_retinanet` (9.5 ms)" in line and "10%" in line
+
+
+def test_report_says_how_the_screened_subnets_were_chosen():
+    row = {"hash": "abc", "resolution": 128, "inherited_map": 0.2, "screen_map": 0.1, "latency_pred_ms": 5.0}
+    plain = {"schedule": {"screen_steps": None, "screen_epochs": 6}, "searched": {"screened": [row]}, "random": {"screened": [row]}}
+    lines = render_screening(plain)
+    assert "6 epochs." in lines[0] and "near" not in lines[0] and lines[2].endswith("latency predicted (ms) |")
+    around = {**plain, "schedule": {**plain["schedule"], "screen_neighbours": 2},
+              "searched": {"screened": [row, {**row, "hash": "def", "chosen": "near `abc`"}]},
+              "random": {"screened": [{**row, "chosen": "next best"}]}}
+    lines = render_screening(around)
+    assert "Then 2 subnets near the search's best short training" in lines[0] and "the control's next 2 by inherited score" in lines[0]
+    assert lines[2].endswith("| chosen |") and lines[3].count("|") == lines[2].count("|")
+    assert [line.rsplit("|", 2)[1].strip() for line in lines[4:7]] == ["finalist", "near `abc`", "next best"]
 
 
 @pytest.mark.slow

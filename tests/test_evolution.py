@@ -136,3 +136,20 @@ def test_aging_chooses_parents_from_the_last_n_evaluated():
     evo.run(3, evaluate)
     window = evo.history[-15:]
     assert {p.key for p in evo.parents()} == {p.key for p in evo.ranked(window)[:2]}
+
+
+def test_mutants_of_one_candidate_are_new_feasible_and_near_it():
+    evo = make(seed=3, mutation_prob=0.1)
+    parent = {f"g{i}": 1 for i in range(len(WEIGHTS))}
+    exclude = {"".join(map(str, decode(evo._mutate(parent)))) for _ in range(5)}
+    children = evo.mutants(parent, 6, exclude=exclude)
+    keys = [c.key for c in children]
+    assert len(keys) == 6 == len(set(keys)) and not set(keys) & exclude and "11111111" not in keys
+    assert all(cost(c.item) <= BUDGET for c in children)
+    changed = [sum(a != b for a, b in zip(c.item, decode(parent))) for c in children]
+    assert min(changed) >= 1 and sum(changed) / len(changed) < 3  # a mutation: a gene or two of eight, not a fresh draw
+    again = make(seed=3, mutation_prob=0.1)
+    assert [c.key for c in again.mutants(parent, 6, exclude=exclude)] == keys  # seeded
+    assert evo.mutants(parent, 3) and not {c.key for c in evo.mutants(parent, 3)} & set(keys)  # never one seen before
+    tight = Evolution([("g0", (0, 1))], lambda v: v["g0"], str, seed=0)
+    assert [c.item for c in tight.mutants({"g0": 0}, 5)] == [1]  # as many as there are

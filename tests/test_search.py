@@ -363,3 +363,60 @@ def test_the_report_says_how_the_searched_subnet_was_picked():
 
     assert _how_picked({"hash": "a"}) == "after the screening below"
     assert _how_picked({"hash": "a", "focus_resolution": 128}).startswith("the best at 128 px, the resolution the screening below picked")
+
+
+def test_neighbours_keep_resolution_and_head_and_are_scored_outside_the_history(trained, tmp_path):
+    search = Search(config(trained, tmp_path / "s", stage="structural"))
+    search.run()
+    best = search.ranked()[0]
+    exclude = [r.hash for r in search.ranked()[1:3]]
+    near = search.neighbours(best.arch, 3, exclude=exclude)
+    assert 1 <= len(near) <= 3 and len({a.hash() for a in near}) == len(near)
+    assert all(a.resolution == best.arch.resolution and a.head.type == best.arch.head.type for a in near)
+    assert not {a.hash() for a in near} & {best.hash, *exclude}
+    assert all(search.table.predict(a) <= trained["budget"] for a in near)
+    assert [a.hash() for a in search.neighbours(best.arch, 3, exclude=exclude)] == [a.hash() for a in near]  # seeded
+    lines = len(read_history(tmp_path / "s"))
+    records = search.inherited([*near, best.arch])
+    assert [r.hash for r in records] == [a.hash() for a in near] + [best.hash] and records[-1] == best  # a known one is read back
+    assert all(0 <= r.map <= 1 and r.latency_ms == pytest.approx(search.table.predict(r.arch)) for r in records)
+    assert len(read_history(tmp_path / "s")) == lines  # kept out of the search's history and outputs
+
+
+def test_the_pipelines_screening_searches_around_its_winner_and_the_control_screens_its_next_best(trained, tmp_path, monkeypatch):
+    from search import pipeline
+
+    def fake_screen(archs, space, config, out):  # a short training's mAP, without training: fixed per arch
+        return sorted(({"hash": a.hash(), "arch": a.to_dict(), "map": int(a.hash(), 16) % 997 / 997} for a in archs),
+                      key=lambda r: (-r["map"], r["hash"]))
+
+    monkeypatch.setattr(pipeline, "screen", fake_screen)
+    space, short = SearchSpace.from_dict(SPACE), TrainConfig(epochs=1)
+    searcher = Search(config(trained, tmp_path / "search", stage="structural"))
+    searcher.run()
+    drawer = Search(config(trained, tmp_path / "random", stage="random"))
+    drawer.run()
+    for run, around in ((searcher, True), (drawer, False)):
+        first = pipeline._screen(run, 2, space, short, tmp_path)
+        more = pipeline._screen_more(run, first, 2, around, space, short, tmp_path)
+        rows = more["screened"]
+        assert len(first["screened"]) == 2 and len(rows) == 4
+        assert [r["screen_map"] for r in rows] == sorted((r["screen_map"] for r in rows), reverse=True)
+        assert more["pick"].hash == rows[0]["hash"] and more["pick"].map == rows[0]["inherited_map"]
+        added = [r for r in rows if "chosen" in r]
+        assert {r["hash"] for r in added} == {r["hash"] for r in rows} - {r["hash"] for r in first["screened"]}
+        if around:  # mutants of the first screening's winner, at its resolution
+            assert all(r["chosen"] == f"near `{first['pick'].hash}`" and r["resolution"] == first["pick"].arch.resolution for r in added)
+        else:  # the control's next two by inherited score
+            done = {r["hash"] for r in first["screened"]}
+            nxt = sorted((r for r in run.ranked() if r.hash not in done), key=lambda r: (-r.map, r.latency_ms, r.hash))[:2]
+            assert {r["hash"] for r in added} == {r.hash for r in nxt} and all(r["chosen"] == "next best" for r in added)
+
+
+def test_screen_neighbours_needs_a_screening(tmp_path):
+    from search.pipeline import QUICK, run_pipeline
+
+    with pytest.raises(ValueError, match=r"screen_neighbours: searches around the screening's winner, so needs a screening "
+                                         r"\(screen_finalists 1: at least 2, and screen_epochs or screen_steps\)"):
+        run_pipeline(tmp_path / "demo", device="cpu", schedule=replace(QUICK, screen_neighbours=2, screen_finalists=1))
+    assert not (tmp_path / "demo" / "supernet").exists()
