@@ -32,7 +32,7 @@ from supernet.trainer import Trainer
 from .nas import RANDOM, STRUCTURAL_BLOCK, Search, SearchConfig, search_started
 from .records import SubnetRecord
 from .retrain import retrain
-from .screen import resolution_finalists, screen
+from .screen import by_score, resolution_finalists, screen
 
 SPACE = "tiny_one_stage"  # see the preset: at one time budget, more supernet steps instead of the two-stage head
 # a baseline the table predicts this much over the budget is not retrained: the search could not pick it, and measured
@@ -235,8 +235,7 @@ def _screen_more(search: Search, first: dict, count: int, around: bool, space: S
     if around:
         more = search.inherited(search.neighbours(first["pick"].arch, count, exclude=done))
     else:
-        order = lambda r: (-r.score(search.score_key), r.latency_ms, r.hash)  # noqa: E731  as resolution_finalists ranks
-        more = sorted((r for r in search.ranked() if r.hash not in done), key=order)[:count]
+        more = [r for r in by_score(search.ranked(), search.score_key) if r.hash not in done][:count]
     records = {r.hash: r for r in search.ranked() if r.hash in done} | {r.hash: r for r in more}
     results = screen([records[h].arch for h in done] + [r.arch for r in more], space, config, out)  # the first ones read back
     chosen = f"near `{first['pick'].hash}`" if around else "next best"

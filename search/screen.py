@@ -24,11 +24,15 @@ SEED_OFFSET = 7919  # the short trainings' seeds differ from the full retraining
 logger = logging.getLogger(__name__)
 
 
+def by_score(records: list[SubnetRecord], key: str = "map") -> list[SubnetRecord]:
+    """The distinct records, best (by `key`) first; ties go to the faster."""
+    return sorted({r.hash: r for r in records}.values(), key=lambda r: (-r.score(key), r.latency_ms, r.hash))
+
+
 def resolution_finalists(records: list[SubnetRecord], count: int, key: str = "map") -> list[SubnetRecord]:
     """Up to `count` distinct records of a search: the best (by `key`) of each input resolution,
     best first, then the next best overall."""
-    order = lambda r: (-r.score(key), r.latency_ms, r.hash)  # noqa: E731  ties: the faster
-    distinct = sorted({r.hash: r for r in records}.values(), key=order)
+    distinct = by_score(records, key)
     picked: dict[str, SubnetRecord] = {}
     for r in distinct:
         if all(p.arch.resolution != r.arch.resolution for p in picked.values()):
@@ -37,7 +41,7 @@ def resolution_finalists(records: list[SubnetRecord], count: int, key: str = "ma
         if len(picked) >= count:
             break
         picked.setdefault(r.hash, r)
-    return sorted(picked.values(), key=order)[:count]
+    return by_score(list(picked.values()), key)[:count]
 
 
 def screen(archs: list[Arch], space: SearchSpace, config: TrainConfig, out: Path) -> list[dict]:
