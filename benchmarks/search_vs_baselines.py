@@ -72,20 +72,25 @@ def near_baselines(report: dict, slack: float, latency: dict[str, float]) -> lis
     return sorted(n for n in report["models"] if n in RECIPES and latency[n] <= limit)
 
 
-def retrain_seeds(out: Path, report: dict, names: list[str], seeds: int) -> dict[str, list[float]]:
+def retrain_seeds(out: Path, report: dict, names: list[str], seeds: int, epochs: int | None = None) -> dict[str, list[float]]:
     """mAP of each of `names` over `seeds` trainings: the pipeline's own first, then the same
-    schedule (its recorded config) with seeds +1000, +2000, ... in OUT/retrain_seedK/NAME."""
+    schedule (its recorded config) with seeds +1000, +2000, ... in OUT/retrain_seedK/NAME.
+    With `epochs`, every training (seeds +0, +1000, ...) is the same recipe run that many epochs,
+    in OUT/retrain_eEPOCHS/NAME, then OUT/retrain_eEPOCHS_seedK/NAME; untimed, as the verdict
+    takes the side-by-side latency."""
     space = SearchSpace.resolve(report["space"])
+    folder = "retrain" if epochs is None else f"retrain_e{epochs}"
     maps = {}
     for name in names:
-        first = out / "retrain" / name
-        config = recorded_config(torch.load(first / "last.pt", map_location="cpu", weights_only=True)["config"])
+        config = recorded_config(torch.load(out / "retrain" / name / "last.pt", map_location="cpu", weights_only=True)["config"])
+        if epochs is not None:
+            config = replace(config, epochs=epochs, steps=None)
         arch = Arch.from_dict(report["models"][name]["arch"])
-        maps[name] = [report["models"][name]["map"]]
-        for k in range(1, seeds):
-            logger.info(f"== retraining {name}, seed {config.seed + 1000 * k}")
-            cfg = replace(config, seed=config.seed + 1000 * k, out=str(out / f"retrain_seed{k}" / name))
-            maps[name].append(retrain(arch, space, cfg, resume=True)["map"])
+        maps[name] = [report["models"][name]["map"]] if epochs is None else []
+        for k in range(len(maps[name]), seeds):
+            logger.info(f"== retraining {name}, seed {config.seed + 1000 * k}, {config.epochs} epochs")
+            cfg = replace(config, seed=config.seed + 1000 * k, out=str(out / (f"{folder}_seed{k}" if k else folder) / name))
+            maps[name].append(retrain(arch, space, cfg, resume=True, timed=epochs is None)["map"])
     return maps
 
 
@@ -181,6 +186,9 @@ def main() -> None:
     p.add_argument("--screen-neighbours", type=int, default=None, metavar="N",
                    help="after the screening, N mutants of the search's best short training and the control's next N are trained "
                         "briefly too (the pipeline's Schedule.screen_neighbours); default: the schedule's")
+    p.add_argument("--retrain-epochs", type=int, default=None, metavar="E",
+                   help="compare the models retrained with E epochs (the pipeline's recipe otherwise; all --retrain-seeds trainings run "
+                        "anew in WORK/seedN/retrain_eE*): does the verdict hold when the detectors train longer?")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -205,6 +213,8 @@ def main() -> None:
         schedule = replace(schedule, screen_neighbours=args.screen_neighbours)
     if args.retrain_seeds < 1:
         p.error(f"--retrain-seeds: expected an integer >= 1, got {args.retrain_seeds}")
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
+        p.error(f"--retrain-epochs: expected an integer >= 1, got {args.retrain_epochs}")
     if not 0 <= args.latency_slack < 1:
         p.error(f"--latency-slack: expected a fraction in [0, 1), got {args.latency_slack}")
     work = Path(args.work)
@@ -221,10 +231,13 @@ def main() -> None:
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
         compared = ["searched", "random", *near_baselines(report, args.latency_slack, latency)]
-        maps = retrain_seeds(out, report, compared, args.retrain_seeds)
+        maps = retrain_seeds(out, report, compared, args.retrain_seeds, args.retrain_epochs)
+        if args.retrain_epochs is not None:  # the others were not trained at this schedule: leave them out
+            report = {**report, "models": {n: report["models"][n] for n in compared}}
         seeds[seed] = compare(report, args.latency_slack, latency, maps)
     emit_result({"benchmark": "search_vs_baselines", "space": report["space"], "quick": args.quick, "device": report["device"],
-                 "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds, "smooth": args.smooth, "per_resolution": args.per_resolution,
+                 "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds,
+                 "retrain_epochs": args.retrain_epochs, "smooth": args.smooth, "per_resolution": args.per_resolution,
                  "resolution_first": args.resolution_first, "flops_prior": args.flops_prior, "screen_neighbours": schedule.screen_neighbours,
                  "summary": summarize(seeds), "per_seed": seeds}, args.out)
 

@@ -115,3 +115,33 @@ def test_summarize_rewrites_a_finished_result_in_place(tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit) as e:
         svb.main()
     assert e.value.code == 2 and "--summarize" in capsys.readouterr().err and (tmp_path / "other.json").read_text() == "{}"
+
+
+def test_longer_retraining_runs_every_seed_anew_with_the_recipe_at_more_epochs(tmp_path, monkeypatch):
+    """--retrain-epochs: the pipeline's own 12-epoch training is not one of the compared ones;
+    each seed trains the recorded recipe for the given epochs in its own folder, untimed."""
+    import dataclasses
+
+    import torch
+
+    from supernet.space import SearchSpace
+    from supernet.train_config import TrainConfig
+    space = SearchSpace.resolve("tiny_one_stage")
+    arch = space.sample(0)
+    recipe = TrainConfig(space="tiny_one_stage", epochs=12, steps=30, seed=3, out=str(tmp_path / "retrain" / "searched"))
+    (tmp_path / "retrain" / "searched").mkdir(parents=True)
+    torch.save({"config": dataclasses.asdict(recipe)}, tmp_path / "retrain" / "searched" / "last.pt")
+    report = {"space": "tiny_one_stage", "models": {"searched": {"map": 0.5, "arch": arch.to_dict()}}}
+    calls = []
+
+    def fake_retrain(a, s, cfg, resume, timed=True):
+        calls.append((cfg, timed))
+        return {"map": 0.1 * len(calls)}
+    monkeypatch.setattr(svb, "retrain", fake_retrain)
+    assert svb.retrain_seeds(tmp_path, report, ["searched"], 2, epochs=48) == {"searched": [0.1, 0.2]}
+    assert [(c.epochs, c.steps, c.seed, Path(c.out).relative_to(tmp_path).as_posix(), timed) for c, timed in calls] == [
+        (48, None, 3, "retrain_e48/searched", False), (48, None, 1003, "retrain_e48_seed1/searched", False)]
+    calls.clear()
+    assert svb.retrain_seeds(tmp_path, report, ["searched"], 2) == {"searched": [0.5, 0.1]}  # the pipeline's own first
+    assert [(c.epochs, c.steps, Path(c.out).relative_to(tmp_path).as_posix(), timed) for c, timed in calls] == [
+        (12, 30, "retrain_seed1/searched", True)]
