@@ -15,7 +15,9 @@ interleaved, for this comparison); across seeds, the mean margin over the best s
 baseline and the inherited / retrained mAP ratios. With --retrain-seeds K, the models compared
 (the searched subnet, the control's pick and the baselines within the slack) are each retrained
 with K seeds and compared by their mean mAP: two trainings of one arch differ by about as much as
-the picks do. Resumable: a seed that finished is read back, an interrupted one continues.
+the picks do. With --retrain-epochs E those K trainings all run anew at E epochs (the recipe
+otherwise unchanged): does the verdict hold for detectors trained longer? Resumable: a seed that
+finished is read back, an interrupted one continues.
 """
 from __future__ import annotations
 
