@@ -232,11 +232,12 @@ def _screen_more(search: Search, first: dict, count: int, around: bool, space: S
     only; else (the control, which draws without looking) its next best by score. Either way both
     sides train as many; the pick is the best short training of all."""
     done = [row["hash"] for row in first["screened"]]
+    ranked = search.ranked()
     if around:
         more = search.inherited(search.neighbours(first["pick"].arch, count, exclude=done))
     else:
-        more = [r for r in by_score(search.ranked(), search.score_key) if r.hash not in done][:count]
-    records = {r.hash: r for r in search.ranked() if r.hash in done} | {r.hash: r for r in more}
+        more = [r for r in by_score(ranked, search.score_key) if r.hash not in done][:count]
+    records = {r.hash: r for r in ranked if r.hash in done} | {r.hash: r for r in more}
     results = screen([records[h].arch for h in done] + [r.arch for r in more], space, config, out)  # the first ones read back
     chosen = f"near `{first['pick'].hash}`" if around else "next best"
     return _screened(list(records.values()), results, {r.hash: chosen for r in more})
