@@ -191,6 +191,9 @@ def main() -> None:
     p.add_argument("--retrain-epochs", type=int, default=None, metavar="E",
                    help="compare the models retrained with E epochs (the pipeline's recipe otherwise; all --retrain-seeds trainings run "
                         "anew in WORK/seedN/retrain_eE*): does the verdict hold when the detectors train longer?")
+    p.add_argument("--all-blocks", action="store_true",
+                   help="the supernet trains every block type and the search runs both stages (structural, then modular); the "
+                        "control draws from all of it: a space far larger than uniform draws cover")
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="runs/search_vs_baselines")
     p.add_argument("--out", default="benchmarks/results/search_vs_baselines_cpu_tiny.json")
@@ -208,6 +211,8 @@ def main() -> None:
         p.error(f"--seeds: {args.seeds} repeats a seed")
     if args.flops_prior < 0:
         p.error(f"--flops-prior: expected a number >= 0 (0: rank by mAP alone), got {args.flops_prior}")
+    if args.all_blocks and args.resolution_first:
+        p.error("--resolution-first: evolves the structure, then more of it at one resolution; not with --all-blocks (both stages)")
     if args.screen_neighbours is not None and args.screen_neighbours < 0:
         p.error(f"--screen-neighbours: expected an integer >= 0, got {args.screen_neighbours}")
     schedule = QUICK if args.quick else FULL
@@ -229,7 +234,7 @@ def main() -> None:
         print(f"== seed {seed}: {out}", file=sys.stderr)
         report = run_pipeline(out, quick=args.quick, device=args.device, seed=seed, extremes=True, smooth=args.smooth,
                               per_resolution=args.per_resolution, resolution_first=args.resolution_first, flops_prior=args.flops_prior,
-                              schedule=schedule)
+                              schedule=schedule, all_blocks=args.all_blocks)
         table = table or next(out.glob("latency_*.json"))
         latency = side_by_side(out, report, args.device)
         compared = ["searched", "random", *near_baselines(report, args.latency_slack, latency)]
@@ -241,6 +246,7 @@ def main() -> None:
                  "latency_slack": args.latency_slack, "retrain_seeds": args.retrain_seeds,
                  "retrain_epochs": args.retrain_epochs, "smooth": args.smooth, "per_resolution": args.per_resolution,
                  "resolution_first": args.resolution_first, "flops_prior": args.flops_prior, "screen_neighbours": schedule.screen_neighbours,
+                 "all_blocks": args.all_blocks,
                  "summary": summarize(seeds), "per_seed": seeds}, args.out)
 
 

@@ -79,7 +79,7 @@ QUICK = Schedule(supernet_epochs=1, supernet_steps=24, batch_size=8, lut_repeats
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str = "auto", seed: int = 0, workers: int = 2,
                  extremes: bool = False, smooth: bool = False, space: str = SPACE, data: Optional[dict[str, str]] = None,
                  per_resolution: bool = True, resolution_first: bool = False, flops_prior: float = 0.0,
-                 schedule: Optional[Schedule] = None) -> dict:
+                 schedule: Optional[Schedule] = None, all_blocks: bool = False) -> dict:
     """Run (or continue) every step in `out`; returns the report's data (also in report.json).
 
     `space`: a preset name or a space JSON file. `data`: where the images come from, as
@@ -101,8 +101,13 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     control and the screening's cost stay as they are.
     `flops_prior`: the search and its control rank subnets by inherited mAP x GFLOPs^flops_prior
     (`SearchConfig.flops_prior`).
-    `schedule`: instead of `FULL` (or `QUICK`), e.g. longer trainings for a small real dataset."""
+    `schedule`: instead of `FULL` (or `QUICK`), e.g. longer trainings for a small real dataset.
+    `all_blocks`: the supernet trains every block type of the space, not the structural stage's
+    alone, and the search runs both stages (structural, then modular: blocks and widths on the
+    structure found); the control draws from all of it. A space far larger than uniform draws
+    cover, which is where a search should beat chance if anywhere."""
     s = schedule or (QUICK if quick else FULL)
+    stage = "both" if all_blocks else s.search_stage
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info, dev = init_distributed(device)
@@ -113,7 +118,11 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
         space = SearchSpace.resolve(space_name)
     except ValueError as e:
         raise TrainError(str(e)) from None
-    first = len(space.resolutions) if resolution_first else s.generations  # generations before the resolution is picked
+    if resolution_first and stage == "both":
+        raise ValueError("resolution_first: evolves the structure, then more of it at one resolution; not with the modular stage "
+                         "(all_blocks, or the schedule's search_stage 'both')")
+    # generations of each search stage: with both stages each gets half, so the search evaluates no more than the control draws
+    first = len(space.resolutions) if resolution_first else stage_generations(stage, s.generations)  # before the resolution is picked
     if resolution_first and (s.generations <= first or s.screen_finalists < first or not (s.screen_steps or s.screen_epochs)):
         raise ValueError(f"resolution_first: needs more generations ({s.generations}) than input resolutions ({first}), and a "
                          f"screening of every resolution's best ({s.screen_finalists} finalists)")
@@ -136,7 +145,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
 
     train = TrainConfig(space=space_name, **(data or {}), out=str(out / "supernet"), epochs=s.supernet_epochs, steps=s.supernet_steps, batch_size=s.batch_size,
                         seed=seed, workers=workers, device=str(dev), calib_batches=s.calib_batches, eval_images=s.search_val_images,
-                        train_blocks=(STRUCTURAL_BLOCK,))  # stage-matched: the structural stage's block everywhere
+                        train_blocks=None if all_blocks else (STRUCTURAL_BLOCK,))  # stage-matched: the structural stage's block everywhere
     supernet, supernet_eval = step("supernet training", lambda: _train_supernet(train, space))
     lut = out / f"latency_{dev.type}.json"
     classes = _num_classes(supernet)
@@ -146,7 +155,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     search = SearchConfig(supernet=str(supernet), latency_budget=budget, lut=str(lut), population=s.population, generations=first,
                           topk=max(2, s.population // 4), calib_batches=s.calib_batches, eval_images=s.search_val_images,
                           batch_size=s.batch_size, seed=seed, out=str(out / "search"), device=str(dev), workers=workers,
-                          stage=s.search_stage, finetune_steps=s.finetune_steps, smooth=smooth, per_resolution=per_resolution or resolution_first,
+                          stage=stage, finetune_steps=s.finetune_steps, smooth=smooth, per_resolution=per_resolution or resolution_first,
                           flops_prior=flops_prior)
     searcher = Search(search, resume=search_started(out / "search"))
     summary = step("search", searcher.run)
@@ -190,6 +199,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     report = {
         "device": table.meta.device_name, "space": space_name, "quick": quick, "data": data or {}, "latency_budget_ms": budget,
         "latency_range_ms": [round(fastest, 3), round(slowest, 3)], "schedule": asdict(s),
+        "all_blocks": all_blocks, "search_stage": stage,
         "searched": {"hash": finalist.hash, "inherited_map": finalist.map, "predicted_ms": finalist.latency_ms,
                      "evaluated": summary["evaluated"], "screened": screened["searched"]["screened"],
                      **({"focus_resolution": finalist.arch.resolution} if resolution_first else {})},
@@ -203,6 +213,12 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     atomic_json(report, out / "report.json")
     atomic_write_bytes(out / "report.md", render_report(report).encode())
     return report
+
+
+def stage_generations(stage: str, generations: int) -> int:
+    """Generations of each search stage when the search gets `generations` in all: both stages
+    (structural, then modular) share them, so that the search and its control evaluate alike."""
+    return max(1, generations // 2) if stage == "both" else generations
 
 
 def _focus(first: Search, resolution: int, generations: int) -> tuple[SubnetRecord, int]:
@@ -367,6 +383,8 @@ def render_report(report: dict) -> str:
         f"{_describe(report.get('data'))}.",
         f"Latency budget **{report['latency_budget_ms']:g} ms** (predicted), halfway between the fastest ({lo:g} ms) and the "
         f"slowest ({hi:g} ms) subnet of the space.", "",
+        *([f"The supernet trained every block type of the space, and the search ran both stages: the structure with every "
+           f"block `{STRUCTURAL_BLOCK}`, then blocks and widths on the structure found.", ""] if report.get("all_blocks") else []),
         f"The search evaluated {searched['evaluated']} subnets with inherited weights; its pick under the budget "
         f"(`{searched['hash']}`, {_how_picked(searched)}) had mAP {searched['inherited_map']:.4f} with inherited weights. The "
         f"random-search control drew {report['random']['evaluated']} subnets uniformly under the same budget and scored and "

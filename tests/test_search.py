@@ -420,3 +420,49 @@ def test_screen_neighbours_needs_a_screening(tmp_path):
                                          r"\(screen_finalists 1: at least 2, and screen_epochs or screen_steps\)"):
         run_pipeline(tmp_path / "demo", device="cpu", schedule=replace(QUICK, screen_neighbours=2, screen_finalists=1))
     assert not (tmp_path / "demo" / "supernet").exists()
+
+
+@pytest.mark.parametrize("all_blocks", [False, True])
+def test_all_blocks_trains_every_block_and_searches_both_stages_in_the_controls_budget(trained, tmp_path, monkeypatch, all_blocks):
+    from search import pipeline
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    class FakeSearch:
+        def __init__(self, config, resume=False):
+            seen["search"] = config
+
+        def run(self):
+            raise Stop
+
+    def fake_supernet(train, space):
+        seen["train"] = train
+        return Path(trained["checkpoint"]), {}
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    monkeypatch.setattr(pipeline, "_train_supernet", fake_supernet)
+    monkeypatch.setattr(pipeline, "_latency_table", lambda *a: trained["table"])
+    monkeypatch.setattr(pipeline, "Search", FakeSearch)
+    with pytest.raises(Stop):
+        pipeline.run_pipeline(out, quick=True, device="cpu", all_blocks=all_blocks)
+    generations = pipeline.QUICK.generations
+    if all_blocks:  # every block trained; two stages of half the generations each (FULL: 4 + 4 of 12, the control's 96 draws)
+        assert seen["train"].train_blocks is None
+        assert (seen["search"].stage, seen["search"].generations) == ("both", generations // 2)
+    else:  # stage-matched: one block, one stage
+        assert seen["train"].train_blocks == (pipeline.STRUCTURAL_BLOCK,)
+        assert (seen["search"].stage, seen["search"].generations) == ("structural", generations)
+
+
+def test_stage_generations_and_all_blocks_without_resolution_first(tmp_path):
+    from search.pipeline import run_pipeline, stage_generations
+
+    assert [stage_generations("both", g) for g in (1, 2, 7, 8)] == [1, 1, 3, 4]
+    assert stage_generations("structural", 7) == 7
+    with pytest.raises(ValueError, match=r"resolution_first: .* not with the modular stage \(all_blocks"):
+        run_pipeline(tmp_path / "demo", quick=True, device="cpu", resolution_first=True, all_blocks=True)
+    assert not (tmp_path / "demo" / "supernet").exists()

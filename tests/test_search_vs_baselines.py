@@ -145,3 +145,13 @@ def test_longer_retraining_runs_every_seed_anew_with_the_recipe_at_more_epochs(t
     assert svb.retrain_seeds(tmp_path, report, ["searched"], 2) == {"searched": [0.5, 0.1]}  # the pipeline's own first
     assert [(c.epochs, c.steps, Path(c.out).relative_to(tmp_path).as_posix(), timed) for c, timed in calls] == [
         (12, 30, "retrain_seed1/searched", True)]
+
+
+def test_all_blocks_is_refused_with_resolution_first_before_any_work(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    monkeypatch.setattr("sys.argv", ["svb", "--all-blocks", "--resolution-first", "--work", str(tmp_path / "w")])
+    with pytest.raises(SystemExit) as e:
+        svb.main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--resolution-first" in err and "--all-blocks" in err and not (tmp_path / "w").exists()
