@@ -1,5 +1,6 @@
 """Run under `torchrun --nproc_per_node 2`: Ctrl-C reaches rank 1 only, during step 2; both ranks
 must stop after the same step, rank 0 saving, each writing what it saw to OUT/rankN.json."""
+import gc
 import json
 import os
 import signal
@@ -36,4 +37,9 @@ try:
 except Interrupted as e:
     seen = {"interrupted": str(e), "step": trainer.step}
 (out / f"rank{dist.get_rank()}.json").write_text(json.dumps(seen))
+# torn down together, the DDP model (whose reducer holds gloo work) first: a rank that exits while the other still
+# saves, with gloo threads alive at interpreter exit, can abort ("terminate called without an active exception")
+dist.barrier()
+del trainer, original
+gc.collect()
 dist.destroy_process_group()

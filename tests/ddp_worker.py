@@ -35,4 +35,5 @@ if dist.get_rank() == 0:
         "world": dist.get_world_size(), "identical": all(torch.equal(gathered[0], g) for g in gathered[1:]),
         "steps": trainer.step, "off_path_untouched": untouched,
     }))
+dist.barrier()  # no rank tears gloo down while another still talks to it
 dist.destroy_process_group()
