@@ -33,6 +33,16 @@ def init_distributed(device_spec: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
+def end_distributed() -> None:
+    """Leave torchrun's process group, every rank together: PyTorch asks each rank to destroy it
+    before exiting, and a rank that exits while another still talks to gloo can abort at
+    interpreter exit. Only where every rank gets alike (a finished run, or an interruption the
+    ranks agreed on); never after one rank's own error, where the others would wait forever."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def resolve_device(spec: str, dist_info: DistInfo) -> torch.device:
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"

@@ -170,3 +170,30 @@ def test_demo_schedule_overrides_reach_the_pipeline(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "run_pipeline", fake)
     assert smnas(["demo", "--retrain-epochs", "100", "--screen-epochs", "30", "--out", str(tmp_path)]) == 2
     assert seen["schedule"] == dataclasses.replace(FULL, retrain_epochs=100, screen_epochs=30)
+
+
+def test_commands_leave_the_process_group_together_unless_one_rank_failed(monkeypatch, capsys):
+    """Torchrun's ranks meet at a barrier and destroy the group after a finished run or an agreed
+    interruption; after a bad input (which one rank may hit alone) they do not wait for the others."""
+    import torch.distributed as dist
+
+    from smnas.commands import run_reporting
+    from supernet.errors import Interrupted, TrainError
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+
+    def raising(error):
+        def work():
+            raise error
+        return work
+
+    assert run_reporting(lambda: "done") == (0, "done") and calls == ["barrier", "destroy"]
+    calls.clear()
+    assert run_reporting(raising(Interrupted("interrupted at step 3"))) == (130, None) and calls == ["barrier", "destroy"]
+    calls.clear()
+    assert run_reporting(raising(TrainError("`lr`: expected a number > 0"))) == (2, None) and calls == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and err.startswith("stopped: ") and "lr" in err.splitlines()[1]  # one line each

@@ -5,6 +5,7 @@ import sys
 from typing import Callable, Optional, TypeVar
 
 from supernet.cli import as_flags, error_message
+from supernet.distributed import end_distributed
 from supernet.errors import Interrupted, TrainError
 
 T = TypeVar("T")
@@ -14,10 +15,13 @@ def run_reporting(work: Callable[[], T], errors: tuple[type[Exception], ...] = (
     """(0, work()), or the exit status of what stopped it, its one line on stderr: 130 for an
     interrupted run (saved: --resume continues it), 2 for a bad input."""
     try:
-        return 0, work()
-    except Interrupted as e:
+        result = work()
+    except Interrupted as e:  # every rank stops after the same step
+        end_distributed()
         print(f"stopped: {as_flags(str(e))}", file=sys.stderr)
         return 130, None
     except errors as e:
         print(error_message(e), file=sys.stderr)
         return 2, None
+    end_distributed()
+    return 0, result

@@ -17,6 +17,7 @@ from typing import Optional
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig
 from supernet.cli import CommandParser, log_to_stderr, add_config_arguments, add_config_file_argument, error_message, parse_with_config
+from supernet.distributed import end_distributed
 from supernet.errors import TrainError
 
 
@@ -45,6 +46,7 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     except (SearchError, TrainError, ValueError, OSError) as e:
         print(error_message(e), file=sys.stderr)
         return 2
+    end_distributed()
     if search.dist.main:
         best = summary["best"]
         print(f"best: mAP {best['map']:.4f} at {best['latency_ms']:.3f} ms (budget {config.latency_budget:g} ms), arch {best['hash']}; "
