@@ -105,7 +105,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     `all_blocks`: the supernet trains every block type of the space, not the structural stage's
     alone, and the search runs both stages (structural, then modular: blocks and widths on the
     structure found); the control draws from all of it. A space far larger than uniform draws
-    cover, which is where a search should beat chance if anywhere."""
+    cover: where a search has the most room over chance."""
     s = schedule or (QUICK if quick else FULL)
     stage = "both" if all_blocks else s.search_stage
     out = Path(out)
