@@ -145,7 +145,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
 
     train = TrainConfig(space=space_name, **(data or {}), out=str(out / "supernet"), epochs=s.supernet_epochs, steps=s.supernet_steps, batch_size=s.batch_size,
                         seed=seed, workers=workers, device=str(dev), calib_batches=s.calib_batches, eval_images=s.search_val_images,
-                        train_blocks=None if all_blocks else (STRUCTURAL_BLOCK,))  # stage-matched: the structural stage's block everywhere
+                        train_blocks=None if all_blocks else (STRUCTURAL_BLOCK,))  # else stage-matched: the structural stage's block everywhere
     supernet, supernet_eval = step("supernet training", lambda: _train_supernet(train, space))
     lut = out / f"latency_{dev.type}.json"
     classes = _num_classes(supernet)

@@ -16,9 +16,10 @@ from typing import Optional
 
 from search.evolution import SearchError
 from search.nas import Search, SearchConfig
-from supernet.cli import CommandParser, log_to_stderr, add_config_arguments, add_config_file_argument, error_message, parse_with_config
-from supernet.distributed import end_distributed
+from supernet.cli import CommandParser, log_to_stderr, add_config_arguments, add_config_file_argument, parse_with_config
 from supernet.errors import TrainError
+
+from . import run_reporting
 
 
 def parse(argv: Optional[list[str]], prog: Optional[str] = None) -> tuple[SearchConfig, bool]:
@@ -40,13 +41,15 @@ def parse(argv: Optional[list[str]], prog: Optional[str] = None) -> tuple[Search
 def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     log_to_stderr()
     config, resume = parse(argv, prog)
-    try:
+
+    def work() -> tuple[Search, dict]:
         search = Search(config, resume=resume)
-        summary = search.run()
-    except (SearchError, TrainError, ValueError, OSError) as e:
-        print(error_message(e), file=sys.stderr)
-        return 2
-    end_distributed()
+        return search, search.run()
+
+    status, done = run_reporting(work, errors=(SearchError, TrainError, ValueError, OSError))
+    if status:
+        return status
+    search, summary = done
     if search.dist.main:
         best = summary["best"]
         print(f"best: mAP {best['map']:.4f} at {best['latency_ms']:.3f} ms (budget {config.latency_budget:g} ms), arch {best['hash']}; "
