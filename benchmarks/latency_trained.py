@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     points = []
     for i, arch in enumerate(archs):
         on_images = [times[(i, k)] for k in range(len(batches))]
-        points.append({"hash": arch.hash(), "resolution": arch.resolution, "head": arch.head.type,
+        points.append({"hash": arch.hash(), "resolution": arch.resolution, "head": arch.head.type, "arch": arch.to_dict(),
                        "pred_ms": round(table.predict(arch), 4), "untrained_ms": round(times[(i, "untrained")], 4),
                        "trained_random_ms": round(times[(i, "random")], 4), "trained_images_ms": [round(t, 4) for t in on_images]})
     mean_images = [statistics.mean(pt["trained_images_ms"]) for pt in points]
