@@ -7,10 +7,12 @@ with the pooled spread.
     python benchmarks/search_vs_random.py                       # every committed full-size run
     python benchmarks/search_vs_random.py benchmarks/results/search_vs_baselines_cpu_tiny_e144.json
 
-A run whose seeds (same searched and control mAPs) all lie in another run given is left out: the
-per-resolution run's first three seeds are also the six-seed run's, and counting them twice would
-shrink the spread. Runs of one session often share supernets and controls, so the pooled win count
-is not a count of independent trials; the pooled spread is what the needed margin rests on.
+A seed is known by its picks' first trainings (the searched and the control's mAP): a run whose
+seeds all lie in another run given, with more seeds or more trainings a model, is left out (the
+per-resolution run's first three seeds are also the six-seed run's; a `--retrain-seeds 3` rerun
+holds its first run), so no seed counts twice. Runs of one session often share supernets and
+controls, so the pooled win count is not a count of independent trials; the pooled spread is what
+the needed margin rests on.
 """
 from __future__ import annotations
 
