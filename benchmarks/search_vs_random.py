@@ -46,7 +46,7 @@ def distinct_runs(runs: dict[str, dict]) -> dict[str, list[float]]:
     """Each run's seed margins, less every run whose seeds all appear in another run with more
     seeds, or as many and more trainings a model (then the earlier name)."""
     seeds = {name: seed_margins(r) for name, r in runs.items()}
-    rank = {name: (len(seeds[name]), runs[name].get("retrain_seeds", 1), [-ord(c) for c in name]) for name in runs}
+    rank = {name: (len(seeds[name]), runs[name].get("retrain_seeds", 1), -i) for i, name in enumerate(sorted(runs))}
 
     def within(small: str, large: str) -> bool:
         return all(any(same_seed(k, o) for o, _ in seeds[large]) for k, _ in seeds[small])
