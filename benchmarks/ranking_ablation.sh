@@ -4,10 +4,12 @@
 # and its noise ceiling (--truth: nothing is retrained; the rows already in the file stay).
 #   bash benchmarks/ranking_ablation.sh                 # CPU, ~12 min a row on 2 cores
 #   ROWS="uniform1_e72 fair3" bash benchmarks/ranking_ablation.sh
+#   OUT=benchmarks/results/ranking_cpu_tiny_one_stage_fcos128.json ROWS="wide_e144 wide_e144_fcos128" bash ...
+#     (the 16 archs of the FCOS-128 region; a *_fcos128 row fine-tunes the row before it on that region)
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/ablation}
-OUT=benchmarks/results/ranking_cpu_tiny_one_stage_e12_ablation.json
+OUT=${OUT:-benchmarks/results/ranking_cpu_tiny_one_stage_e12_ablation.json}
 TRUTH=${OUT%.json}.points.json
 [ -f "$TRUTH" ] || TRUTH=benchmarks/results/ranking_cpu_tiny_one_stage_e12.points.json
 # what every row shares with the demo's supernet (search/pipeline.py): tiny_one_stage, stage-matched
@@ -36,6 +38,10 @@ declare -A OPTIONS=(
   [wide_e144]="--sampler uniform --random-paths 1 --epochs 144 --width-sampling wide"
   [wide_e144_seed1]="--sampler uniform --random-paths 1 --epochs 144 --width-sampling wide --seed 1"
   [wide_e144_seed2]="--sampler uniform --random-paths 1 --epochs 144 --width-sampling wide --seed 2"
+  # few-shot NAS: the supernet fine-tuned on the region where the search's picks lie (128 px, FCOS)
+  [wide_e144_fcos128]="--start-from $WORK/wide_e144/last.pt --train-resolutions 128 --train-heads fcos --epochs 48 --lr 0.01"
+  [wide_e144_seed1_fcos128]="--start-from $WORK/wide_e144_seed1/last.pt --train-resolutions 128 --train-heads fcos --epochs 48 --lr 0.01 --seed 1"
+  [wide_e144_seed2_fcos128]="--start-from $WORK/wide_e144_seed2/last.pt --train-resolutions 128 --train-heads fcos --epochs 48 --lr 0.01 --seed 2"
   [gn_e72]="--sampler uniform --random-paths 1 --epochs 72 --width-sampling wide --norm gn"
 )
 ROWS=${ROWS:-"uniform3 fair3 uniform1_e72 kd_backbone"}

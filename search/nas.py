@@ -177,7 +177,8 @@ def finetune_config(trained: dict, search: "SearchConfig", out: Path) -> TrainCo
     steps = search.finetune_steps
     config = recorded_config(trained)
     return replace(config, out=str(out), steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=search.supernet,
-                   structure=str(out / "structure.json"), train_blocks=None, device=search.device, workers=search.workers,
+                   structure=str(out / "structure.json"), train_blocks=None, train_resolutions=None, train_heads=None,
+                   device=search.device, workers=search.workers,
                    eval_images=min(config.eval_images or search.eval_images, search.eval_images), eval_every=0)
 
 

@@ -149,6 +149,14 @@ def _field_kind(annotation) -> tuple[type, bool]:
     return base, optional
 
 
+def _tuple_item(annotation) -> type:
+    """The element type of a `tuple[T, ...]` annotation, maybe Optional (str when it says none)."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        args = typing.get_args(next(a for a in args if a is not type(None)))
+    return args[0] if args and args[0] in (int, float, str) else str
+
+
 METAVARS = {int: "N", float: "X", str: "TEXT"}
 
 
@@ -169,7 +177,8 @@ def add_config_arguments(p: argparse.ArgumentParser, cls: type, skip: typing.Col
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif kind is tuple:
-            kw.update(nargs="+", metavar=meta.get("metavar") or f.name.upper())
+            item = _tuple_item(hints[f.name])
+            kw.update(nargs="+", type=item, metavar=meta.get("metavar") or METAVARS.get(item, f.name.upper()))
         else:
             kw["type"] = _none_or(kind) if optional else kind
             if meta.get("const") is not None:

@@ -56,6 +56,18 @@ def _check_choices(where: str, values: Sequence[Any], kind: type, component: str
     return values
 
 
+def _subset(where: str, values: Sequence[Any], offered: tuple) -> tuple:
+    """The choices of `offered` that are in `values`, in the space's order; every one of `values`
+    must be offered."""
+    values = tuple(values)
+    missing = [v for v in values if v not in offered]
+    if not values:
+        raise ValueError(f"{where}: needs at least one of this space's choices {list(offered)}")
+    if missing:
+        raise ValueError(f"{where}: {missing} not among this space's choices {list(offered)}")
+    return tuple(v for v in offered if v in values)
+
+
 def _check_keys(where: str, data: Any, cls: type) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping with keys {[f.name for f in fields(cls)]}, got {type(data).__name__}")
@@ -293,14 +305,17 @@ class SearchSpace:
             norm=norm,
         )
 
-    def restrict(self, blocks: Sequence[str] | None = None, structure: "Arch | None" = None) -> "SearchSpace":
+    def restrict(self, blocks: Sequence[str] | None = None, structure: "Arch | None" = None,
+                 resolutions: Sequence[int] | None = None, heads: Sequence[str] | None = None) -> "SearchSpace":
         """The sub-space a training stage samples from (SM-NAS's stage-matched training).
 
         `blocks`: every stage keeps only these block types, or its first choice where it offers
         none of them (the structural stage runs one block everywhere). `structure`: the
         resolution, neck and head types and stage depths of this arch are fixed (the modular
-        stage's fine-tune); widths, blocks, repeats and convs stay free. Raises ValueError naming
-        what does not fit this space."""
+        stage's fine-tune); widths, blocks, repeats and convs stay free. `resolutions`, `heads`:
+        only these input resolutions and head types (a region of the space, as few-shot NAS
+        splits a supernet); everything else stays free. Raises ValueError naming what does not
+        fit this space."""
         space = self
         if blocks is not None:
             blocks = tuple(blocks)
@@ -310,8 +325,12 @@ class SearchSpace:
             stages = tuple(StageSpace(s.depths, s.widths, tuple(b for b in s.blocks if b in blocks) or s.blocks[:1])
                            for s in self.backbone.stages)
             space = replace(space, backbone=replace(space.backbone, stages=stages))
+        if resolutions is not None:
+            space = replace(space, resolutions=_subset("resolutions", resolutions, space.resolutions))
+        if heads is not None:
+            space = replace(space, head=replace(space.head, types=_subset("heads", heads, space.head.types)))
         if structure is not None:
-            self.validate(structure)
+            space.validate(structure)
             stages = tuple(replace(s, depths=(a.depth,)) for s, a in zip(space.backbone.stages, structure.backbone.stages))
             space = replace(space, resolutions=(structure.resolution,), backbone=replace(space.backbone, stages=stages),
                             neck=replace(space.neck, types=(structure.neck.type,)), head=replace(space.head, types=(structure.head.type,)))

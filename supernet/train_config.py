@@ -62,6 +62,10 @@ class TrainConfig:
     calib_batches: int = option(8, "BN recalibration batches before each evaluation")
     train_blocks: Optional[tuple[str, ...]] = option(None, "sample only these block types (the structural stage's block, e.g. "
                                                            "ir_k3_e6); none: all", metavar="BLOCK")
+    train_resolutions: Optional[tuple[int, ...]] = option(None, "sample only these input resolutions (a region of the space, "
+                                                                "e.g. a fine-tune where the search's picks lie); none: all", metavar="PX")
+    train_heads: Optional[tuple[str, ...]] = option(None, "sample only these head types (a region, with --train-resolutions); "
+                                                          "none: all", metavar="HEAD")
     structure: Optional[str] = option(None, "Arch JSON: sample only paths with its resolution, neck and head types and depths "
                                             "(the modular stage's fine-tune)")
     start_from: Optional[str] = option(None, "supernet checkpoint whose weights training starts from (fine-tuning)")
@@ -146,8 +150,9 @@ def train_config(args: dict) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     config = {k: v for k, v in _current(args).items() if k in names}
     config["clip_grad"] = config.get("clip_grad") or None
-    if config.get("train_blocks") is not None:  # flags and config files give lists
-        config["train_blocks"] = tuple(config["train_blocks"])
+    for name in ("train_blocks", "train_resolutions", "train_heads"):  # flags and config files give lists
+        if config.get(name) is not None:
+            config[name] = tuple(config[name])
     return TrainConfig(**config)
 
 

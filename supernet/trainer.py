@@ -144,7 +144,7 @@ class Trainer:
             self.eval_archs.update({f"random{i}": sampled.sample(rng) for i in range(config.eval_random_archs)})
 
     def _sample_space(self) -> SearchSpace:
-        """The sub-space this run's paths are drawn from (`train_blocks`, `structure`)."""
+        """The sub-space this run's paths are drawn from (`structure`, `train_blocks`, `train_resolutions`, `train_heads`)."""
         cfg, structure = self.config, None
         if cfg.structure:
             path = Path(cfg.structure)
@@ -158,10 +158,12 @@ class Trainer:
             space = self.space.restrict(structure=structure)
         except ValueError as e:
             raise TrainError(f"`structure`: {e}") from None
-        try:
-            return space.restrict(blocks=cfg.train_blocks)
-        except ValueError as e:
-            raise TrainError(f"`train_blocks`: {e}") from None
+        for name, restriction in (("train_blocks", "blocks"), ("train_resolutions", "resolutions"), ("train_heads", "heads")):
+            try:
+                space = space.restrict(**{restriction: getattr(cfg, name)})
+            except ValueError as e:
+                raise TrainError(f"`{name}`: {str(e).removeprefix(restriction + ': ')}") from None
+        return space
 
     def _load_start(self, path: str) -> None:
         """Start from the weights of a supernet checkpoint of the same space (fine-tuning)."""

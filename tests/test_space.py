@@ -275,6 +275,21 @@ def test_restrict_to_blocks_and_structure(tiny):
         micro.restrict(structure=base)
 
 
+def test_restrict_to_a_region(tiny):
+    """Resolutions and head types kept, in the space's order; depths, widths, necks stay free."""
+    region = tiny.restrict(blocks=["ir_k3_e6"], resolutions=[tiny.resolutions[-1], tiny.resolutions[0]], heads=[tiny.head.types[0]])
+    assert region.resolutions == (tiny.resolutions[0], tiny.resolutions[-1]) and region.head.types == tiny.head.types[:1]
+    assert region.neck == tiny.neck and [s.depths for s in region.backbone.stages] == [s.depths for s in tiny.backbone.stages]
+    rng = random.Random(0)
+    drawn = [tiny.validate(region.sample(rng)) for _ in range(60)]
+    assert {a.resolution for a in drawn} == set(region.resolutions) and {a.head.type for a in drawn} == set(region.head.types)
+    assert len({a.neck.type for a in drawn}) == len(tiny.neck.types) > 1
+    with pytest.raises(ValueError, match=r"^resolutions: \[100\] not among this space's choices \[64, 96, 128\]$"):
+        tiny.restrict(resolutions=[100, 128])
+    with pytest.raises(ValueError, match=r"^heads: needs at least one of this space's choices"):
+        tiny.restrict(heads=[])
+
+
 def test_genes_are_the_one_description_of_the_choices(tiny):
     """Keys are structured (no string to parse), names are made from them, conditions point at
     an earlier gene, and validation reads the same genes: an inactive field must hold its value."""

@@ -388,8 +388,22 @@ def test_stage_matched_training_samples_the_sub_space(shapes, tmp_path):
     assert len({b for a in paths for s in a.backbone.stages for b in s.blocks}) > 3
 
 
+def test_region_training_samples_only_the_region(shapes, tmp_path):
+    from supernet import SearchSpace
+
+    cfg = config(shapes, tmp_path / "region", steps=1, space="tiny_one_stage", train_blocks=("ir_k3_e6",), train_resolutions=(96,),
+                 train_heads=("fcos",), eval_random_archs=1)
+    trainer = Trainer(cfg, build_datasets(cfg, 96))
+    paths = [a for step in range(30) for a in trainer.sampler.paths(step)] + list(trainer.eval_archs.values())
+    assert {(a.resolution, a.head.type) for a in paths} == {(96, "fcos")}
+    assert len({a.neck.type for a in paths}) == 3 and len({tuple(s.depth for s in a.backbone.stages) for a in paths}) > 3
+    assert trainer.model.space == SearchSpace.preset("tiny_one_stage")
+
+
 @pytest.mark.parametrize("flags, message", [
-    (["--train-blocks", "bogus"], "--train-blocks: blocks: none of ['bogus']"),
+    (["--train-blocks", "bogus"], "--train-blocks: none of ['bogus']"),
+    (["--train-resolutions", "100"], "--train-resolutions: [100] not among this space's choices [64, 96, 128]"),
+    (["--train-heads", "yolo"], "--train-heads: ['yolo'] not among this space's choices"),
     (["--structure", "nowhere.json"], "--structure: nowhere.json not found"),
     (["--start-from", "nowhere.pt"], "--start-from: nowhere.pt: supernet checkpoint not found"),
 ])
