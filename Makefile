@@ -15,5 +15,6 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python end_to_end.py
 
+# two workers of one thread each (tests/conftest.py): the suite is mostly single-threaded Python
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2

@@ -1,8 +1,15 @@
+import os
 import warnings
 
 import pytest
+import torch
 
 from supernet.shapes import generate_shapes
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread per worker (and per command a test runs), not two on two cores each
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def test_sync_batchnorm_over_two_ranks_equals_one_batchnorm_on_the_union(tmp_pat
     """Each of two gloo ranks holds half a batch and runs 12 of 16 channels: outputs, input and
     parameter gradients and running statistics are those of one BatchNorm2d on the whole batch."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(REPO / "tests" / "ddp_syncbn_worker.py"), str(tmp_path / "out.pt")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -206,7 +206,7 @@ def test_bad_arch_is_one_line_exit_2(setup, tmp_path, capsys, args, message):
 def test_retrain_under_torchrun_gloo(setup, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(REPO / "retrain.py"), *argv(setup, out, "--arch", str(setup["root"] / "arch.json"), "--steps", "3")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -209,7 +209,7 @@ def test_torchrun_split_equals_single_process(trained, tmp_path):
     single = subprocess.run([sys.executable, str(REPO / "evolve.py"), *args, "--out", str(tmp_path / "single")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                           str(REPO / "evolve.py"), *args, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     strip = lambda rs: [(r["hash"], r["stage"], r["generation"], round(r["map"], 6)) for r in rs]  # noqa: E731

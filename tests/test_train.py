@@ -188,7 +188,7 @@ def test_bad_annotations_and_resume_errors(shapes, tmp_path, capsys):
 @pytest.mark.slow
 def test_ddp_two_processes_gloo_identical_weights(shapes, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(REPO / "tests" / "ddp_worker.py"), str(shapes), str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -214,7 +214,7 @@ def test_ddp_evaluation_splits_the_images_and_equals_a_single_process(shapes, tm
                     eval_random_archs=1, calib_batches=2, device="cpu", seed=5)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(REPO / "tests" / "ddp_eval_worker.py"), str(shapes), str(out), json.dumps({**settings, "sync_bn": True})]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)  # trained with synchronised BN
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -240,7 +240,7 @@ def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(shapes, tmp_pat
     and a resumed run ends where an uninterrupted one would."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(REPO / "tests" / "ddp_interrupt_worker.py"), str(shapes), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
