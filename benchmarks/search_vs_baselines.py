@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.pipeline import FULL, QUICK, run_pipeline
+from search.pipeline import FULL, QUICK, SPACE, check_options, run_pipeline
 from search.retrain import measure_latencies, retrain, timing_images
 from supernet.baselines import RECIPES
 from supernet.data import build_datasets
 from supernet.distributed import init_distributed
-from supernet.cli import log_to_stderr
+from supernet.cli import CommandParser, log_to_stderr
 from supernet.io import atomic_json, emit_result
 from supernet.space import Arch, SearchSpace
 from supernet.supernet import Detector
@@ -171,7 +171,7 @@ def summarize(seeds: dict[int, dict]) -> dict:
 
 def main() -> None:
     log_to_stderr()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CommandParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="the CI-sized schedule (a smoke run, not a result)")
     p.add_argument("--latency-slack", type=float, default=0.05,
@@ -209,15 +209,15 @@ def main() -> None:
         return
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds: {args.seeds} repeats a seed")
-    if args.flops_prior < 0:
-        p.error(f"--flops-prior: expected a number >= 0 (0: rank by mAP alone), got {args.flops_prior}")
-    if args.all_blocks and args.resolution_first:
-        p.error("--resolution-first: evolves the structure, then more of it at one resolution; not with --all-blocks (both stages)")
     if args.screen_neighbours is not None and args.screen_neighbours < 0:
         p.error(f"--screen-neighbours: expected an integer >= 0, got {args.screen_neighbours}")
     schedule = QUICK if args.quick else FULL
     if args.screen_neighbours is not None:
         schedule = replace(schedule, screen_neighbours=args.screen_neighbours)
+    try:  # the pipeline's own checks, before the first seed's folder is made
+        check_options(SearchSpace.resolve(SPACE), schedule, args.all_blocks, args.resolution_first, args.flops_prior)
+    except ValueError as e:
+        p.error(str(e))
     if args.retrain_seeds < 1:
         p.error(f"--retrain-seeds: expected an integer >= 1, got {args.retrain_seeds}")
     if args.retrain_epochs is not None and args.retrain_epochs < 1:

@@ -108,32 +108,18 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     cover: where a search has the most room over chance."""
     s = schedule or (QUICK if quick else FULL)
     stage = "both" if all_blocks else s.search_stage
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info, dev = init_distributed(device)
-    if info.world > 1:
-        raise ValueError("end_to_end: runs as a single process; use smnas train / search / retrain under torchrun")
     space_name = space
     try:
         space = SearchSpace.resolve(space_name)
     except ValueError as e:
         raise TrainError(str(e)) from None
-    if resolution_first and stage == "both":
-        raise ValueError("resolution_first: evolves the structure, then more of it at one resolution; not with the modular stage "
-                         "(all_blocks, or the schedule's search_stage 'both')")
-    # generations of each search stage: with both stages each gets half, so the search evaluates no more than the control draws
-    first = len(space.resolutions) if resolution_first else stage_generations(stage, s.generations)  # before the resolution is picked
-    if resolution_first and (s.generations <= first or s.screen_finalists < first or not (s.screen_steps or s.screen_epochs)):
-        raise ValueError(f"resolution_first: needs more generations ({s.generations}) than input resolutions ({first}), and a "
-                         f"screening of every resolution's best ({s.screen_finalists} finalists)")
-    if s.screen_neighbours and (s.screen_finalists < 2 or not (s.screen_steps or s.screen_epochs)):
-        raise ValueError(f"screen_neighbours: searches around the screening's winner, so needs a screening (screen_finalists "
-                         f"{s.screen_finalists}: at least 2, and screen_epochs or screen_steps)")
-    if flops_prior < 0:  # checked before the supernet trains, not when the search's config is made after it
-        raise ValueError(f"flops_prior: expected a number >= 0 (0: rank by mAP alone), got {flops_prior}")
-    unknown = sorted(set(data or {}) - set(DATA_FIELDS))
-    if unknown:
-        raise ValueError(f"data: unknown source field(s) {unknown}; expected some of {list(DATA_FIELDS)}")
+    check_options(space, s, all_blocks, resolution_first, flops_prior, data)
+    first = first_generations(space, stage, s.generations, resolution_first)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info, dev = init_distributed(device)
+    if info.world > 1:
+        raise ValueError("end_to_end: runs as a single process; use smnas train / search / retrain under torchrun")
     timings: dict[str, float] = {}
 
     def step(name: str, fn: Callable[[], object]):
@@ -213,6 +199,34 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     atomic_json(report, out / "report.json")
     atomic_write_bytes(out / "report.md", render_report(report).encode())
     return report
+
+
+def check_options(space: SearchSpace, s: Schedule, all_blocks: bool = False, resolution_first: bool = False, flops_prior: float = 0.0,
+                  data: Optional[dict[str, str]] = None) -> None:
+    """`run_pipeline`'s options checked together before anything runs or is written (the search's
+    own config is made only after the supernet trains); ValueError naming the option."""
+    stage = "both" if all_blocks else s.search_stage
+    if resolution_first and stage == "both":
+        raise ValueError("`resolution_first`: evolves the structure, then more of it at one resolution; not with the modular stage "
+                         "(`all_blocks`, or the schedule's search_stage 'both')")
+    first = first_generations(space, stage, s.generations, resolution_first)
+    if resolution_first and (s.generations <= first or s.screen_finalists < first or not (s.screen_steps or s.screen_epochs)):
+        raise ValueError(f"`resolution_first`: needs more generations ({s.generations}) than input resolutions ({first}), and a "
+                         f"screening of every resolution's best ({s.screen_finalists} finalists)")
+    if s.screen_neighbours and (s.screen_finalists < 2 or not (s.screen_steps or s.screen_epochs)):
+        raise ValueError(f"`screen_neighbours`: searches around the screening's winner, so needs a screening (screen_finalists "
+                         f"{s.screen_finalists}: at least 2, and screen_epochs or screen_steps)")
+    if flops_prior < 0:
+        raise ValueError(f"`flops_prior`: expected a number >= 0 (0: rank by mAP alone), got {flops_prior}")
+    unknown = sorted(set(data or {}) - set(DATA_FIELDS))
+    if unknown:
+        raise ValueError(f"`data`: unknown source field(s) {unknown}; expected some of {list(DATA_FIELDS)}")
+
+
+def first_generations(space: SearchSpace, stage: str, generations: int, resolution_first: bool) -> int:
+    """Generations of the search's first evolution: one per input resolution with
+    `resolution_first` (before the resolution is picked), else those of its first stage."""
+    return len(space.resolutions) if resolution_first else stage_generations(stage, generations)
 
 
 def stage_generations(stage: str, generations: int) -> int:

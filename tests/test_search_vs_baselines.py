@@ -147,11 +147,14 @@ def test_longer_retraining_runs_every_seed_anew_with_the_recipe_at_more_epochs(t
         (12, 30, "retrain_seed1/searched", True)]
 
 
-def test_all_blocks_is_refused_with_resolution_first_before_any_work(tmp_path, monkeypatch, capsys):
+def test_the_pipelines_checks_refuse_flags_before_any_work(tmp_path, monkeypatch, capsys):
     import pytest
 
-    monkeypatch.setattr("sys.argv", ["svb", "--all-blocks", "--resolution-first", "--work", str(tmp_path / "w")])
-    with pytest.raises(SystemExit) as e:
-        svb.main()
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert e.value.code == 2 and "--resolution-first" in err and "--all-blocks" in err and not (tmp_path / "w").exists()
+    for flags, message in ((["--all-blocks", "--resolution-first"], "error: --resolution-first: evolves the structure, then more of "
+                            "it at one resolution; not with the modular stage (--all-blocks, or the schedule's search_stage 'both')"),
+                           (["--flops-prior", "-1"], "error: --flops-prior: expected a number >= 0 (0: rank by mAP alone), got -1.0")):
+        monkeypatch.setattr("sys.argv", ["svb", *flags, "--work", str(tmp_path / "w")])
+        with pytest.raises(SystemExit) as e:
+            svb.main()
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith(message) and "\n" not in err and not (tmp_path / "w").exists()
