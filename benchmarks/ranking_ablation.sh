@@ -5,7 +5,9 @@
 #   bash benchmarks/ranking_ablation.sh                 # CPU, ~12 min a row on 2 cores
 #   ROWS="uniform1_e72 fair3" bash benchmarks/ranking_ablation.sh
 #   OUT=benchmarks/results/ranking_cpu_tiny_one_stage_fcos128.json ROWS="wide_e144 wide_e144_fcos128" bash ...
-#     (the 16 archs of the FCOS-128 region; a *_fcos128 row fine-tunes the row before it on that region)
+#     (the 16 archs of the FCOS-128 region; a *_fcos128 row fine-tunes the row before it on that region).
+#     A row replaces the stored row of its name: the committed file keeps the first wide_e144 rows and
+#     has the supernets trained again, and their fine-tunes, as rows *_again and *_again_fcos128.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/ablation}
