@@ -330,7 +330,7 @@ class SearchSpace:
         if heads is not None:
             space = replace(space, head=replace(space.head, types=_subset("heads", heads, space.head.types)))
         if structure is not None:
-            space.validate(structure)
+            self.validate(structure)
             stages = tuple(replace(s, depths=(a.depth,)) for s, a in zip(space.backbone.stages, structure.backbone.stages))
             space = replace(space, resolutions=(structure.resolution,), backbone=replace(space.backbone, stages=stages),
                             neck=replace(space.neck, types=(structure.neck.type,)), head=replace(space.head, types=(structure.head.type,)))
