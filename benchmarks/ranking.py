@@ -428,7 +428,8 @@ def refine_config(trained: dict, steps: int, **settings) -> TrainConfig:
     path (warm-up a tenth of it, nothing of path sampling); `settings` override the rest."""
     config = recorded_config(trained)
     return replace(config, steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=None, structure=None,
-                   train_blocks=None, train_resolutions=None, train_heads=None, distill=0.0, random_paths=1, sampler="uniform", ema=None, eval_every=0, **settings)
+                   train_blocks=None, train_resolutions=None, train_heads=None, distill=0.0, random_paths=1, sampler="uniform",
+                   ema=None, eval_every=0, **settings)
 
 
 def refined_map(model, arch: Arch, config: TrainConfig, datasets: tuple) -> float:

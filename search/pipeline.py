@@ -107,7 +107,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, device: str
     structure found); the control draws from all of it. A space far larger than uniform draws
     cover: where a search has the most room over chance."""
     s = schedule or (QUICK if quick else FULL)
-    stage = "both" if all_blocks else s.search_stage
+    stage = search_stage(s, all_blocks)
     space_name = space
     try:
         space = SearchSpace.resolve(space_name)
@@ -205,7 +205,7 @@ def check_options(space: SearchSpace, s: Schedule, all_blocks: bool = False, res
                   data: Optional[dict[str, str]] = None) -> None:
     """`run_pipeline`'s options checked together before anything runs or is written (the search's
     own config is made only after the supernet trains); ValueError naming the option."""
-    stage = "both" if all_blocks else s.search_stage
+    stage = search_stage(s, all_blocks)
     if resolution_first and stage == "both":
         raise ValueError("`resolution_first`: evolves the structure, then more of it at one resolution; not with the modular stage "
                          "(`all_blocks`, or the schedule's search_stage 'both')")
@@ -221,6 +221,12 @@ def check_options(space: SearchSpace, s: Schedule, all_blocks: bool = False, res
     unknown = sorted(set(data or {}) - set(DATA_FIELDS))
     if unknown:
         raise ValueError(f"`data`: unknown source field(s) {unknown}; expected some of {list(DATA_FIELDS)}")
+
+
+def search_stage(s: Schedule, all_blocks: bool) -> str:
+    """The search's stages: both (structural, then modular) when the supernet trained every block
+    type, else the schedule's."""
+    return "both" if all_blocks else s.search_stage
 
 
 def first_generations(space: SearchSpace, stage: str, generations: int, resolution_first: bool) -> int:
