@@ -20,7 +20,9 @@ second seed of the archs that lack one (the first --supernet's data and space). 
 also set against each seed's truth and their mean on the archs that have both, and over the
 pairs of archs that share a resolution. --smooth NAME adds NAME's scores smoothed over the K
 archs (the search's --smooth) as a row of its own; --flops-prior NAME@ALPHA adds NAME's scores
-times GFLOPs^ALPHA (the search's --flops-prior) and a row `gflops`, GFLOPs alone. --refine-steps
+times GFLOPs^ALPHA (the search's --flops-prior) and a row `gflops`, GFLOPs alone; --ensemble
+NAME=ROW+ROW adds the rows' scores averaged per arch (do independent supernets' errors cancel?),
+which --smooth and --flops-prior may then name. --refine-steps
 N scores each arch after N steps of fine-tuning alone from the supernet's weights instead: a
 second, dearer score a search could rank its finalists by.
 """
@@ -33,6 +35,7 @@ import random
 import re
 import sys
 from collections import Counter
+from itertools import combinations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -286,6 +289,28 @@ def add_flops_rows(priors: list[tuple[str, float]], archs: list[Arch], inherited
     supernets["gflops"] = f"GFLOPs of each arch alone ({num_classes} classes): no supernet"
 
 
+def parse_ensembles(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """--ensemble NAME=ROW+ROW... values as (row name, its member rows)."""
+    out = []
+    for spec in specs:
+        name, _, members = spec.partition("=")
+        rows = members.split("+")
+        if not name or len(rows) < 2 or "" in rows or len(set(rows)) < len(rows) or name in rows:
+            raise ValueError(f"--ensemble {spec}: expected NAME=ROW+ROW[+ROW...], two or more different rows and a new name")
+        out.append((name, rows))
+    return out
+
+
+def add_ensemble_rows(ensembles: list[tuple[str, list[str]]], inherited: dict, supernets: dict) -> None:
+    """Each NAME scores an arch by the mean of its member rows' scores; a stored row NAME is replaced."""
+    for name, members in ensembles:
+        missing = [m for m in members if m not in inherited]
+        if missing:
+            sys.exit(f"error: --ensemble {name}={'+'.join(members)}: no such row {missing[0]!r}; rows: {sorted(inherited)}")
+        inherited[name] = [round(float(np.mean(scores)), 6) for scores in zip(*(inherited[m] for m in members))]
+        supernets[name] = f"the mean score of {len(members)} rows: {', '.join(members)}"
+
+
 def load_truth(path: str) -> dict:
     """An earlier run's points file: its archs, truth, ceiling and rows, checked to be whole."""
     try:
@@ -329,6 +354,8 @@ def main() -> None:
     p.add_argument("--flops-prior", nargs="+", default=[], metavar="NAME@ALPHA",
                    help="also rank these rows' scores times GFLOPs^ALPHA (evolve.py --flops-prior), as rows NAME_flopsALPHA, "
                         "and GFLOPs alone as row gflops")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="NAME=ROW+ROW",
+                   help="also rank the rows' scores averaged per arch (supernets trained apart, e.g. with other seeds), as row NAME")
     p.add_argument("--resolution", type=int, help="draw the archs at this input resolution only (a region, with --head and --max-ms)")
     p.add_argument("--head", help="draw the archs with this head type only")
     p.add_argument("--max-ms", type=float, help="draw the archs predicted no slower than this (a search's --latency-budget)")
@@ -349,13 +376,20 @@ def main() -> None:
         sys.exit(f"error: {e}")
     try:
         args.flops_prior = parse_flops_priors(args.flops_prior)
+        args.ensemble = parse_ensembles(args.ensemble)
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:
         stored = load_truth(args.truth) if args.truth else None
     except ValueError as e:
         sys.exit(f"error: {e}")
-    rows = set(stored["inherited"] if stored else ()) | set(supernets)  # NAME of --smooth and --flops-prior, checked before any work
+    rows = set(stored["inherited"] if stored else ()) | set(supernets)  # the rows the options name, checked before any work
+    for name, members in args.ensemble:
+        missing = [m for m in members if m not in rows]
+        if missing or name in supernets:
+            why = f"no such row {missing[0]!r}; rows: {sorted(rows)}" if missing else "a --supernet of this call has that name"
+            sys.exit(f"error: --ensemble {name}={'+'.join(members)}: {why}")
+    rows |= {name for name, _ in args.ensemble}
     for name in args.smooth:
         if name not in rows:
             sys.exit(f"error: --smooth {name}: no such row; rows: {sorted(rows)}")
@@ -485,6 +519,7 @@ def write_result(archs: list[Arch], latency: list[float], truth: dict, again: di
                  device_name: str, schedule: dict, val_images: int, args, region: Optional[Region] = None,
                  num_classes: Optional[int] = None) -> None:
     """The JSON line (one row per supernet), the points file beside it and the plot."""
+    add_ensemble_rows(getattr(args, "ensemble", []), inherited, supernets)
     for name in args.smooth:  # the search's --smooth: the same inherited scores, smoothed over these archs
         if name not in inherited:
             sys.exit(f"error: --smooth {name}: no such row; rows: {sorted(inherited)}")
@@ -497,6 +532,11 @@ def write_result(archs: list[Arch], latency: list[float], truth: dict, again: di
     for row in rows:  # a score that is not an mAP has no ratio to the truth
         if FLOPS_ROW.fullmatch(row["name"]):
             row["median_ratio"] = None
+    members = dict(getattr(args, "ensemble", []))
+    for row in rows:  # how far the members agree with each other: their errors cancel only where they differ
+        if row["name"] in members:
+            pairs = [kendalltau(inherited[a], inherited[b]).statistic for a, b in combinations(members[row["name"]], 2)]
+            row["members_kendall_tau"] = round(float(np.mean(pairs)), 4)
     result = {
         "benchmark": "ranking", "device": device_name, "k": len(archs),
         "head_types": sorted({a.head.type for a in archs}), "neck_types": sorted({a.neck.type for a in archs}),

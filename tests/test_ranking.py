@@ -151,6 +151,40 @@ def test_flops_prior_rows_rank_the_product_and_gflops_alone(tmp_path):
         assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].startswith(message) and not (tmp_path / "o.json").exists()
 
 
+def test_an_ensemble_row_ranks_its_members_mean_score(tmp_path):
+    """NAME=A+B scores each arch by the mean of A's and B's scores: two supernets whose errors
+    are opposite rank perfectly together though neither does alone; a rerun replaces the row."""
+    import argparse
+    import subprocess
+
+    space = SearchSpace.preset("tiny").restrict(blocks=("ir_k3_e6",))
+    archs = ranking.spread_archs(space, _Table(), 6, seed=0)
+    truth = {a.hash(): 0.1 * (i + 1) for i, a in enumerate(archs)}
+    noise = [0.05, -0.05, 0.05, -0.05, 0.05, -0.05]  # each alone swaps neighbours; the mean cancels it
+    inherited = {"a": [0.1 * (i + 1) + e for i, e in enumerate(noise)], "b": [0.1 * (i + 1) - e for i, e in enumerate(noise)]}
+    args = argparse.Namespace(out=str(tmp_path / "r.json"), seed=0, smooth=["ab"], ensemble=ranking.parse_ensembles(["ab=a+b"]))
+    ranking.write_result(archs, [1.0] * 6, truth, {}, inherited, {"a": "x/last.pt", "b": "y/last.pt"}, None, "cpu", {"epochs": 12}, 100, args)
+    stored = ranking.load_truth(str(tmp_path / "r.points.json"))
+    assert stored["inherited"]["ab"] == [round(0.1 * (i + 1), 6) for i in range(6)] and "ab_smoothed" in stored["inherited"]
+    assert stored["supernets"]["ab"] == "the mean score of 2 rows: a, b"
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    assert rows["ab"]["kendall_tau"] == 1.0 and rows["a"]["kendall_tau"] < 1.0 and rows["b"]["kendall_tau"] < 1.0
+    assert rows["ab"]["members_kendall_tau"] < rows["a"]["kendall_tau"] and "members_kendall_tau" not in rows["a"]
+    for spec in ("ab", "ab=a", "ab=a+a", "=a+b", "ab=a+", "a=a+b"):
+        with pytest.raises(ValueError, match=f"--ensemble {re.escape(spec)}: expected NAME=ROW\\+ROW"):
+            ranking.parse_ensembles([spec])
+    script = Path(__file__).parents[1] / "benchmarks" / "ranking.py"
+    run = subprocess.run([sys.executable, str(script), "--truth", str(tmp_path / "r.points.json"), "--out", str(tmp_path / "o.json"),
+                          "--ensemble", "ac=a+c"], capture_output=True, text=True)  # refused before any supernet is loaded
+    assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].startswith("error: --ensemble ac=a+c: no such row 'c'")
+    assert not (tmp_path / "o.json").exists()
+    run = subprocess.run([sys.executable, str(script), "--truth", str(tmp_path / "r.points.json"), "--out", str(tmp_path / "o.json"),
+                          "--ensemble", "ab=b+a"], capture_output=True, text=True)  # a stored row of that name is replaced
+    assert run.returncode == 0, run.stderr
+    again = ranking.load_truth(str(tmp_path / "o.points.json"))
+    assert again["supernets"]["ab"] == "the mean score of 2 rows: b, a" and again["inherited"]["a"] == stored["inherited"]["a"]
+
+
 def test_more_second_seeds_are_trained_only_for_archs_that_lack_one(tmp_path, monkeypatch):
     """--truth with --ceiling-archs beyond the stored ones: the missing second seeds are trained
     (spread over latency, with the second seed, each in its own folder), the stored ones kept."""
