@@ -22,9 +22,9 @@ pairs of archs that share a resolution. --smooth NAME adds NAME's scores smoothe
 archs (the search's --smooth) as a row of its own; --flops-prior NAME@ALPHA adds NAME's scores
 times GFLOPs^ALPHA (the search's --flops-prior) and a row `gflops`, GFLOPs alone; --ensemble
 NAME=ROW+ROW adds the rows' scores averaged per arch (do independent supernets' errors cancel?),
-which --smooth and --flops-prior may then name. --refine-steps
-N scores each arch after N steps of fine-tuning alone from the supernet's weights instead: a
-second, dearer score a search could rank its finalists by.
+which --smooth and --flops-prior may then name. --refine-steps N scores each arch after N steps
+of fine-tuning alone from the supernet's weights instead: a second, dearer score a search could
+rank its finalists by.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ import random
 import re
 import sys
 from collections import Counter
-from itertools import combinations
 from dataclasses import asdict, dataclass, replace
+from itertools import combinations
 from pathlib import Path
 from typing import Callable, Optional
 
