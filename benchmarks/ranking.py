@@ -55,7 +55,7 @@ from supernet.distributed import init_distributed
 from supernet.cli import log_to_stderr
 from supernet.io import atomic_json, atomic_save_figure, emit_result, figure
 from supernet.space import Arch, SearchSpace
-from supernet.train_config import TrainConfig, recorded_config
+from supernet.train_config import RESTRICTIONS, TrainConfig, recorded_config
 from supernet.trainer import Trainer
 
 POOL = 3000  # random archs whose predicted latencies the K picks are drawn from
@@ -462,7 +462,7 @@ def refine_config(trained: dict, steps: int, **settings) -> TrainConfig:
     path (warm-up a tenth of it, nothing of path sampling); `settings` override the rest."""
     config = recorded_config(trained)
     return replace(config, steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=None, structure=None,
-                   train_blocks=None, train_resolutions=None, train_heads=None, distill=0.0, random_paths=1, sampler="uniform",
+                   **dict.fromkeys(RESTRICTIONS), distill=0.0, random_paths=1, sampler="uniform",
                    ema=None, eval_every=0, **settings)
 
 

@@ -35,7 +35,7 @@ from supernet.evaluate import Batches, METRICS, coco_map, detect
 from supernet.io import FolderBusy, RunLock, atomic_json, atomic_save_figure, figure
 from supernet.space import Arch, SearchSpace
 from supernet.tensorboard import Board
-from supernet.train_config import TrainConfig, recorded_config
+from supernet.train_config import RESTRICTIONS, TrainConfig, recorded_config
 from supernet.trainer import Trainer
 
 from .evolution import Evolution, Individual, Objective, SearchError
@@ -177,8 +177,7 @@ def finetune_config(trained: dict, search: "SearchConfig", out: Path) -> TrainCo
     steps = search.finetune_steps
     config = recorded_config(trained)
     return replace(config, out=str(out), steps=steps, epochs=1, warmup=min(config.warmup, steps // 10), start_from=search.supernet,
-                   structure=str(out / "structure.json"), train_blocks=None, train_resolutions=None, train_heads=None,
-                   device=search.device, workers=search.workers,
+                   structure=str(out / "structure.json"), **dict.fromkeys(RESTRICTIONS), device=search.device, workers=search.workers,
                    eval_images=min(config.eval_images or search.eval_images, search.eval_images), eval_every=0)
 
 

@@ -19,6 +19,8 @@ RUNTIME_FIELDS = frozenset({"out", "device", "workers", "eval_every", "ckpt_ever
 # what a checkpoint that predates a field was trained with, where that is not the field's default today
 PREDATED = {"width_sampling": "uniform"}
 AMP = ("fp16", "bf16")
+# the settings that sample one part of the space, each the `SearchSpace.restrict` argument it passes
+RESTRICTIONS = {"train_blocks": "blocks", "train_resolutions": "resolutions", "train_heads": "heads"}
 
 
 @dataclass
@@ -150,7 +152,7 @@ def train_config(args: dict) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     config = {k: v for k, v in _current(args).items() if k in names}
     config["clip_grad"] = config.get("clip_grad") or None
-    for name in ("train_blocks", "train_resolutions", "train_heads"):  # flags and config files give lists
+    for name in RESTRICTIONS:  # flags and config files give lists
         if config.get(name) is not None:
             config[name] = tuple(config[name])
     return TrainConfig(**config)

@@ -42,7 +42,7 @@ from .seeding import rng_state, seed_everything, set_rng_state
 from .space import Arch, SearchSpace
 from .supernet import Detector, Supernet
 from .tensorboard import Board
-from .train_config import TrainConfig, changed_settings, with_norm
+from .train_config import RESTRICTIONS, TrainConfig, changed_settings, with_norm
 
 MAX_BAD_STEPS = 5
 
@@ -158,7 +158,7 @@ class Trainer:
             space = self.space.restrict(structure=structure)
         except ValueError as e:
             raise TrainError(f"`structure`: {e}") from None
-        for name, restriction in (("train_blocks", "blocks"), ("train_resolutions", "resolutions"), ("train_heads", "heads")):
+        for name, restriction in RESTRICTIONS.items():
             try:
                 space = space.restrict(**{restriction: getattr(cfg, name)})
             except ValueError as e:
